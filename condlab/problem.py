@@ -1,0 +1,235 @@
+"""The Problem: a model's mean loss as a pure function of a flat parameter vector.
+
+    L(theta) = (1/N) sum_i loss(f(x_i; theta), y_i)
+             = sum_b (n_b / N) * L_b(theta),   L_b the mean loss over batch b of n_b samples.
+
+Batches are fixed, in order, and weighted by their size, so the curvature is that of the mean
+loss over all samples however the data are split (``mse`` is the mean over all output elements,
+which is again weight ``n_b / N`` per batch). ``theta [P]`` holds the selected parameters only;
+the others and all buffers are held fixed.
+
+Normalization layers and dropout run in an explicit, recorded mode:
+
+- ``bn_mode='eval'``: BatchNorm normalizes with its running statistics (a fixed affine map).
+- ``bn_mode='batch'``: BatchNorm normalizes with the statistics of each fixed batch, which couples
+  the samples of a batch; the operator is still the exact curvature of the mean of the batch
+  losses. Running statistics are neither used nor updated.
+- ``dropout_mode='eval'``: dropout off. ``'fixed'``: dropout on, with one mask per batch drawn
+  from ``seed`` and reused for every product, so that the operator is a fixed matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from condlab.errors import CondlabError, UsageError
+from condlab.losses import loss_fn
+from condlab.operators.params import ParamSpec, select_params
+
+BN_MODES = ("eval", "batch")
+DROPOUT_MODES = ("eval", "fixed")
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (cuda when available)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return dev
+
+
+class Problem:
+    """A model, its loss and a dataset split into fixed batches, as functions of ``theta [P]``.
+
+    The model is deep-copied, cast to ``dtype`` and moved to ``device``; the caller's model is
+    never modified.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[tuple[Tensor, Tensor]],
+        loss: str,
+        *,
+        params: Sequence[str] | None = None,
+        bn_mode: str = "eval",
+        dropout_mode: str = "eval",
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ):
+        if bn_mode not in BN_MODES:
+            raise UsageError(f"unknown BatchNorm mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise UsageError(
+                f"unknown dropout mode {dropout_mode!r}; choose one of {', '.join(DROPOUT_MODES)}"
+            )
+        if not batches:
+            raise UsageError("the dataset is empty; pass data with at least one sample")
+        self.loss_name = loss
+        self._loss = loss_fn(loss)
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.seed = int(seed)
+        self.bn_mode, self.dropout_mode = bn_mode, dropout_mode
+        self.model = self._prepare(model)
+        self.spec: ParamSpec = select_params(self.model.named_parameters(), params)
+        named = dict(self.model.named_parameters())
+        self.theta = self.spec.flatten({n: named[n].detach() for n in self.spec.names})
+        self.fixed = {n: p.detach() for n, p in named.items() if n not in self.spec.names}
+        self.fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
+        self.batches = [self._cast_batch(X, y) for X, y in batches]
+        self.sizes = [int(X.shape[0]) for X, _ in self.batches]
+        self.n_samples = sum(self.sizes)
+        self.weights = [n / self.n_samples for n in self.sizes]
+        self.randomness = "same" if self.uses_dropout else "error"
+        self._validate()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
+        model.eval()
+        self.has_batchnorm = any(isinstance(m, _BN_TYPES) for m in model.modules())
+        self.uses_dropout = self.dropout_mode == "fixed" and any(
+            isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules()
+        )
+        if self.bn_mode == "batch" and self.has_batchnorm:
+            torch.func.replace_all_batch_norm_modules_(model)
+            for m in model.modules():
+                if isinstance(m, _BN_TYPES):
+                    m.train()
+        if self.uses_dropout:
+            for m in model.modules():
+                if isinstance(m, _DROPOUT_TYPES):
+                    m.train()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def _cast_batch(self, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        X = torch.as_tensor(X).to(self.device)
+        X = X.to(self.dtype) if X.is_floating_point() else X
+        y = torch.as_tensor(y).to(self.device)
+        if self.loss_name == "cross-entropy":
+            if y.is_floating_point():
+                if not torch.equal(y, y.round()):
+                    raise UsageError(
+                        "cross-entropy needs integer class labels but y has fractional values; "
+                        "use --loss mse for regression targets"
+                    )
+                y = y.long()
+        else:
+            y = y.to(self.dtype)
+        return X, y
+
+    def _validate(self) -> None:
+        for name, t in {**self.spec.unflatten(self.theta), **self.fixed}.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise CondlabError(f"the model's tensor {name!r} holds NaN or Inf; the checkpoint is broken")
+        X, y = self.batches[0]
+        try:
+            with torch.no_grad():
+                out = self.outputs(self.theta, X, 0)
+        except Exception as e:  # shape errors surface as RuntimeError / ValueError
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CondlabError(
+                f"data with samples of shape {list(X.shape[1:])} do not fit the model ({msg}); "
+                "check --data and the model's input size"
+            ) from e
+        if self.loss_name == "cross-entropy":
+            if out.ndim != 2:
+                raise CondlabError(
+                    f"cross-entropy needs model outputs of shape [N, classes], got {list(out.shape)}"
+                )
+            num_classes = out.shape[1]
+            lo = min(int(yb.min()) for _, yb in self.batches)
+            hi = max(int(yb.max()) for _, yb in self.batches)
+            if lo < 0 or hi >= num_classes:
+                raise CondlabError(
+                    f"labels span {lo}..{hi} but the model has {num_classes} outputs; cross-entropy "
+                    f"needs labels in 0..{num_classes - 1} (wrong --data, or the model's output size)"
+                )
+        elif y.numel() != out.numel():
+            raise CondlabError(
+                f"mse targets have {y[0].numel()} values per sample but the model outputs "
+                f"{out[0].numel()}; match the model's output size to the targets"
+            )
+        value = self.loss()
+        if not torch.isfinite(value):
+            raise CondlabError("the loss at these weights is NaN or Inf; check the weights and the data")
+
+    # -- functions of theta --------------------------------------------------------------------
+    def _rng(self, batch_index: int):
+        """Dropout masks drawn from a fixed seed per batch, so every product sees the same ones."""
+        if not self.uses_dropout:
+            return contextlib.nullcontext()
+        return _seeded(self.seed * 1_000_003 + batch_index, self.device)
+
+    def outputs(self, theta: Tensor, X: Tensor, batch_index: int = 0) -> Tensor:
+        """Model outputs on ``X`` with the selected parameters set to ``theta``."""
+        with self._rng(batch_index):
+            return functional_call(self.model, (self.spec.unflatten(theta), self.fixed), (X,))
+
+    def output_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """The batch-mean loss as a function of the model outputs."""
+        return self._loss(out, y)
+
+    def batch_loss(self, theta: Tensor, batch_index: int) -> Tensor:
+        """``L_b(theta)``: the mean loss over batch ``b``."""
+        X, y = self.batches[batch_index]
+        return self._loss(self.outputs(theta, X, batch_index), y)
+
+    def loss(self, theta: Tensor | None = None) -> Tensor:
+        """``L(theta)``: the mean loss over all samples."""
+        theta = self.theta if theta is None else theta
+        with torch.no_grad():
+            return sum(w * self.batch_loss(theta, b) for b, w in enumerate(self.weights))
+
+    def gradient(self, theta: Tensor | None = None) -> Tensor:
+        """``grad L(theta) [P]``."""
+        theta = self.theta if theta is None else theta
+        return sum(
+            w * grad(self.batch_loss)(theta, b) for b, w in enumerate(self.weights)
+        )
+
+    # -- views -----------------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        return self.spec.size
+
+    @property
+    def modes(self) -> dict[str, str | None]:
+        """How normalization and dropout ran: recorded with every result."""
+        return {
+            "batchnorm": self.bn_mode if self.has_batchnorm else None,
+            "dropout": self.dropout_mode if self.uses_dropout else "eval",
+        }
+
+    def restrict(self, names: Sequence[str]) -> Problem:
+        """The same problem over a subset of the parameters (a diagonal block of the curvature)."""
+        sub = copy.copy(self)
+        unknown = [n for n in names if n not in self.spec.names]
+        if unknown:
+            raise UsageError(f"unknown parameter(s) {', '.join(unknown)}")
+        current = self.spec.unflatten(self.theta)
+        sub.spec = ParamSpec(tuple(names), tuple(current[n].shape for n in names))
+        sub.theta = sub.spec.flatten(current)
+        sub.fixed = {**self.fixed, **{n: t for n, t in current.items() if n not in names}}
+        return sub

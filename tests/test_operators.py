@@ -1,0 +1,170 @@
+"""Every curvature operator against a dense float64 ground truth built independently.
+
+The reference Hessian is ``torch.func`` reverse-over-reverse on ONE batch holding all the data
+(written here, not condlab's code); the reference GGN is ``J^T H_out J`` with ``jacrev`` and
+``hessian`` of the loss in the outputs. The operators under test use forward-over-reverse,
+vmapped, summed over uneven batches.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, hessian, jacrev, vjp, vmap
+
+from condlab.operators import GGNOperator, HessianOperator, curvature_operator
+from condlab.problem import Problem
+from tests.cases import CASES, make_case
+
+UNEVEN = (4, 1, 3, 1)  # 9 samples in batches of different sizes
+
+
+def _batches(X, y, sizes):
+    out, start = [], 0
+    for s in sizes:
+        out.append((X[start : start + s], y[start : start + s]))
+        start += s
+    return out
+
+
+def _reference(model, X, y, loss, curvature, bn_mode="eval"):
+    """Dense Hessian or GGN of the mean loss over all of X, one batch, written from scratch."""
+    model = model.eval()
+    if bn_mode == "batch":
+        torch.func.replace_all_batch_norm_modules_(model)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.train()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    buffers = dict(model.named_buffers())
+
+    def f(th):
+        parts = torch.split(th, [s.numel() for s in shapes])
+        params = {n: p.view(s) for n, p, s in zip(names, parts, shapes)}
+        return functional_call(model, (params, buffers), (X,))
+
+    def lossf(out):
+        return F.cross_entropy(out, y) if loss == "cross-entropy" else F.mse_loss(out, y)
+
+    if curvature == "hessian":
+        _, pullback = vjp(grad(lambda th: lossf(f(th))), theta)
+        return vmap(pullback)(torch.eye(theta.numel(), dtype=theta.dtype))[0]
+    out = f(theta).detach()
+    J = jacrev(f)(theta).reshape(out.numel(), -1)
+    H_out = hessian(lossf)(out).reshape(out.numel(), out.numel())
+    return J.T @ H_out @ J
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_operator_matches_dense_reference(case, curvature):
+    model, X, y, loss, kwargs = make_case(case)
+    if kwargs.get("bn_mode") == "batch":
+        # train-mode BatchNorm couples a batch: compare on one batch holding all the data
+        batches = [(X, y)]
+    else:
+        batches = _batches(X, y, UNEVEN)
+    problem = Problem(model, batches, loss, dtype=torch.float64, **kwargs)
+    A = curvature_operator(problem, curvature, block_size=5).to_dense()
+    ref = _reference(model, X, y, loss, curvature, kwargs.get("bn_mode", "eval"))
+    assert A.shape == ref.shape
+    torch.testing.assert_close(A, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(A, A.T, rtol=1e-10, atol=1e-12)
+
+
+def test_uneven_batches_give_the_one_batch_operator():
+    model, X, y, loss, _ = make_case("mlp-ce", n=9)
+    one = HessianOperator(Problem(model, [(X, y)], loss, dtype=torch.float64)).to_dense()
+    for sizes in [(4, 5), (8, 1), (2, 2, 2, 3), (1,) * 9]:
+        p = Problem(model, _batches(X, y, sizes), loss, dtype=torch.float64)
+        torch.testing.assert_close(HessianOperator(p).to_dense(), one, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            GGNOperator(p).to_dense(),
+            GGNOperator(Problem(model, [(X, y)], loss, dtype=torch.float64)).to_dense(),
+            rtol=1e-12,
+            atol=1e-14,
+        )
+
+
+def test_equal_weighting_of_uneven_batches_would_be_wrong():
+    """Guards the test above: averaging per-batch operators equally gives another matrix."""
+    model, X, y, loss, _ = make_case("mlp-ce", n=9)
+    full = HessianOperator(Problem(model, [(X, y)], loss, dtype=torch.float64)).to_dense()
+    parts = [
+        HessianOperator(Problem(model, [b], loss, dtype=torch.float64)).to_dense()
+        for b in _batches(X, y, (8, 1))
+    ]
+    assert (sum(parts) / 2 - full).abs().max() > 1e-3
+
+
+def test_ggn_equals_hessian_for_a_linear_model():
+    model, X, y, loss, _ = make_case("linear-mse")
+    p = Problem(model, _batches(X, y, UNEVEN), loss, dtype=torch.float64)
+    torch.testing.assert_close(HessianOperator(p).to_dense(), GGNOperator(p).to_dense())
+
+
+def test_block_size_and_single_vector_products_agree():
+    model, X, y, loss, _ = make_case("residual-layernorm-ce")
+    p = Problem(model, _batches(X, y, UNEVEN), loss, dtype=torch.float64)
+    V = torch.randn(p.n_params, 7, dtype=torch.float64)
+    a = HessianOperator(p, block_size=1) @ V
+    b = HessianOperator(p, block_size=64) @ V
+    c = torch.stack([HessianOperator(p) @ V[:, k] for k in range(7)], dim=1)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
+
+
+def test_products_are_deterministic_and_counted():
+    model, X, y, loss, kwargs = make_case("batchnorm-batch-ce")
+    p = Problem(model, [(X, y)], loss, dtype=torch.float64, **kwargs)
+    op = HessianOperator(p)
+    v = torch.randn(p.n_params, 3, dtype=torch.float64)
+    assert torch.equal(op @ v, op @ v)
+    assert op.matvecs == 6
+
+
+def test_fixed_dropout_masks_make_a_fixed_symmetric_operator():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Dropout(0.5), torch.nn.Linear(6, 2)
+    ).double()
+    X = torch.randn(8, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (8,))
+    on = Problem(model, [(X, y)], "cross-entropy", dtype=torch.float64, dropout_mode="fixed")
+    off = Problem(model, [(X, y)], "cross-entropy", dtype=torch.float64)
+    A, B = HessianOperator(on).to_dense(), HessianOperator(on).to_dense()
+    assert torch.equal(A, B)
+    torch.testing.assert_close(A, A.T)
+    assert (A - HessianOperator(off).to_dense()).abs().max() > 1e-6  # the masks do something
+    assert on.modes == {"batchnorm": None, "dropout": "fixed"}
+
+
+def test_restrict_gives_the_diagonal_block():
+    model, X, y, loss, _ = make_case("mlp-ce")
+    p = Problem(model, [(X, y)], loss, dtype=torch.float64)
+    H = HessianOperator(p).to_dense()
+    for name in p.spec.names:
+        s = p.spec.slice(name)
+        block = HessianOperator(p.restrict([name])).to_dense()
+        torch.testing.assert_close(block, H[s, s])
+
+
+def test_param_patterns_select_a_subset():
+    model, X, y, loss, _ = make_case("mlp-ce")
+    p = Problem(model, [(X, y)], loss, dtype=torch.float64, params=["2.*"])
+    assert p.spec.names == ("2.weight", "2.bias")
+    full = Problem(model, [(X, y)], loss, dtype=torch.float64)
+    H = HessianOperator(full).to_dense()
+    s = slice(full.spec.slice("2.weight").start, full.spec.slice("2.bias").stop)
+    torch.testing.assert_close(HessianOperator(p).to_dense(), H[s, s])
+
+
+def test_flatten_unflatten_round_trip():
+    model, *_ = make_case("cnn-ce")
+    from condlab.operators import select_params
+
+    spec = select_params(model.named_parameters())
+    theta = torch.randn(spec.size, dtype=torch.float64)
+    assert torch.equal(spec.flatten(spec.unflatten(theta)), theta)
+    assert spec.size == sum(p.numel() for p in model.parameters())
