@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
+from condlab.distributed import all_reduce_sum
 from condlab.errors import CondlabError, UsageError
 from condlab.losses import loss_fn
 from condlab.operators.params import ParamSpec, select_params
@@ -74,6 +75,7 @@ class Problem:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        n_total: int | None = None,
     ):
         if bn_mode not in BN_MODES:
             raise UsageError(f"unknown BatchNorm mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}")
@@ -97,7 +99,8 @@ class Problem:
         self.fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
         self.batches = [self._cast_batch(X, y) for X, y in batches]
         self.sizes = [int(X.shape[0]) for X, _ in self.batches]
-        self.n_samples = sum(self.sizes)
+        # n_total: samples over all ranks of a distributed run (this rank holds a shard)
+        self.n_samples = int(n_total) if n_total is not None else sum(self.sizes)
         self.weights = [n / self.n_samples for n in self.sizes]
         self.randomness = "same" if self.uses_dropout else "error"
         self._validate()
@@ -200,14 +203,16 @@ class Problem:
         """``L(theta)``: the mean loss over all samples."""
         theta = self.theta if theta is None else theta
         with torch.no_grad():
-            return sum(w * self.batch_loss(theta, b) for b, w in enumerate(self.weights))
+            local = sum(w * self.batch_loss(theta, b) for b, w in enumerate(self.weights))
+            return all_reduce_sum(torch.as_tensor(local, dtype=self.dtype, device=self.device))
 
     def gradient(self, theta: Tensor | None = None) -> Tensor:
         """``grad L(theta) [P]``."""
         theta = self.theta if theta is None else theta
-        return sum(
-            w * grad(self.batch_loss)(theta, b) for b, w in enumerate(self.weights)
-        )
+        g = torch.zeros_like(theta)
+        for b, w in enumerate(self.weights):
+            g += w * grad(self.batch_loss)(theta, b)
+        return all_reduce_sum(g)
 
     # -- views -----------------------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vjp, vmap
 
+from condlab.distributed import all_reduce_sum
 from condlab.operators.base import LinearOperator
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class _CurvatureOperator(LinearOperator):
             for start in range(0, V.shape[1], self.block_size):
                 cols = slice(start, start + self.block_size)
                 out[:, cols] += w * self._batch_product(b, V[:, cols])
-        return out
+        return all_reduce_sum(out)  # a distributed run holds a shard of the batches per rank
 
 
 class HessianOperator(_CurvatureOperator):

@@ -39,8 +39,8 @@ def dense_ggn(problem: Problem) -> Tensor:
     for b, w in enumerate(problem.weights):
         X, y = problem.batches[b]
         out = problem.outputs(problem.theta, X, b).detach()
-        J = jacrev(lambda th: problem.outputs(th, X, b))(problem.theta).reshape(-1, P)  # [M, P]
-        H_out = hessian(lambda o: problem.output_loss(o, y))(out).reshape(J.shape[0], -1)  # [M, M]
+        J = jacrev(lambda th, X=X, b=b: problem.outputs(th, X, b))(problem.theta).reshape(-1, P)  # [M, P]
+        H_out = hessian(lambda o, y=y: problem.output_loss(o, y))(out).reshape(J.shape[0], -1)  # [M, M]
         G += w * (J.T @ H_out @ J)
     return G
 

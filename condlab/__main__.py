@@ -1,0 +1,3 @@
+from condlab.cli import main
+
+main()

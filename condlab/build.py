@@ -1,0 +1,104 @@
+"""From a config to a model, a dataset and a Problem: the loading half of every command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from condlab.config import SpectrumConfig
+from condlab.errors import UsageError
+from condlab.load.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
+from condlab.load.data import Dataset, load_dataset, make_batches
+from condlab.load.models import build_model, import_factory
+from condlab.losses import check_loss_fits, default_loss
+from condlab.problem import Problem
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model with its weights, the dataset it is measured on, and the loss."""
+
+    model: nn.Module
+    dataset: Dataset
+    loss: str
+    checkpoint: dict | None
+    source: str
+
+
+def num_outputs(dataset: Dataset) -> int:
+    if dataset.task == "classification":
+        return int(dataset.num_classes)
+    return 1 if dataset.y.ndim == 1 else int(dataset.y.shape[1])
+
+
+def load(cfg: SpectrumConfig) -> Loaded:
+    """Load the checkpoint and/or model, and the data, as ``cfg`` says."""
+    ckpt = load_checkpoint(cfg.checkpoint, trust=cfg.trust_checkpoint) if cfg.checkpoint else None
+    is_condlab = ckpt is not None and ckpt.get("format") == "condlab-checkpoint"
+    data_spec = cfg.data if cfg.data is not None else (ckpt["data"] if is_condlab else None)
+    if data_spec is None:
+        raise UsageError("no data to measure on: pass --data (e.g. --data digits or a .npz file)")
+    dataset = load_dataset(data_spec, target=cfg.target, max_samples=cfg.max_samples, seed=cfg.seed)
+    loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or default_loss(dataset.task)
+    loss = check_loss_fits(loss, dataset.task)
+
+    if cfg.model:
+        if ":" in cfg.model:
+            model = import_factory(cfg.model, dict(cfg.model_args))
+            source = cfg.model
+        else:
+            spec = {"name": cfg.model, **dict(cfg.model_args)}
+            model = build_model(spec, tuple(dataset.X.shape[1:]), num_outputs(dataset), seed=cfg.seed)
+            source = f"built-in {cfg.model}"
+        weights = cfg.weights
+        if weights is not None:
+            w = load_checkpoint(weights, trust=cfg.trust_checkpoint)
+            load_weights(model, w["state_dict"], source=weights)
+            source += f" with weights {weights}"
+        elif ckpt is not None:
+            load_weights(model, ckpt["state_dict"], source=cfg.checkpoint)
+            source += f" with weights {cfg.checkpoint}"
+        elif ":" not in cfg.model:
+            source += f" at its initialization (seed {cfg.seed})"
+    elif ckpt is not None:
+        model = model_from_checkpoint(ckpt)
+        source = f"checkpoint {cfg.checkpoint}"
+    else:
+        raise UsageError("nothing to measure: pass a checkpoint, or --model")
+    if cfg.weights and not cfg.model:
+        raise UsageError("--weights needs --model: the weights alone do not say which model they fit")
+    return Loaded(model, dataset, loss, ckpt, source)
+
+
+def make_problem(
+    loaded: Loaded,
+    cfg: SpectrumConfig,
+    *,
+    model: nn.Module | None = None,
+    transform=None,
+    params: tuple[str, ...] | None = None,
+) -> Problem:
+    """The Problem for ``loaded`` (or a replacement ``model`` on ``transform``-ed inputs)."""
+    batches = make_batches(loaded.dataset, cfg.batch_size)
+    if transform is not None:
+        batches = [(transform(X), y) for X, y in batches]
+    return Problem(
+        loaded.model if model is None else model,
+        batches,
+        loaded.loss,
+        params=cfg.params if params is None else params,
+        bn_mode=cfg.bn_mode,
+        dropout_mode=cfg.dropout_mode,
+        dtype=cfg.torch_dtype,
+        device=cfg.device,
+        seed=cfg.seed,
+    )
+
+
+def set_threads() -> None:
+    """Use the machine's cores but not more (torch's default can oversubscribe small CI boxes)."""
+    import os
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))

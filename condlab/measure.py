@@ -1,0 +1,230 @@
+"""Measure one operator: extreme eigenvalues, condition number, trace and density.
+
+``measure(A, settings)`` is the one place where estimators meet an operator; every command
+(spectrum, compare's tracking, check) calls it and gets the same :class:`SpectrumResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from condlab.errors import CondlabError, UsageError
+from condlab.estimators import (
+    condition_number,
+    extreme_eigenpairs,
+    hutchinson,
+    hutchpp,
+    slq_density,
+)
+from condlab.operators.base import LinearOperator
+from condlab.report.records import SpectrumResult
+
+TRACE_METHODS = ("hutch++", "hutchinson")
+EXACT_LIMIT = 6000  # parameters: above this a dense eigendecomposition is refused
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """How to estimate. ``tol`` is relative: every reported pair has
+    ``||A v - lambda v|| <= tol * |lambda_max|``."""
+
+    top: int = 5
+    bottom: int = 3
+    tol: float = 1e-6
+    max_hvps: int = 1000
+    max_basis: int | None = None
+    damping: float = 0.0
+    null_threshold: float | None = None  # relative to |lambda_max|; default max(tol, 1e-6)
+    trace: bool = False
+    trace_method: str = "hutch++"
+    probes: int = 100
+    density: bool = False
+    density_probes: int = 8
+    density_steps: int = 80
+    exact: bool = False
+    seed: int = 0
+
+    @property
+    def threshold_rel(self) -> float:
+        return self.null_threshold if self.null_threshold is not None else max(self.tol, 1e-6)
+
+
+@dataclass(frozen=True)
+class Density:
+    """A spectral density on a grid (stochastic Lanczos quadrature), for one setting."""
+
+    setting: str
+    grid: list[float]
+    density: list[float]
+
+    def rows(self) -> list[dict]:
+        return [
+            {"setting": self.setting, "eigenvalue": x, "density": y}
+            for x, y in zip(self.grid, self.density)
+        ]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    result: SpectrumResult
+    density: Density | None
+
+
+class _Observed(LinearOperator):
+    """``A + damping * I``, counting products and reporting them to a progress callback."""
+
+    def __init__(self, A, damping: float, on_matvec: Callable[[int], None] | None):
+        super().__init__(A.shape[0], A.dtype, A.device)
+        self.A, self.damping, self.on_matvec = A, float(damping), on_matvec
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        out = self.A @ V
+        if self.damping:
+            out = out + self.damping * V
+        if not torch.isfinite(out).all():
+            raise CondlabError(
+                "a curvature product returned NaN or Inf; the loss is not twice differentiable "
+                "here or overflows (try --dtype float64)"
+            )
+        if self.on_matvec is not None:
+            self.on_matvec(V.shape[1])
+        return out
+
+
+def measure(
+    A,
+    settings: EstimatorSettings,
+    *,
+    setting: str = "baseline",
+    curvature: str = "hessian",
+    n_samples: int = 0,
+    preconditioner: str | None = None,
+    normalization: str | None = None,
+    layer: str | None = None,
+    modes: dict | None = None,
+    details: dict | None = None,
+    on_matvec: Callable[[int], None] | None = None,
+) -> Measurement:
+    """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``)."""
+    s = settings
+    if s.trace_method not in TRACE_METHODS:
+        raise UsageError(f"unknown trace method {s.trace_method!r}; choose {', '.join(TRACE_METHODS)}")
+    op = _Observed(A, s.damping, on_matvec)
+    P = op.shape[0]
+    t0 = time.perf_counter()
+    top, bottom = min(s.top, P), min(s.bottom, P)
+    fields: dict = {}
+    density = None
+    if s.exact:
+        if P > EXACT_LIMIT:
+            raise UsageError(
+                f"--exact builds a dense {P} x {P} matrix; it is limited to {EXACT_LIMIT} "
+                "parameters: drop --exact, or select fewer with --params"
+            )
+        M = op.to_dense(block_size=64)
+        M = (M + M.T) / 2
+        evals, evecs = torch.linalg.eigh(M.double())
+        resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
+        ev, rs = evals.tolist(), resid.tolist()
+        cond = condition_number(
+            ev[::-1][:top], ev[:bottom], threshold_rel=s.threshold_rel, exact_spectrum=evals
+        )
+        fields.update(
+            eigenvalues_top=ev[::-1][:top],
+            residuals_top=rs[::-1][:top],
+            converged_top=[True] * top,
+            eigenvalues_bottom=ev[:bottom],
+            residuals_bottom=rs[:bottom],
+            converged_bottom=[True] * bottom,
+            lambda_max=ev[-1],
+            lambda_min=ev[0],
+            nullity_method="exact (dense eigendecomposition)",
+        )
+        if s.trace:
+            fields.update(trace=float(evals.sum()), trace_stderr=0.0, trace_method="exact")
+    else:
+        if top + bottom > 0:
+            eig = extreme_eigenpairs(
+                op,
+                top=top,
+                bottom=bottom,
+                tol=s.tol,
+                max_matvecs=s.max_hvps,
+                max_basis=s.max_basis,
+                seed=s.seed,
+            )
+            fields.update(
+                eigenvalues_top=_floats(eig.eigenvalues_top),
+                residuals_top=_floats(eig.residuals_top),
+                converged_top=[bool(c) for c in eig.converged_top],
+                eigenvalues_bottom=_floats(eig.eigenvalues_bottom),
+                residuals_bottom=_floats(eig.residuals_bottom),
+                converged_bottom=[bool(c) for c in eig.converged_bottom],
+                lambda_max=float(eig.lambda_max),
+                lambda_min=float(eig.lambda_min),
+            )
+            cond = condition_number(
+                eig.eigenvalues_top,
+                eig.eigenvalues_bottom,
+                threshold_rel=s.threshold_rel,
+                lambda_max=eig.lambda_max,
+                lambda_min=eig.lambda_min,
+            )
+        else:
+            cond = None
+        if s.trace:
+            estimator = hutchpp if s.trace_method == "hutch++" else hutchinson
+            tr = estimator(op, s.probes, seed=s.seed)
+            fields.update(
+                trace=float(tr.value), trace_stderr=float(tr.stderr), trace_method=s.trace_method
+            )
+    if s.density:
+        d = slq_density(
+            op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed
+        )
+        density = Density(setting, _floats(d.grid), _floats(d.density))
+    if cond is not None:
+        fields.update(
+            condition_number=_opt_float(cond.value),
+            condition_definition=cond.definition,
+            definiteness=cond.definiteness,
+            threshold=_opt_float(cond.threshold),
+            lambda_min_positive=_opt_float(cond.lambda_min_positive),
+            nullity=cond.nullity,
+        )
+        if cond.nullity is not None and "nullity_method" not in fields:
+            fields["nullity_method"] = "counted from the computed eigenvalues"
+    result = SpectrumResult(
+        setting=setting,
+        curvature=curvature,
+        preconditioner=preconditioner,
+        normalization=normalization,
+        n_params=P,
+        n_samples=n_samples,
+        hvp_count=op.matvecs,
+        seconds=time.perf_counter() - t0,
+        damping=s.damping,
+        layer=layer,
+        modes=dict(modes or {}),
+        dtype=str(op.dtype).replace("torch.", ""),
+        device=str(op.device),
+        seed=s.seed,
+        details=dict(details or {}),
+        **fields,
+    )
+    return Measurement(result, density)
+
+
+def _floats(x) -> list[float]:
+    if isinstance(x, Tensor):
+        return [float(v) for v in x.detach().cpu().reshape(-1)]
+    return [float(v) for v in x]
+
+
+def _opt_float(x) -> float | None:
+    return None if x is None else float(x)

@@ -1,0 +1,50 @@
+"""Figures (matplotlib is an optional extra: ``pip install condlab[plot]``), imported lazily."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from condlab.errors import UsageError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError(
+            "plotting needs matplotlib: pip install 'condlab[plot]' (or drop --plot)"
+        ) from None
+    return plt
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """Save atomically: a temporary file beside ``path``, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_density(densities, path: str | Path) -> None:
+    """The spectral density of each setting, on a symmetric-log eigenvalue axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for d in densities:
+        ax.plot(d.grid, d.density, label=d.setting)
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("spectral density (stochastic Lanczos quadrature)")
+    save_figure(fig, path)
+    plt.close(fig)

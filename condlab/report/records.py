@@ -1,0 +1,160 @@
+"""The result record of one measured setting, and the JSON document that holds several.
+
+JSON (stable; a field that was not asked for is null)::
+
+    {"condlab_version", "command", "config" (resolved), "versions", "results": [SpectrumResult]}
+
+The first fields of :class:`SpectrumResult` are the documented schema; the later ones add
+provenance (convergence flags, modes, dtype) and setting-specific details.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_FIELDS = (
+    "setting",
+    "curvature",
+    "preconditioner",
+    "normalization",
+    "n_params",
+    "n_samples",
+    "eigenvalues_top",
+    "eigenvalues_bottom",
+    "residuals_top",
+    "residuals_bottom",
+    "lambda_max",
+    "lambda_min",
+    "condition_number",
+    "condition_definition",
+    "nullity",
+    "trace",
+    "trace_stderr",
+    "hvp_count",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class SpectrumResult:
+    """What condlab measured for one setting (baseline, a preconditioner, a normalization, a layer).
+
+    ``eigenvalues_top`` are descending, ``eigenvalues_bottom`` ascending; ``residuals_*`` are
+    ``||A v - lambda v||`` of the same Ritz pairs. ``condition_number`` follows
+    ``condition_definition``, a sentence naming the formula and the threshold it used.
+    """
+
+    setting: str
+    curvature: str
+    preconditioner: str | None
+    normalization: str | None
+    n_params: int
+    n_samples: int
+    eigenvalues_top: list[float] | None = None
+    eigenvalues_bottom: list[float] | None = None
+    residuals_top: list[float] | None = None
+    residuals_bottom: list[float] | None = None
+    lambda_max: float | None = None
+    lambda_min: float | None = None
+    condition_number: float | None = None
+    condition_definition: str | None = None
+    nullity: int | None = None
+    trace: float | None = None
+    trace_stderr: float | None = None
+    hvp_count: int = 0
+    seconds: float = 0.0
+    # -- provenance and details beyond the documented schema --------------------------------
+    converged_top: list[bool] | None = None
+    converged_bottom: list[bool] | None = None
+    definiteness: str | None = None
+    threshold: float | None = None
+    lambda_min_positive: float | None = None
+    nullity_method: str | None = None
+    trace_method: str | None = None
+    damping: float = 0.0
+    layer: str | None = None
+    modes: dict[str, Any] = field(default_factory=dict)
+    dtype: str | None = None
+    device: str | None = None
+    seed: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        flags = (self.converged_top or []) + (self.converged_bottom or [])
+        return all(flags)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    def scalar_row(self) -> dict[str, Any]:
+        """The scalar fields, one CSV row (lists and nested details left out)."""
+        row = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (list, dict)):
+                continue
+            row[f.name] = v
+        row["converged"] = self.converged
+        for k, v in self.details.items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                row[f"details.{k}"] = v
+        return _jsonable(row)
+
+    def eigen_rows(self) -> list[dict[str, Any]]:
+        """Eigenvalues in long format: one row per (setting, end, rank)."""
+        rows = []
+        for end in ("top", "bottom"):
+            vals = getattr(self, f"eigenvalues_{end}") or []
+            res = getattr(self, f"residuals_{end}") or [None] * len(vals)
+            conv = getattr(self, f"converged_{end}") or [None] * len(vals)
+            for rank, (v, r, c) in enumerate(zip(vals, res, conv), start=1):
+                rows.append(
+                    {
+                        "setting": self.setting,
+                        "layer": self.layer,
+                        "end": end,
+                        "rank": rank,
+                        "eigenvalue": v,
+                        "residual": r,
+                        "converged": c,
+                    }
+                )
+        return _jsonable(rows)
+
+
+def _jsonable(x: Any) -> Any:
+    """Floats that JSON cannot hold (NaN, Inf) become null; tuples become lists."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def document(command: str, config: dict, results: list[SpectrumResult], **extra) -> dict:
+    """The JSON document: version, command, resolved config, library versions, results."""
+    import platform
+
+    import torch
+
+    from condlab import __version__
+
+    return _jsonable(
+        {
+            "condlab_version": __version__,
+            "command": command,
+            "config": config,
+            "versions": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+            },
+            "results": [r.to_dict() for r in results],
+            **extra,
+        }
+    )

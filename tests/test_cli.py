@@ -1,0 +1,301 @@
+"""The command line end to end with typer's CliRunner: each option and each error path."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+from typer.testing import CliRunner
+
+from condlab.cli import app
+
+runner = CliRunner()
+
+MYMODELS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 6)
+            self.b = nn.Linear(6, 3)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))
+            return self.b(h + 0.5 * torch.sin(h))
+
+    def make():
+        return Net()
+    """
+)
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def user_files(tmp_path, monkeypatch):
+    """A model module, its weights and data of the user's, none seen by condlab before."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mymodels.py").write_text(MYMODELS)
+    torch.manual_seed(1)
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mod = importlib.import_module("mymodels")
+        model = mod.make().double()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("mymodels", None)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(37, 4)) * np.array([1.0, 3.0, 0.3, 2.0])
+    y = rng.integers(0, 3, size=37)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    return tmp_path, model, torch.tensor(X), torch.tensor(y)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_unseen_model_matches_dense_eigendecomposition(user_files, curvature):
+    """The issue's done-when: an unseen model and data, float64, tol 1e-8, both ends."""
+    tmp, model, X, y = user_files
+    r = invoke(
+        "spectrum", "--model", "mymodels:make", "--weights", "w.pt", "--data", "d.npz",
+        "--loss", "cross-entropy", "--dtype", "float64", "--top", "5", "--bottom", "3",
+        "--tol", "1e-8", "--format", "json", "--curvature", curvature, "--batch-size", "10",
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    res = doc["results"][0]
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def out(th):
+        parts = torch.split(th, [s.numel() for s in shapes])
+        return functional_call(model, {n: p.view(s) for n, p, s in zip(names, parts, shapes)}, (X,))
+
+    lossf = torch.nn.functional.cross_entropy
+    if curvature == "hessian":
+        A = torch.func.hessian(lambda th: lossf(out(th), y))(theta)
+    else:
+        J = torch.func.jacrev(out)(theta).reshape(-1, theta.numel())
+        o = out(theta).detach()
+        Ho = torch.func.hessian(lambda z: lossf(z, y))(o).reshape(J.shape[0], -1)
+        A = J.T @ Ho @ J
+    ev = torch.linalg.eigvalsh(A)
+    lam_max = ev[-1].item()
+    assert abs(res["lambda_max"] - lam_max) <= 1e-6 * abs(lam_max)
+    np.testing.assert_allclose(res["eigenvalues_top"], ev.flip(0)[:5].numpy(), atol=1e-6 * lam_max)
+    np.testing.assert_allclose(res["eigenvalues_bottom"], ev[:3].numpy(), atol=1e-6 * lam_max)
+    assert res["n_params"] == theta.numel() and res["n_samples"] == 37
+    assert all(r <= 1e-8 * lam_max * 1.0001 for r in res["residuals_top"] + res["residuals_bottom"])
+    assert set(doc) >= {"condlab_version", "command", "config", "results"}
+    assert doc["config"]["dtype"] == "float64"
+
+
+SCHEMA = [
+    "setting", "curvature", "preconditioner", "normalization", "n_params", "n_samples",
+    "eigenvalues_top", "eigenvalues_bottom", "residuals_top", "residuals_bottom", "lambda_max",
+    "lambda_min", "condition_number", "condition_definition", "nullity", "trace",
+    "trace_stderr", "hvp_count", "seconds",
+]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A small checkpoint made by `condlab train` (iris, MLP 4-8-3, Adam)."""
+    d = tmp_path_factory.mktemp("ckpt")
+    (d / "train.yaml").write_text(
+        "model: {name: mlp, widths: [8], activation: tanh}\n"
+        "data: iris\nloss: cross-entropy\noptimizer: {name: adam, lr: 0.01}\nsteps: 60\nseed: 0\n"
+    )
+    r = invoke("train", d / "train.yaml", "--out", d / "ckpt.pt")
+    assert r.exit_code == 0, r.output
+    return d / "ckpt.pt"
+
+
+def test_json_schema_and_null_fields(ckpt):
+    r = invoke("spectrum", ckpt, "--format", "json", "--top", "2", "--bottom", "0", "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"][0]
+    assert list(res)[: len(SCHEMA)] == SCHEMA
+    assert res["trace"] is None and res["trace_stderr"] is None  # not asked for
+    assert res["eigenvalues_bottom"] == []
+    assert res["setting"] == "baseline" and res["curvature"] == "hessian"
+    assert res["eigenvalues_top"] == sorted(res["eigenvalues_top"], reverse=True)
+
+
+def test_table_output_names_the_definition(ckpt):
+    r = invoke("spectrum", ckpt, "--top", "3", "--bottom", "2", "--dtype", "float64", "--trace")
+    assert r.exit_code == 0, r.output
+    assert "lambda_max" in r.stdout and "baseline" in r.stdout and "kappa" in r.stdout
+
+
+def test_csv_with_eigenvalue_sidecar(ckpt, tmp_path):
+    path = tmp_path / "res.csv"
+    r = invoke("spectrum", ckpt, "--format", "csv", "-o", path, "--top", "2", "--bottom", "2",
+               "--per-layer", "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    rows = pd.read_csv(path)
+    assert rows["setting"].tolist()[0] == "baseline"
+    assert any(s.startswith("layer:") for s in rows["setting"])
+    eig = pd.read_csv(tmp_path / "res_eigenvalues.csv")
+    assert set(eig["end"]) == {"top", "bottom"}
+
+
+def test_trace_density_and_exact(ckpt, tmp_path):
+    dens = tmp_path / "dens.csv"
+    r = invoke("spectrum", ckpt, "--format", "json", "--dtype", "float64", "--trace",
+               "--probes", "30", "--density", "--density-output", dens, "--exact", "--top", "3")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"][0]
+    assert res["trace_stderr"] == 0.0 and res["nullity"] is not None
+    assert dens.exists()
+
+
+def test_ggn_is_positive_semidefinite(ckpt):
+    r = invoke("spectrum", ckpt, "--curvature", "ggn", "--format", "json", "--dtype", "float64",
+               "--top", "2", "--bottom", "2")
+    res = json.loads(r.stdout)["results"][0]
+    assert res["curvature"] == "ggn"
+    assert res["lambda_min"] > -1e-8 * res["lambda_max"]
+
+
+def test_damping_shifts_the_spectrum(ckpt):
+    def top(*extra):
+        r = invoke("spectrum", ckpt, "--format", "json", "--dtype", "float64", "--top", "1",
+                   "--bottom", "0", *extra)
+        return json.loads(r.stdout)["results"][0]["lambda_max"]
+
+    assert top("--damping", "0.5") == pytest.approx(top() + 0.5, rel=1e-6)
+
+
+def test_yaml_config_and_override(ckpt, tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"checkpoint: {ckpt}\ntop: 2\nbottom: 0\ndtype: float64\n")
+    r = invoke("spectrum", "--config", cfg, "--format", "json", "--top", "1")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["results"][0]["eigenvalues_top"]) == 1
+    cfg.write_text(f"checkpoint: {ckpt}\ntopp: 2\n")
+    r = invoke("spectrum", "--config", cfg)
+    assert r.exit_code == 2 and "topp" in r.output
+
+
+def test_demo_runs_on_its_embedded_default():
+    r = invoke("demo", "--steps", "30")
+    assert r.exit_code == 0, r.output
+    assert "baseline" in r.stdout
+
+
+# -- bad input: one line, the right exit code, no traceback ---------------------------------------
+def _one_line_error(r, code, *words):
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    text = r.output.strip()
+    assert text.startswith("error:"), text
+    for w in words:
+        assert w in text, text
+
+
+def test_missing_checkpoint(tmp_path):
+    _one_line_error(invoke("spectrum", tmp_path / "nope.pt"), 2, "does not exist")
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "junk.pt"
+    p.write_text("hello")
+    _one_line_error(invoke("spectrum", p), 2, "junk.pt")
+
+
+def test_weights_that_do_not_fit(user_files):
+    tmp, *_ = user_files
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp / "bad.pt")
+    r = invoke("spectrum", "--model", "mymodels:make", "--weights", "bad.pt", "--data", "d.npz")
+    _one_line_error(r, 2, "does not fit")
+
+
+def test_data_that_do_not_fit_the_model(user_files):
+    tmp, *_ = user_files
+    np.savez(tmp / "wide.npz", X=np.zeros((5, 7)), y=np.zeros(5, dtype=int))
+    r = invoke("spectrum", "--model", "mymodels:make", "--weights", "w.pt", "--data", "wide.npz")
+    _one_line_error(r, 1, "do not fit the model")
+
+
+def test_labels_out_of_range(user_files):
+    tmp, *_ = user_files
+    np.savez(tmp / "labels.npz", X=np.zeros((6, 4)), y=np.array([0, 1, 2, 3, 4, 5]))
+    r = invoke("spectrum", "--model", "mymodels:make", "--weights", "w.pt", "--data", "labels.npz",
+               "--loss", "cross-entropy")
+    _one_line_error(r, 1, "labels")
+
+
+def test_nan_weights(user_files):
+    tmp, model, *_ = user_files
+    sd = model.state_dict()
+    sd["a.weight"][0, 0] = float("nan")
+    torch.save(sd, tmp / "nan.pt")
+    r = invoke("spectrum", "--model", "mymodels:make", "--weights", "nan.pt", "--data", "d.npz")
+    _one_line_error(r, 1, "NaN")
+
+
+def test_unknown_option_value(ckpt):
+    r = invoke("spectrum", ckpt, "--curvature", "fisher")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_pickled_module_needs_trust(user_files):
+    tmp, model, *_ = user_files
+    import sys
+
+    sys.path.insert(0, str(tmp))
+    try:
+        import mymodels
+
+        torch.save(mymodels.make(), tmp / "full.pt")
+        r = invoke("spectrum", "full.pt", "--data", "d.npz", "--top", "1", "--bottom", "0")
+        _one_line_error(r, 2, "--trust-checkpoint")
+        r = invoke("spectrum", "full.pt", "--data", "d.npz", "--top", "1", "--bottom", "0",
+                   "--trust-checkpoint", "--format", "json")
+        assert r.exit_code == 0, r.output
+    finally:
+        sys.path.remove(str(tmp))
+        sys.modules.pop("mymodels", None)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = invoke("--debug", "spectrum", tmp_path / "nope.pt")
+    assert r.exit_code != 0 and r.exception is not None
+
+
+def test_failed_write_keeps_the_old_file(ckpt, tmp_path, monkeypatch):
+    path = tmp_path / "keep.json"
+    path.write_text("precious")
+    import condlab.report.files as files
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "fsync", boom)
+    r = invoke("spectrum", ckpt, "--format", "json", "-o", path, "--top", "1", "--bottom", "0")
+    assert r.exit_code == 1
+    assert path.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.json"]
+
+
+def test_train_refuses_to_overwrite(ckpt, tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("model: {name: linear}\ndata: iris\nsteps: 2\n")
+    r = invoke("train", cfg, "--out", ckpt)
+    _one_line_error(r, 2, "--force")
