@@ -1,0 +1,212 @@
+"""Extreme eigenpairs on matrices with prescribed spectra: accuracy, residuals, restarts, budgets."""
+
+import pytest
+import torch
+
+from condlab.errors import UsageError
+from condlab.estimators import extreme_eigenpairs
+from condlab.estimators.eigs import _ghost_mask
+from condlab.operators.base import DenseOperator
+
+
+def spectral_matrix(eigenvalues, seed=0):
+    """``Q diag(eigenvalues) Q^T`` with a random orthogonal ``Q`` (float64)."""
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
+    return (Q * lam) @ Q.T
+
+
+def lin(a, b, n):
+    return torch.linspace(a, b, n, dtype=torch.float64)
+
+
+def hessian_like(P=400):
+    """A small copy of the MLP Hessian spectrum (see scripts/check_lanczos_budget.py)."""
+    top = torch.tensor([0.167480, 0.125386, 0.104591, 0.073875, 0.068216], dtype=torch.float64)
+    bottom = torch.tensor([-0.000301, -0.000270, -0.000245], dtype=torch.float64)
+    n_neg, n_null = P // 5, P // 7
+    negs = -0.000241 * (torch.arange(n_neg, 0, -1, dtype=torch.float64) / n_neg) ** 5
+    i = torch.arange(1, P - 8 - n_neg - n_null + 1, dtype=torch.float64)
+    bulk = 0.068 * ((i + 5) / 6) ** -1.6
+    return torch.cat([top, bottom, negs, lin(-1e-8, 1e-8, n_null), bulk]).sort().values
+
+
+# name: (spectrum, top, bottom)
+CASES = {
+    "separated": (torch.cat([lin(0.0, 1.0, 150), torch.tensor([2.0, 3.0, 5.0])]), 3, 2),
+    "clusters": (
+        torch.cat([1 + lin(0, 1e-2, 50), 3 + lin(0, 1e-2, 50), 8 + lin(0, 1e-2, 50)]),
+        4,
+        4,
+    ),
+    "negative": (torch.cat([lin(-4.0, -3.0, 5), lin(-1.0, 1.0, 140), lin(2.0, 2.5, 5)]), 3, 3),
+    "top only": (lin(1.0, 100.0, 200), 5, 0),
+    "bottom only": (torch.logspace(-3, 0, 200, dtype=torch.float64), 0, 3),
+    "hessian-like": (hessian_like(300), 5, 3),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_prescribed_spectra(name):
+    lam, top, bottom = CASES[name]
+    A = spectral_matrix(lam, seed=1)
+    r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=1e-8, max_matvecs=400, seed=1)
+    truth = lam.sort().values
+    norm_a = float(truth.abs().max())
+    assert r.converged and bool(r.converged_top.all()) and bool(r.converged_bottom.all())
+    assert r.eigenvalues_top.shape == (top,) and r.eigenvalues_bottom.shape == (bottom,)
+    torch.testing.assert_close(r.eigenvalues_top, truth.flip(0)[:top], rtol=0, atol=1e-8 * norm_a)
+    torch.testing.assert_close(r.eigenvalues_bottom, truth[:bottom], rtol=0, atol=1e-8 * norm_a)
+    assert (r.residuals_top <= 1e-8 * norm_a).all() and (r.residuals_bottom <= 1e-8 * norm_a).all()
+    assert r.lambda_max == pytest.approx(float(truth[-1]), abs=1e-8 * norm_a)
+    assert r.lambda_min == pytest.approx(float(truth[0]), abs=1e-8 * norm_a)
+    assert r.matvecs < len(lam)
+
+
+def test_ritz_residual_formula_is_the_true_residual():
+    lam = torch.cat([lin(-2.0, -1.5, 3), lin(0.0, 1.0, 150), lin(3.0, 4.0, 4)])
+    A = spectral_matrix(lam, seed=2)
+    for max_basis in (None, 25):  # tridiagonal and thick-restarted H
+        r = extreme_eigenpairs(
+            A, top=3, bottom=3, tol=1e-3, max_basis=max_basis, seed=2, return_vectors=True
+        )
+        for theta, res, Y in [
+            (r.eigenvalues_top, r.residuals_top, r.vectors_top),
+            (r.eigenvalues_bottom, r.residuals_bottom, r.vectors_bottom),
+        ]:
+            true = (A @ Y - Y * theta).norm(dim=0)
+            torch.testing.assert_close(res, true, rtol=1e-6, atol=1e-13)
+            assert (res > 1e-10).any()  # a stopped run: the residuals are not all ~0
+            torch.testing.assert_close(
+                Y.T @ Y, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-10
+            )
+
+
+def test_restarted_run_gives_the_same_answer():
+    lam = hessian_like(300)
+    A = spectral_matrix(lam, seed=3)
+    full = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-8, max_matvecs=1000, seed=3)
+    small = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-8, max_matvecs=1000, max_basis=40, seed=3)
+    assert full.restarts == 0 and small.restarts > 0 and small.max_basis == 40
+    assert full.converged and small.converged
+    atol = 1e-8 * float(lam.abs().max())
+    torch.testing.assert_close(small.eigenvalues_top, full.eigenvalues_top, rtol=0, atol=atol)
+    torch.testing.assert_close(small.eigenvalues_bottom, full.eigenvalues_bottom, rtol=0, atol=atol)
+
+
+def test_hessian_like_matvec_budget():
+    """Budgets on a 400-dim copy of the MLP spectrum (P = 2410 lives in the script)."""
+    A = spectral_matrix(hessian_like(400), seed=4)
+    for seed in range(3):
+        top = extreme_eigenpairs(A, top=5, bottom=0, tol=1e-6, seed=seed)
+        bottom = extreme_eigenpairs(A, top=0, bottom=3, tol=1e-6, seed=seed)
+        restarted = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-6, max_basis=60, seed=seed)
+        assert top.converged and bottom.converged and restarted.converged
+        assert top.matvecs <= 25  # measured 21-22
+        assert bottom.matvecs <= 150  # measured 106-114
+        assert restarted.matvecs <= 180 and restarted.restarts > 0  # measured 118-131
+
+
+def test_same_seed_same_numbers():
+    A = spectral_matrix(hessian_like(200), seed=5)
+    runs = [extreme_eigenpairs(A, top=3, bottom=2, seed=6, max_basis=30) for _ in range(2)]
+    via_gen = extreme_eigenpairs(
+        A, top=3, bottom=2, max_basis=30, generator=torch.Generator().manual_seed(6)
+    )
+    for r in (runs[1], via_gen):
+        assert torch.equal(r.eigenvalues_top, runs[0].eigenvalues_top)
+        assert torch.equal(r.residuals_bottom, runs[0].residuals_bottom)
+        assert r.matvecs == runs[0].matvecs
+    assert runs[0].seed == 6 and via_gen.seed is None
+    other = extreme_eigenpairs(A, top=3, bottom=2, seed=7, max_basis=30)
+    assert not torch.equal(other.residuals_bottom, runs[0].residuals_bottom)
+
+
+def test_budget_exhausted_reports_unconverged():
+    A = spectral_matrix(hessian_like(300), seed=8)
+    r = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-10, max_matvecs=30, seed=8)
+    assert r.matvecs == 30
+    assert not r.converged and not bool(r.converged_bottom.any())
+    assert torch.equal(r.converged_bottom, r.residuals_bottom <= r.threshold)
+    assert r.threshold == pytest.approx(1e-10 * r.lambda_max)
+
+
+def test_doubly_repeated_top_eigenvalue_is_not_reported_twice_as_one_vector():
+    lam = torch.cat([torch.tensor([5.0, 5.0, 4.0, 3.5], dtype=torch.float64), lin(0.0, 1.0, 150)])
+    A = spectral_matrix(lam, seed=9)
+    r = extreme_eigenpairs(A, top=3, bottom=0, tol=1e-10, seed=9, return_vectors=True)
+    Y = r.vectors_top
+    torch.testing.assert_close(Y.T @ Y, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-10)
+    assert r.converged and r.eigenvalues_top[0] == pytest.approx(5.0, abs=1e-9)
+    for theta, y in zip(r.eigenvalues_top, Y.T):  # every reported pair is a true eigenpair
+        assert (A @ y - theta * y).norm() <= 1e-9
+    assert ((r.eigenvalues_top - 5.0).abs() < 1e-6).sum() <= 2  # at most the two true copies
+
+
+def test_ghost_guard_flags_a_repeated_vector():
+    Y = torch.linalg.qr(torch.randn(50, 3, dtype=torch.float64)).Q
+    Y = torch.cat([Y, -Y[:, 1:2]], dim=1)  # column 3 repeats column 1
+    assert _ghost_mask(Y).tolist() == [False, False, False, True]
+
+
+def null_space_matrix(positive, n_null=120, seed=10):
+    return spectral_matrix(torch.cat([torch.zeros(n_null, dtype=torch.float64), positive]), seed)
+
+
+def test_null_space_collapses_to_one_ritz_value():
+    """60% zeros: bottom-3 read 0, lambda_1+, lambda_2+ (single-vector Lanczos, see docstring)."""
+    small, large = torch.tensor([0.05, 0.1], dtype=torch.float64), torch.tensor([2.0, 3.0])
+    positive = torch.cat([small, lin(0.5, 1.0, 76), large.double()])
+    r = extreme_eigenpairs(null_space_matrix(positive), top=2, bottom=3, tol=1e-8, seed=10)
+    assert r.converged and r.matvecs < 60  # long before the 81-dim Krylov space is exhausted
+    expected = torch.cat([torch.zeros(1, dtype=torch.float64), positive[:2]])
+    torch.testing.assert_close(r.eigenvalues_bottom, expected, rtol=0, atol=1e-9)
+
+
+def test_null_space_may_repeat_but_every_value_is_genuine():
+    """Near exhaustion, rounding can seed a second null direction: a genuine copy, not a ghost."""
+    positive = lin(0.05, 1.0, 80)
+    A = null_space_matrix(positive)
+    r = extreme_eigenpairs(A, top=0, bottom=4, tol=1e-8, seed=10, return_vectors=True)
+    Y = r.vectors_bottom
+    torch.testing.assert_close(Y.T @ Y, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-10)
+    truth = torch.cat([torch.zeros(1, dtype=torch.float64), positive])
+    gaps = (r.eigenvalues_bottom[:, None] - truth[None, :]).abs().min(dim=1).values
+    assert r.converged and (gaps < 1e-9).all()
+    assert r.eigenvalues_bottom[0].abs() < 1e-9
+    assert r.eigenvalues_bottom[r.eigenvalues_bottom > 1e-8][0] == pytest.approx(0.05, abs=1e-9)
+
+
+def test_small_problem_runs_to_full_depth_with_multiplicities():
+    lam = torch.tensor([-1.0, 2.0, 2.0, 2.0, 3.0, 7.0, 7.0, 9.0], dtype=torch.float64)
+    A = spectral_matrix(lam, seed=11)
+    r = extreme_eigenpairs(A, top=5, bottom=5, seed=11)
+    assert r.matvecs == 8 and r.converged
+    torch.testing.assert_close(r.eigenvalues_top, lam.flip(0)[:5], rtol=0, atol=1e-12)
+    torch.testing.assert_close(r.eigenvalues_bottom, lam[:5], rtol=0, atol=1e-12)
+
+
+def test_linear_operator_and_float32():
+    A = spectral_matrix(lin(-1.0, 1.0, 100) ** 3, seed=12).to(torch.float32)
+    op = DenseOperator(A)
+    r = extreme_eigenpairs(op, top=2, bottom=2, tol=1e-4, seed=12)
+    assert op.matvecs == r.matvecs and r.converged
+    truth = torch.linalg.eigvalsh(A.double())
+    torch.testing.assert_close(r.eigenvalues_bottom, truth[:2], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(top=-1, bottom=2),
+        dict(top=0, bottom=0),
+        dict(top=2, bottom=2, tol=0.0),
+        dict(top=101, bottom=0),
+        dict(top=2, bottom=2, max_basis=5),
+        dict(top=2, bottom=2, max_matvecs=3),
+    ],
+)
+def test_bad_arguments_are_usage_errors(kwargs):
+    with pytest.raises(UsageError):
+        extreme_eigenpairs(torch.eye(100, dtype=torch.float64), **kwargs)
