@@ -1,0 +1,310 @@
+"""Checkpoints: condlab's own format, plain state_dicts, pickled modules; atomic writes.
+
+A condlab checkpoint is a dict of plain Python values and tensors, written with ``torch.save``
+and read back with ``torch.load(path, weights_only=True)`` (no code runs on load)::
+
+    {
+      "format": "condlab-checkpoint", "version": 1,
+      "model": {"name": "mlp", "widths": [32], ...},        # resolved spec for build_model
+      "input_shape": [64], "num_outputs": 10,                # what build_model needs besides
+      "state_dict": {"0.weight": Tensor, ...},
+      "loss": "cross-entropy" | "mse",
+      "data": {"name": "digits", "max_samples": 512},        # rebuilds the dataset
+      "optimizer": {"name": "adam", "hparams": {...}, "state_dict": {...}} | None,
+      "train": {"steps": 300, "seed": 0, "batch_size": None, "dtype": "float32",
+                "final_loss": 0.0029, "losses": [2.34, ...]},  # losses: per step, before it
+      "condlab_version": "0.1.0", "torch_version": "2.13.0",
+    }
+
+Optimizer state_dicts (``step`` tensors, ``betas`` tuples, ``None``/bool flags) are plain and
+survive ``weights_only`` loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import Tensor, nn
+
+from condlab.errors import CondlabError, UsageError
+
+FORMAT, VERSION = "condlab-checkpoint", 1
+REQUIRED_KEYS = ("model", "state_dict", "loss")
+_PLAIN = (str, int, float, bool, type(None))  # exact types: subclasses need their class
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """``write`` into a temp file beside ``path``, fsync, then ``os.replace`` it over ``path``.
+
+    On any failure the temp file is removed and ``path`` is left as it was. The parent
+    directory is created if missing. OSErrors become CondlabError.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise CondlabError(
+                f"cannot write '{path}': {e.strerror or e}; choose a writable path"
+            ) from e
+        if isinstance(e, Exception) and not isinstance(e, CondlabError):
+            raise CondlabError(
+                f"writing '{path}' failed ({type(e).__name__}: {_first_line(e)}); "
+                "the previous file, if any, is unchanged"
+            ) from e
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# -- writing ---------------------------------------------------------------------------------
+def _check_plain(obj: Any, where: str) -> None:
+    """Raise if ``obj`` holds anything ``torch.load(weights_only=True)`` would refuse."""
+    if isinstance(obj, (Tensor, torch.Size, torch.dtype, torch.device)) or type(obj) in _PLAIN:
+        return
+    if type(obj) in (dict, OrderedDict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise UsageError(f"checkpoint entry {where} has a key {k!r} of type {type(k).__name__}")
+            _check_plain(v, f"{where}.{k}" if where else str(k))
+        return
+    if type(obj) in (list, tuple):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    raise UsageError(
+        f"checkpoint entry {where} holds a {type(obj).__module__}.{type(obj).__qualname__}; "
+        "only tensors and plain Python values load with weights_only=True — convert it"
+    )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("condlab")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def make_checkpoint(
+    *,
+    model_spec: dict,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    loss: str,
+    data: dict,
+    optimizer: dict | None = None,
+    train: dict | None = None,
+) -> dict:
+    """A condlab checkpoint dict (tensors detached and moved to the CPU).
+
+    ``optimizer`` is ``{"name", "hparams", "state_dict"}`` or None.
+    """
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": dict(model_spec),
+        "input_shape": [int(s) for s in input_shape],
+        "num_outputs": int(num_outputs),
+        "state_dict": state,
+        "loss": loss,
+        "data": dict(data),
+        "optimizer": optimizer,
+        "train": dict(train or {}),
+        "condlab_version": _version(),
+        "torch_version": str(torch.__version__),
+    }
+
+
+def save_checkpoint(path: str | Path, ckpt: dict) -> None:
+    """Save ``ckpt`` atomically with ``torch.save`` after checking it is ``weights_only``-safe."""
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"a checkpoint is a dict, got {type(ckpt).__name__}")
+    _check_plain(ckpt, "")
+    _atomic_write(path, lambda f: torch.save(ckpt, f))
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    )
+
+
+def _classify(obj: Any, path: Path) -> dict:
+    """Wrap what ``torch.load`` returned into a checkpoint dict with a ``format``."""
+    if isinstance(obj, nn.Module):
+        return {"format": "module", "module": obj, "state_dict": obj.state_dict()}
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
+            raise UsageError(
+                f"checkpoint '{path}' has format version {obj.get('version')!r}; this condlab "
+                f"reads version {VERSION} — upgrade condlab"
+            )
+        missing = [k for k in REQUIRED_KEYS if k not in obj]
+        if missing:
+            raise UsageError(f"checkpoint '{path}' lacks {', '.join(missing)}; it is damaged")
+        return dict(obj)
+    if _is_state_dict(obj):
+        return {"format": "state_dict", "state_dict": dict(obj)}
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict"):
+            if _is_state_dict(obj.get(key)):
+                return {"format": "state_dict", "state_dict": dict(obj[key])}
+        keys = ", ".join(map(str, list(obj)[:8])) or "none"
+        raise UsageError(
+            f"'{path}' holds a dict with keys {keys} but no state_dict; expected a condlab "
+            "checkpoint, a state_dict or a dict with a 'state_dict' entry"
+        )
+    raise UsageError(
+        f"'{path}' holds a {type(obj).__name__}; expected a condlab checkpoint or a state_dict"
+    )
+
+
+def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
+    """Load a checkpoint onto the CPU; returns a dict with ``format`` set to one of
+    ``condlab-checkpoint``, ``state_dict`` or (``trust=True`` only) ``module``.
+
+    Without ``trust`` only ``weights_only=True`` loading is used, which runs no code from the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"checkpoint '{path}' does not exist")
+    if not path.is_file():
+        raise UsageError(f"checkpoint '{path}' is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" in str(e).lower():
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            what = f"{found.group(1)}; " if found else ""
+            raise UsageError(
+                f"'{path}' holds pickled Python objects ({what}a full model?); loading it runs code from "
+                "the file — pass --trust-checkpoint if you trust it, or save model.state_dict() "
+                "instead"
+            ) from None
+        raise UsageError(f"'{path}' is not a readable torch file ({_first_line(e)})") from None
+    except OSError as e:
+        raise UsageError(f"cannot read checkpoint '{path}': {e.strerror or e}") from None
+    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
+        raise UsageError(
+            f"'{path}' is not a readable torch file (corrupt or another format: "
+            f"{type(e).__name__}: {_first_line(e)})"
+        ) from None
+    return _classify(obj, path)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _listing(items: list[str], limit: int = 5) -> str:
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def load_weights(
+    model: nn.Module,
+    state_dict: Mapping[str, Any],
+    *,
+    source: str | None = None,
+    model_name: str | None = None,
+) -> nn.Module:
+    """Load ``state_dict`` strictly into ``model`` (in place; returns it).
+
+    A mismatch raises one UsageError listing missing keys, unexpected keys and shape mismatches
+    ``name (expected [..], got [..])``. A NaN/Inf weight raises CondlabError naming the tensor.
+    """
+    what = f"checkpoint '{source}'" if source else "the weights"
+    target = f"model {model_name!r}" if model_name else "the model"
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        f"{k} (expected {list(v.shape)}, got {list(state_dict[k].shape)})"
+        for k, v in expected.items()
+        if k in state_dict and isinstance(state_dict[k], Tensor) and state_dict[k].shape != v.shape
+    ]
+    problems = [
+        f"missing keys {_listing(missing)}" if missing else "",
+        f"unexpected keys {_listing(unexpected)}" if unexpected else "",
+        f"shape mismatch {_listing(shapes, 3)}" if shapes else "",
+    ]
+    if any(problems):
+        raise UsageError(
+            f"{what} does not fit {target}: {'; '.join(p for p in problems if p)} — pass the "
+            "model spec or factory the weights were saved from"
+        )
+    for k, v in state_dict.items():
+        if isinstance(v, Tensor) and v.is_floating_point() and not torch.isfinite(v).all():
+            n_bad = int((~torch.isfinite(v)).sum())
+            raise CondlabError(
+                f"{what}: tensor {k!r} holds {n_bad} NaN/Inf value(s); the run that wrote it "
+                "diverged — use an earlier checkpoint or retrain with a smaller learning rate"
+            )
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise UsageError(f"{what} does not fit {target}: {_first_line(e)}") from None
+    return model
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Build the model a condlab checkpoint describes, in the dtype of its weights, and load them."""
+    from condlab.load.models import build_model
+
+    if ckpt.get("format") == "module":
+        return ckpt["module"]
+    if ckpt.get("format") != FORMAT:
+        raise UsageError(
+            "a plain state_dict does not say which model it belongs to; pass --model "
+            "(a built-in spec or 'package.module:factory')"
+        )
+    model = build_model(ckpt["model"], tuple(ckpt["input_shape"]), ckpt["num_outputs"])
+    dtypes = {v.dtype for v in ckpt["state_dict"].values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # keep the precision the weights were saved in
+        model = model.to(dtypes.pop())
+    return load_weights(model, ckpt["state_dict"], model_name=ckpt["model"].get("name"))
+
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "load_weights",
+    "make_checkpoint",
+    "model_from_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,554 @@
+"""Datasets: scikit-learn's bundled ones, synthetic problems with controlled conditioning, files.
+
+A spec is a string or a dict; ``Dataset.spec`` is a JSON-able dict that rebuilds the dataset.
+
+- Bundled (no download): ``digits`` (pixels / 16, in [0, 1]), ``iris``, ``wine``,
+  ``breast_cancer`` (classification) and ``diabetes`` (regression, the raw unscaled features).
+  Features are *not* standardized: ill-scaled inputs are what conditioning tools measure.
+- Synthetic: ``linreg`` (``y = x^T w + noise * eps``) and ``logreg`` (labels drawn from a
+  softmax with temperature ``noise``; ``noise = 0`` takes the argmax) over Gaussian features
+  ``x = mean + scale * (S^1/2 z)``, ``z ~ N(0, I)``. The covariance ``S`` has eigenvalues
+  log-spaced from 1 to ``1/kappa`` (or the list ``eigs``) in a random orthogonal basis
+  (``rotate=true``) or along the axes; or, with ``blocks``, is block diagonal with blocks
+  ``(1 - e) 1 1^T + e I`` of the given sizes. ``scale`` multiplies feature j by ``scale[j]``,
+  so the population covariance is ``C = D S D``, ``D = diag(scale)``; ``Dataset.meta`` holds
+  ``covariance`` (C, float64), its ``eigenvalues`` and ``kappa``, and ``w_true``.
+  ``exact=true`` whitens the draws so the empirical covariance (centered, 1/n) equals C exactly.
+  String form: ``linreg:n=512,d=10,kappa=1e3,rotate=true,mean=10,scale=[1,10,100]``.
+- Files: ``.npz`` (arrays ``X``, ``y``), ``.csv`` (a header row; the target column is ``target``
+  or the last one), ``.pt`` (a dict with tensors ``X``, ``y``, read with ``weights_only=True``).
+  ``y`` that is integer-valued with at most 20 distinct values (fewer than the samples) is a
+  classification target, relabeled to ``0..K-1`` in sorted order (``meta["classes"]``); a spec
+  dict ``{"path": ..., "task": "regression"}`` overrides the guess.
+
+``max_samples`` keeps the first ``max_samples`` rows in file / generation order (no shuffle), so
+the same spec always gives the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from condlab.errors import UsageError
+
+TASKS = ("classification", "regression")
+FILE_SUFFIXES = (".npz", ".csv", ".pt")
+_MAX_CLASSES = 20
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Samples ``X [N, ...]`` (float) and targets ``y`` (long ``[N]``; or float ``[N]``/``[N, T]``)."""
+
+    X: Tensor
+    y: Tensor
+    task: str
+    num_classes: int | None
+    name: str
+    spec: dict
+    feature_names: tuple[str, ...] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample (no batch dimension)."""
+        return tuple(self.X.shape[1:])
+
+    @property
+    def num_outputs(self) -> int:
+        """Classes for classification, target columns for regression."""
+        if self.task == "classification":
+            return int(self.num_classes)
+        return 1 if self.y.dim() == 1 else int(self.y.shape[1])
+
+    def to(self, dtype: torch.dtype) -> Dataset:
+        """A copy with ``X`` (and regression ``y``) cast to the floating dtype ``dtype``."""
+        y = self.y.to(dtype) if self.y.is_floating_point() else self.y
+        return replace(self, X=self.X.to(dtype), y=y)
+
+    def subset(self, index: Tensor, spec: dict) -> Dataset:
+        """The rows ``index``, described by ``spec``."""
+        return replace(self, X=self.X[index], y=self.y[index], spec=spec)
+
+
+# -- spec parsing ----------------------------------------------------------------------------
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside brackets."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*parts, cur] if cur or parts else []
+
+
+def _value(text: str) -> Any:
+    """``true``/``false``/``none``, int, float, ``[a,b]`` lists, else the string."""
+    t = text.strip()
+    if t.startswith("[") and t.endswith("]"):
+        return [_value(p) for p in _split_top(t[1:-1])]
+    low = t.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(t)
+        except ValueError:
+            pass
+    return t
+
+
+def parse_spec(spec: str | dict | Path) -> dict:
+    """A dataset spec as a dict: ``{"name": ...}`` or ``{"path": ...}`` plus options."""
+    if isinstance(spec, dict):
+        if ("name" in spec) == ("path" in spec):
+            raise UsageError(
+                f"a data spec needs exactly one of 'name' or 'path', got keys {sorted(spec)}"
+            )
+        return dict(spec)
+    if isinstance(spec, Path) or (
+        isinstance(spec, str) and (Path(spec).is_file() or (Path(spec).suffix and "=" not in spec))
+    ):
+        return {"path": str(spec)}
+    if not isinstance(spec, str) or not spec.strip():
+        raise UsageError(f"a data spec is a name, a file path or a mapping, got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    out: dict[str, Any] = {"name": name.strip()}
+    for item in _split_top(rest):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"data spec {spec!r}: {item!r} is not key=value")
+        out[key.strip()] = _value(val)
+    return out
+
+
+# -- bundled ---------------------------------------------------------------------------------
+def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    from sklearn import datasets as skd
+
+    if name == "diabetes":
+        b = skd.load_diabetes(scaled=False)
+    else:
+        b = getattr(skd, f"load_{name}")()
+    X = b.data / 16.0 if name == "digits" else b.data
+    names = getattr(b, "feature_names", None)
+    return X, b.target, [str(f) for f in names] if names is not None else None
+
+
+BUNDLED: dict[str, tuple[str, str]] = {
+    "digits": ("classification", "8x8 handwritten digits, 1797 x 64 pixels / 16, 10 classes"),
+    "iris": ("classification", "iris flowers, 150 x 4 raw measurements, 3 classes"),
+    "wine": ("classification", "wine cultivars, 178 x 13 raw (ill-scaled) features, 3 classes"),
+    "breast_cancer": ("classification", "breast cancer, 569 x 30 raw (ill-scaled) features, 2 classes"),
+    "diabetes": ("regression", "diabetes progression, 442 x 10 raw features, 1 target"),
+}
+
+
+# -- synthetic -------------------------------------------------------------------------------
+def _num(lo: float, strict: bool = False) -> Callable[[Any], float]:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < lo or (strict and v == lo):
+            raise TypeError(f"a number {'>' if strict else '>='} {lo:g}")
+        return float(v)
+    return check
+
+
+def _int(lo: int) -> Callable[[Any], int]:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise TypeError(f"an integer >= {lo}")
+        return v
+    return check
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise TypeError("true or false")
+    return v
+
+
+def _opt_list(item: Callable, scalar_ok: bool = False) -> Callable:
+    def check(v):
+        if v is None or (scalar_ok and not isinstance(v, (list, tuple))):
+            return v if v is None else item(v)
+        if not isinstance(v, (list, tuple)) or not v:
+            raise TypeError("a non-empty list" + (" or a number" if scalar_ok else ""))
+        return [item(x) for x in v]
+    return check
+
+
+_SYNTH: dict[str, tuple[Any, Callable]] = {
+    "n": (512, _int(1)),
+    "d": (10, _int(1)),
+    "kappa": (100.0, _num(1.0)),
+    "eigs": (None, _opt_list(_num(0.0, strict=True))),
+    "rotate": (False, _bool),
+    "mean": (0.0, _opt_list(_num(-math.inf), scalar_ok=True)),
+    "scale": (None, _opt_list(_num(0.0, strict=True))),
+    "noise": (None, lambda v: v if v is None else _num(0.0)(v)),  # default 0.1 / 0.5
+    "blocks": (None, _opt_list(_int(1))),
+    "e": (0.1, _num(0.0, strict=True)),
+    "exact": (False, _bool),
+    "seed": (0, _int(0)),
+}
+SYNTHETIC = {
+    "linreg": "linear regression y = x^T w + noise eps over Gaussian x with covariance of condition kappa",
+    "logreg": "multinomial logistic labels softmax(x^T W / noise) over Gaussian x with condition kappa",
+}
+
+
+def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    accepted = [*_SYNTH, *(["classes"] if name == "logreg" else [])]
+    unknown = sorted(set(opts) - set(accepted))
+    if unknown:
+        raise UsageError(
+            f"dataset {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are {', '.join(accepted)}"
+        )
+    p: dict[str, Any] = {}
+    schema = {**_SYNTH, "classes": (2, _int(2))} if name == "logreg" else _SYNTH
+    for key, (default, check) in schema.items():
+        value = opts.get(key, default)
+        try:
+            p[key] = check(value)
+        except TypeError as e:
+            raise UsageError(f"dataset {name!r}: {key}={value!r} must be {e}") from None
+    if p["noise"] is None:
+        p["noise"] = 0.1 if name == "linreg" else 0.5
+    n, d = p["n"], p["d"]
+
+    def bad(msg: str) -> UsageError:
+        return UsageError(f"dataset {name!r}: {msg}")
+
+    for key in ("eigs", "scale", *(["mean"] if isinstance(p["mean"], list) else [])):
+        if p[key] is not None and len(p[key]) != d:
+            raise bad(f"{key} has {len(p[key])} entries but d={d}; give one per feature")
+    if p["blocks"] is not None:
+        if sum(p["blocks"]) != d:
+            raise bad(f"blocks {p['blocks']} sum to {sum(p['blocks'])}, not d={d}")
+        if "kappa" in opts or p["eigs"] is not None:
+            raise bad("give either blocks (with e) or kappa/eigs, not both")
+        if p["e"] > 1:
+            raise bad(f"e={p['e']} must be in (0, 1] for a positive definite block (1-e) 11^T + e I")
+    if p["eigs"] is not None and "kappa" in opts:
+        raise bad("give either kappa or eigs, not both")
+    if p["exact"] and n <= d:
+        raise bad(f"exact=true needs n > d (got n={n}, d={d})")
+
+    g = np.random.default_rng(p["seed"])
+    if p["blocks"] is not None:
+        S = np.zeros((d, d))
+        i = 0
+        for b in p["blocks"]:
+            S[i:i + b, i:i + b] = (1 - p["e"]) * np.ones((b, b)) + p["e"] * np.eye(b)
+            i += b
+    else:
+        lam = np.asarray(p["eigs"] if p["eigs"] is not None else np.logspace(0, -math.log10(p["kappa"]), d))
+        S = np.diag(lam)
+    if p["rotate"]:
+        Q, R = np.linalg.qr(g.standard_normal((d, d)))
+        U = Q * np.sign(np.diag(R))  # Haar-distributed orthogonal basis
+        S = U @ S @ U.T
+    else:
+        U = np.eye(d)
+    D = np.asarray(p["scale"]) if p["scale"] is not None else np.ones(d)
+    C = D[:, None] * S * D[None, :]  # the population covariance D S D
+    C = (C + C.T) / 2
+    w, V = np.linalg.eigh(C)
+    L = V * np.sqrt(np.clip(w, 0, None))  # C = L L^T
+    Z = g.standard_normal((n, d))
+    if p["exact"]:  # empirical covariance of Z (centered, 1/n) becomes I exactly
+        Z = Z - Z.mean(0)
+        Z = Z @ np.linalg.inv(np.linalg.cholesky(Z.T @ Z / n)).T
+    mu = np.asarray(p["mean"], dtype=float) * np.ones(d)
+    X = mu + Z @ L.T
+    if name == "linreg":
+        w_true = g.standard_normal(d) / math.sqrt(d)
+        y = X @ w_true + p["noise"] * g.standard_normal(n)
+    else:
+        w_true = g.standard_normal((d, p["classes"]))
+        logits = Z @ L.T @ w_true / np.sqrt(np.einsum("dk,de,ek->k", w_true, C, w_true))
+        if p["noise"] == 0:
+            y = logits.argmax(1)
+        else:
+            gumbel = -np.log(-np.log(g.uniform(size=logits.shape)))  # softmax sampling
+            y = (logits / p["noise"] + gumbel).argmax(1)
+    meta = {
+        "covariance": torch.as_tensor(C),
+        "eigenvalues": torch.as_tensor(np.sort(w)[::-1].copy()),
+        "kappa": float(w.max() / w.min()) if w.min() > 0 else math.inf,
+        "basis": torch.as_tensor(U),
+        "w_true": torch.as_tensor(w_true),
+    }
+    drop = {"kappa"} if p["eigs"] is not None or p["blocks"] is not None else set()
+    drop |= set() if p["blocks"] is not None else {"e"}
+    spec = {k: v for k, v in p.items() if v is not None and k not in drop}
+    return X, y, {"name": name, **spec}, meta
+
+
+# -- files -----------------------------------------------------------------------------------
+def _read_file(spec: dict, target: str | None) -> tuple[np.ndarray, np.ndarray, list | None]:
+    path = Path(spec["path"])
+    target = spec.get("target", target)
+    if not path.is_file():
+        raise UsageError(f"data file '{path}' does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise UsageError(f"data file '{path}' has unknown extension {suffix!r}; use .npz, .csv or .pt")
+    if target is not None and suffix != ".csv":
+        raise UsageError(f"target={target!r} applies to .csv files only, not '{path}'")
+    try:
+        if suffix == ".csv":
+            return _read_csv(path, target)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        else:
+            arrays = torch.load(path, weights_only=True, map_location="cpu")
+    except UsageError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UsageError(f"cannot read data file '{path}': {type(e).__name__}: {first}") from e
+    if not isinstance(arrays, dict) or "X" not in arrays or "y" not in arrays:
+        keys = sorted(map(str, arrays)) if isinstance(arrays, dict) else type(arrays).__name__
+        raise UsageError(f"data file '{path}' needs arrays 'X' and 'y', found {keys}")
+    X, y = arrays["X"], arrays["y"]
+    if suffix == ".npz":
+        return X, y, None
+    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
+        raise UsageError(f"data file '{path}': 'X' and 'y' must be tensors")
+    X, y = (t.detach().cpu() for t in (X, y))  # float16/bfloat16 have no numpy twin
+    return tuple(t.double().numpy() if t.is_floating_point() else t.numpy() for t in (X, y)) + (None,)
+
+
+def _read_csv(path: Path, target: str | None):
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    if df.shape[1] < 2 or all(_is_number(c) for c in df.columns):
+        raise UsageError(
+            f"data file '{path}' needs a header row of column names and at least two columns"
+        )
+    target = df.columns[-1] if target is None else target
+    if target not in df.columns:
+        raise UsageError(
+            f"data file '{path}' has no column {target!r}; its columns are {', '.join(map(str, df.columns))}"
+        )
+    feats = df.drop(columns=[target])
+    bad = [c for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
+    if bad:
+        raise UsageError(
+            f"data file '{path}': column(s) {', '.join(map(str, bad))} are not numeric; "
+            "encode them or drop them"
+        )
+    y = df[target].to_numpy()
+    return feats.to_numpy(dtype=float), y, [str(c) for c in feats.columns]
+
+
+def _is_number(text: Any) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _finite(a: np.ndarray, what: str, source: str) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise UsageError(
+            f"{source}: {what} holds {int(bad.sum())} NaN/Inf value(s) (first in row {row}); "
+            "clean or impute them"
+        )
+
+
+def _targets(y: np.ndarray, task: str | None, source: str) -> tuple[Tensor, str, int | None, list]:
+    """Infer or check the task; relabel classes to ``0..K-1``."""
+    if y.dtype.kind in "OUS":  # string labels
+        if task == "regression":
+            raise UsageError(f"{source}: task regression needs numeric targets, got strings")
+        classes, codes = np.unique(y.astype(str), return_inverse=True)
+        return torch.as_tensor(codes.reshape(-1), dtype=torch.long), "classification", len(classes), classes.tolist()
+    y = y.astype(float)
+    _finite(y, "y", source)
+    integral = bool(np.all(y == np.round(y)))
+    if task is None:
+        distinct = np.unique(y).size
+        task = "classification" if y.ndim == 1 and integral and distinct <= _MAX_CLASSES and distinct < y.size else "regression"
+    if task not in TASKS:
+        raise UsageError(f"{source}: unknown task {task!r}; choose classification or regression")
+    if task == "regression":
+        return torch.as_tensor(y), task, None, []
+    if y.ndim != 1 or not integral:
+        raise UsageError(f"{source}: classification needs integer labels y of shape [N]; use task: regression")
+    classes, codes = np.unique(y, return_inverse=True)
+    return torch.as_tensor(codes.reshape(-1), dtype=torch.long), task, len(classes), [int(c) for c in classes]
+
+
+# -- the entry point -------------------------------------------------------------------------
+def list_datasets() -> dict[str, str]:
+    """``{name: one-line description}``; file paths (.npz/.csv/.pt) are accepted too."""
+    return {**{k: d for k, (_, d) in BUNDLED.items()}, **SYNTHETIC}
+
+
+def load_dataset(
+    spec: str | dict | Path,
+    *,
+    target: str | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load the dataset ``spec`` (see the module docstring) with float32 ``X``.
+
+    ``seed`` seeds synthetic data unless the spec has its own ``seed``; ``max_samples`` (or a
+    ``max_samples`` key of the spec) keeps the first rows; ``target`` names the CSV target column.
+    A spec key ``split: {test_fraction, seed, part}`` selects one part of ``train_test_split``.
+    """
+    opts = parse_spec(spec)
+    limit = opts.pop("max_samples", None)
+    max_samples = limit if max_samples is None else max_samples
+    split, task = opts.pop("split", None), opts.pop("task", None)
+    if target is not None:
+        opts["target"] = target
+    meta: dict = {}
+    known_classes = None
+    if "path" in opts:
+        extra = sorted(set(opts) - {"path", "target"})
+        if extra:
+            raise UsageError(
+                f"data file spec has unknown key(s) {', '.join(extra)}; "
+                "use path, target, task, max_samples, split"
+            )
+        source, name = f"data file '{opts['path']}'", Path(opts["path"]).stem
+        X, y, names = _read_file(opts, opts.get("target"))
+        out_spec = {**opts, **({"task": task} if task is not None else {})}
+    else:
+        name = opts.pop("name")
+        source = f"dataset {name!r}"
+        if name not in BUNDLED and name not in SYNTHETIC:
+            raise UsageError(
+                f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())} "
+                "or give a .npz, .csv or .pt file"
+            )
+        if task is not None or "target" in opts:
+            raise UsageError(f"dataset {name!r} has a fixed task and target; drop task/target")
+        if name in BUNDLED:
+            if opts:
+                raise UsageError(f"dataset {name!r} takes no parameters, got {', '.join(opts)}")
+            X, y, names = _sklearn(name)
+            out_spec, task = {"name": name}, BUNDLED[name][0]
+            known_classes = int(y.max()) + 1 if task == "classification" else None
+        else:
+            opts.setdefault("seed", seed)
+            X, y, out_spec, meta = _synthetic(name, opts)
+            names, task = None, ("regression" if name == "linreg" else "classification")
+            known_classes = out_spec.get("classes")
+    X = _features(X, source)
+    if len(X) != len(y):
+        raise UsageError(f"{source}: X has {len(X)} rows but y has {len(y)}; they must match")
+    if known_classes is not None:  # labels are already 0..K-1
+        y_t, num_classes, classes = torch.as_tensor(y, dtype=torch.long), known_classes, []
+    else:
+        y_t, task, num_classes, classes = _targets(np.asarray(y), task, source)
+    if classes and "path" in out_spec:
+        meta["classes"] = classes
+    if max_samples is not None:
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+            raise UsageError(f"max_samples must be a positive integer, got {max_samples!r}")
+        X, y_t = X[:max_samples], y_t[:max_samples]
+        out_spec["max_samples"] = max_samples
+    ds = Dataset(
+        X=torch.as_tensor(X, dtype=torch.float32),
+        y=y_t if task == "classification" else y_t.float(),
+        task=task, num_classes=num_classes, name=name, spec=out_spec,
+        feature_names=tuple(names) if names else None, meta=meta,
+    )
+    if split is not None:
+        if not isinstance(split, dict) or set(split) != {"test_fraction", "seed", "part"} \
+                or split["part"] not in ("train", "test"):
+            raise UsageError("data spec 'split' needs test_fraction, seed and part (train or test)")
+        train, test = train_test_split(ds, split["test_fraction"], split["seed"])
+        ds = train if split["part"] == "train" else test
+    return ds
+
+
+def _features(X: Any, source: str) -> np.ndarray:
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf" or X.ndim < 2:
+        raise UsageError(
+            f"{source}: X must be a numeric array [N, features...], got dtype {X.dtype} "
+            f"and shape {list(X.shape)}"
+        )
+    if len(X) == 0:
+        raise UsageError(f"{source} holds no samples")
+    X = X.astype(float)
+    _finite(X, "X", source)
+    return X
+
+
+def make_batches(dataset: Dataset, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
+    """Fixed batches ``(X[i:i+B], y[i:i+B])`` in order; the last may be smaller.
+
+    ``None`` or ``batch_size >= N`` gives one batch of all samples.
+    """
+    n = len(dataset)
+    if batch_size is None or (isinstance(batch_size, int) and batch_size >= n):
+        return [(dataset.X, dataset.y)]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch size must be a positive integer or none, got {batch_size!r}")
+    return [
+        (dataset.X[i : i + batch_size], dataset.y[i : i + batch_size]) for i in range(0, n, batch_size)
+    ]
+
+
+def train_test_split(dataset: Dataset, test_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """A seeded random split: ``round(test_fraction * N)`` test rows (at least 1, at most N-1).
+
+    Rows keep their original order within each part. Each part's ``spec`` rebuilds it.
+    """
+    n = len(dataset)
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not 0 < test_fraction < 1:
+        raise UsageError(f"test fraction must be in (0, 1), got {test_fraction!r}")
+    if n < 2:
+        raise UsageError(f"cannot split {n} sample(s) into train and test")
+    n_test = min(max(round(test_fraction * n), 1), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+    base = {k: v for k, v in dataset.spec.items() if k != "split"}
+
+    def part(name: str) -> dict:
+        return {**base, "split": {"test_fraction": test_fraction, "seed": int(seed), "part": name}}
+
+    return dataset.subset(train_idx, part("train")), dataset.subset(test_idx, part("test"))
+
+
+__all__ = [
+    "BUNDLED",
+    "SYNTHETIC",
+    "Dataset",
+    "list_datasets",
+    "load_dataset",
+    "make_batches",
+    "parse_spec",
+    "train_test_split",
+]

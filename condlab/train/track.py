@@ -1,0 +1,240 @@
+r"""What a comparison records about a run besides its loss: conditioning and weight norms.
+
+At a tracked step, with ``A`` the Hessian or GGN of the training loss at the current ``theta``
+(over the first ``samples`` training samples) and ``P`` the optimizer's *live* diagonal
+preconditioner in its basis ``U`` (:meth:`DiagOptimizer.preconditioner`):
+
+- ``lambda_max``, ``kappa``, ``nullity`` of ``A`` (``kappa`` as defined by
+  :func:`condlab.estimators.condition_number`: positive part, threshold ``null_threshold``);
+- ``pre_lambda_max``, ``pre_kappa`` of the operator the update sees,
+  :func:`condlab.preconditioners.preconditioned_operator`: ``P^-1/2 U^T (A + lam I) U P^-1/2``
+  for coupled L2, ``P^-1/2 U^T A U P^-1/2 + lam I`` for decoupled decay;
+- ``threshold``: the stability threshold of the method (:func:`condlab.stability.stability_threshold`)
+  and ``sharpness_ratio = pre_lambda_max / threshold`` (above 1: a quadratic model diverges);
+- ``block_*``: the same for a diagonal block of ``A`` (``block: [last]`` = the last layer);
+- ``v_gn_spread`` (``adam_alignment``): the spread ``q90 / q10`` over coordinates of
+  ``r_i = sqrt(v_hat_i) / sqrt((U^T G U)_ii)``; 1 means Adam's ``P`` is proportional to GN^-1/2's
+  (paper B, noise-dominated regime). ``v_h_spread``: the same against the row norms
+  ``||(U^T H U)_i||`` (the deterministic model ``v ~ row norms of H squared``, derived);
+- ``dist_l2``, ``dist_pw`` (``fixed_points``, quadratic losses): relative distances
+  ``||theta - p|| / ||p||`` to the coupled-L2 minimizer (``grad L(p) + lam p = 0``, i.e.
+  ``(H + lam I)^-1 H p*``) and to the P-weighted one (``grad L(p) + lam W p = 0``,
+  ``W = U diag(P) U^T``: AdamW's fixed point with its live ``M = P^-1``), by one Newton step
+  (exact for a quadratic).
+
+Every logged step, for the scale-invariant group ``w`` (``scale_invariant`` globs):
+``si_norm = ||w||``, ``si_eff_lr = lr / ||w||^2`` and ``si_angle``, the angle between ``w``
+before and after the last update (paper C).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from condlab.errors import UsageError
+from condlab.measure import EstimatorSettings, measure
+from condlab.operators.curvature import CURVATURES, curvature_operator
+from condlab.preconditioners import preconditioned_operator
+from condlab.stability import stability_threshold
+
+if TYPE_CHECKING:
+    from condlab.problem import Problem
+    from condlab.train.diag_optimizers import DiagOptimizer, State
+
+SCALE_TOL = 1e-3  # relative change of the loss when the scale-invariant group is doubled
+DENSE_LIMIT = 3000  # parameters: above this exact / adam_alignment / fixed_points are refused
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """How and how often conditioning is measured (the ``track:`` block of a compare config)."""
+
+    every: int = 0  # 0: only at the first and the last step
+    curvature: str = "hessian"
+    exact: bool = False  # dense eigendecomposition (small models) instead of Lanczos
+    tol: float = 1e-3
+    max_hvps: int = 80
+    null_threshold: float | None = None
+    samples: int | None = None  # first N training samples (None: all)
+    block: tuple[str, ...] = ()  # globs, or ["last"]: the last layer's parameters
+    scale_invariant: tuple[str, ...] = ()
+    adam_alignment: bool = False
+    fixed_points: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "track") -> TrackSettings:
+        names = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict):
+            raise UsageError(f"{where} must be a mapping")
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        vals = dict(raw)
+        for key in ("block", "scale_invariant"):
+            v = vals.get(key) or ()
+            vals[key] = (v,) if isinstance(v, str) else tuple(v)
+        s = cls(**vals)
+        checks = [
+            (isinstance(s.every, int) and s.every >= 0, "every must be an integer >= 0"),
+            (s.curvature in CURVATURES, f"curvature must be one of {', '.join(CURVATURES)}"),
+            (isinstance(s.tol, (int, float)) and 0 < s.tol < 1, "tol must be in (0, 1)"),
+            (isinstance(s.max_hvps, int) and s.max_hvps > 0, "max_hvps must be a positive integer"),
+            (s.samples is None or (isinstance(s.samples, int) and s.samples > 0), "samples must be positive"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(f"{where}: {msg}")
+        return s
+
+    def due(self, step: int, steps: int) -> bool:
+        return step == 0 or step == steps or (self.every > 0 and step % self.every == 0)
+
+
+def at(problem: Problem, theta: Tensor) -> Problem:
+    """The same problem at another ``theta`` (a shallow copy: batches and model are shared)."""
+    p = copy.copy(problem)
+    p.theta = theta
+    return p
+
+
+def _spread(r: Tensor) -> float:
+    q = torch.quantile(r.double().cpu(), torch.tensor([0.1, 0.9], dtype=torch.float64))
+    return float(q[1] / q[0])
+
+
+def _sym(M: Tensor) -> Tensor:
+    return (M + M.T) / 2
+
+
+class Tracker:
+    """Measures one run's conditioning at ``theta`` from the optimizer's live state."""
+
+    def __init__(self, problem: Problem, settings: TrackSettings):
+        self.problem, self.s = problem, settings
+        names = problem.spec.names
+        self.si = self._mask(settings.scale_invariant, "scale_invariant")
+        if settings.block == ("last",):
+            last = names[-1].rsplit(".", 1)[0]
+            self.block = tuple(n for n in names if n.rsplit(".", 1)[0] == last)
+        else:
+            self.block = tuple(n for n in names if any(fnmatch.fnmatchcase(n, g) for g in settings.block))
+            if settings.block and not self.block:
+                raise UsageError(f"track.block {list(settings.block)} matches no trained parameter "
+                                 f"(names: {', '.join(names)})")
+        dense = settings.exact or settings.adam_alignment or settings.fixed_points
+        if dense and problem.n_params > DENSE_LIMIT:
+            raise UsageError(
+                f"track.exact / adam_alignment / fixed_points build dense [P, P] matrices; this "
+                f"model trains {problem.n_params} parameters (limit {DENSE_LIMIT}): turn them off"
+            )
+        if self.si is not None:
+            self._check_scale_invariance()
+
+    def _mask(self, globs: tuple[str, ...], key: str) -> Tensor | None:
+        if not globs:
+            return None
+        spec = self.problem.spec
+        idx = [torch.arange(spec.slice(n).start, spec.slice(n).stop) for n in spec.names
+               if any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        if not idx:
+            raise UsageError(f"track.{key} {list(globs)} matches no trained parameter "
+                             f"(names: {', '.join(spec.names)})")
+        return torch.cat(idx)
+
+    def _check_scale_invariance(self) -> None:
+        theta = self.problem.theta
+        scaled = theta.clone()
+        scaled[self.si] *= 2
+        a, b = float(self.problem.loss(theta)), float(self.problem.loss(scaled))
+        if abs(a - b) > SCALE_TOL * max(1.0, abs(a)):  # BatchNorm's eps: ~1e-5 / variance
+            raise UsageError(
+                f"track.scale_invariant {list(self.s.scale_invariant)}: the loss changes from "
+                f"{a:.6g} to {b:.6g} when they are doubled, so they are not scale-invariant; "
+                "put them before a BatchNorm and freeze what follows (params:)"
+            )
+
+    # -- every logged step -------------------------------------------------------------------------
+    def weights(self, theta: Tensor, previous: Tensor | None, lr: float) -> dict[str, Any]:
+        if self.si is None:
+            return {}
+        w = theta[self.si]
+        n2 = float(w @ w)
+        row: dict[str, Any] = {"si_norm": math.sqrt(n2), "si_eff_lr": lr / n2}
+        if previous is not None:
+            v = previous[self.si]
+            cos = float(w @ v) / math.sqrt(n2 * float(v @ v))
+            row["si_angle"] = math.acos(max(-1.0, min(1.0, cos)))
+        return row
+
+    # -- at tracked steps ------------------------------------------------------------------------
+    def conditioning(self, theta: Tensor, opt: DiagOptimizer, state: State) -> dict[str, Any]:
+        s = self.s
+        prob = at(self.problem, theta)
+        est = EstimatorSettings(top=1, bottom=1, tol=s.tol, max_hvps=s.max_hvps, exact=s.exact,
+                                null_threshold=s.null_threshold, seed=0)
+        A = curvature_operator(prob, s.curvature)
+        if s.exact or s.adam_alignment or s.fixed_points:
+            A = _sym(A.to_dense())
+        base = measure(A, est, setting="baseline", curvature=s.curvature).result
+        row: dict[str, Any] = {"lambda_max": base.lambda_max, "kappa": base.condition_number,
+                               "nullity": base.nullity}
+        ok = base.converged
+        method, lr, beta = opt.stability(state)
+        row["threshold"] = stability_threshold(method, lr, beta)
+        pre = opt.preconditioner(state, theta)
+        kind, lam = opt.decay
+        if pre is not None:
+            op = preconditioned_operator(A, pre, weight_decay=lam, decay=kind)
+            pm = measure(op, est, setting=pre.name, curvature=s.curvature,
+                         preconditioner=pre.name).result
+            row.update(pre_lambda_max=pm.lambda_max, pre_kappa=pm.condition_number,
+                       sharpness_ratio=pm.lambda_max / row["threshold"])
+            ok = ok and pm.converged
+        if self.block:
+            sub = prob.restrict(list(self.block))
+            bm = measure(curvature_operator(sub, s.curvature), est, setting="block",
+                         curvature=s.curvature).result
+            row.update(block_lambda_max=bm.lambda_max, block_kappa=bm.condition_number)
+            ok = ok and bm.converged
+        if s.adam_alignment and pre is not None and "exp_avg_sq" in state.buffers:
+            row.update(self._alignment(prob, A, opt, pre))
+        if s.fixed_points and lam > 0 and pre is not None:
+            row.update(self._fixed_points(prob, A, opt, pre, lam))
+        row["converged"] = ok
+        return row
+
+    def _dense(self, prob: Problem, A: Tensor, curvature: str) -> Tensor:
+        return A if self.s.curvature == curvature else _sym(curvature_operator(prob, curvature).to_dense())
+
+    def _alignment(self, prob: Problem, A: Tensor, opt: DiagOptimizer, pre) -> dict[str, float]:
+        G, H = self._dense(prob, A, "ggn"), self._dense(prob, A, "hessian")
+        U = opt.basis
+        if U is not None:
+            G, H = U.T @ G @ U, U.T @ H @ U
+        sqrt_v = (pre.diag - pre.eps).clamp_min(0)
+        tiny = torch.finfo(G.dtype).tiny
+        r_g = sqrt_v / torch.diagonal(G).clamp_min(tiny).sqrt()
+        r_h = sqrt_v / torch.linalg.vector_norm(H, dim=1).clamp_min(tiny)
+        return {"v_gn_spread": _spread(r_g), "v_h_spread": _spread(r_h)}
+
+    def _fixed_points(self, prob: Problem, A: Tensor, opt: DiagOptimizer, pre, lam: float) -> dict:
+        H = self._dense(prob, A, "hessian")
+        theta = prob.theta
+        g = prob.gradient(theta)
+        eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        W = torch.diag(pre.diag.to(H))
+        if opt.basis is not None:
+            W = opt.basis @ W @ opt.basis.T
+        p_l2 = theta - torch.linalg.solve(H + lam * eye, g + lam * theta)
+        p_w = theta - torch.linalg.solve(H + lam * W, g + lam * (W @ theta))
+        return {
+            "dist_l2": float(torch.linalg.vector_norm(theta - p_l2) / torch.linalg.vector_norm(p_l2)),
+            "dist_pw": float(torch.linalg.vector_norm(theta - p_w) / torch.linalg.vector_norm(p_w)),
+        }
