@@ -30,8 +30,15 @@ err = Console(stderr=True)
 _state = {"debug": False}
 
 
-def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def _fail(message: str, code: int, *, every_rank: bool = False) -> None:
+    """Under torchrun only rank 0 reports a CondlabError (every rank raises the same one);
+    an unexpected error is reported by every rank that hits it."""
+    from condlab.distributed import is_main, rank
+
+    if is_main():
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    elif every_rank:
+        err.print(f"[bold red]error (rank {rank()}):[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -52,7 +59,7 @@ def handle_errors(fn):
             if _state["debug"]:
                 raise
             _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
-                  "(run again with --debug for the traceback)", 1)
+                  "(run again with --debug for the traceback)", 1, every_rank=True)
 
     return wrapper
 
@@ -145,6 +152,8 @@ def _value(v: Any) -> Any:
 
 
 def _progress() -> Progress:
+    from condlab.distributed import is_main
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -153,6 +162,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=err,
         transient=True,
+        disable=not is_main(),  # under torchrun only rank 0 shows progress
     )
 
 
@@ -229,8 +239,10 @@ def spectrum(
     Example: condlab spectrum ckpt.pt --top 5 --bottom 3 --precond optimizer --format json
     """
     from condlab.config import SpectrumConfig, build, read_yaml
+    from condlab.distributed import init_from_env, is_main
     from condlab.spectrum import run_spectrum
 
+    init_from_env()  # under torchrun: join the process group (a no-op in one process)
     values: dict[str, Any] = read_yaml(config) if config else {}
     given = dict(
         checkpoint=checkpoint, model=model, weights=weights, trust_checkpoint=trust_checkpoint,
@@ -259,6 +271,8 @@ def spectrum(
             bar.update(tasks[setting], completed=min(done, budget))
 
         report = run_spectrum(cfg, on_progress=on_progress)
+    if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
+        return
     render_spectrum(report, format, output, command=" ".join(["condlab", *sys.argv[1:]]))
     if report.densities:
         from condlab.report.files import atomic_write_text, csv_text
@@ -318,7 +332,7 @@ def train(
     with _progress() as bar:
         task = bar.add_task("training", total=int(cfg.get("steps", 0)) or None)
         result, ckpt = train_from_config(
-            cfg, callback=lambda step, *a: bar.update(task, completed=step + 1)
+            cfg, callback=lambda step, *a: bar.update(task, completed=step)
         )
     save_checkpoint(out_path, ckpt)
     out.print(
@@ -371,4 +385,9 @@ def list_(
 
 
 def main() -> None:
+    from condlab.distributed import init_from_env
+
+    init_from_env()  # under torchrun: join the process group (a no-op in one process)
     app()
+
+from condlab.cli_check import register as _register_check; _register_check(app, handle_errors, out, err)  # noqa: E402, E702, I001

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from condlab.distributed import peak_memory_mb
 from condlab.errors import CondlabError, UsageError
 from condlab.estimators import (
     condition_number,
@@ -108,6 +109,9 @@ def measure(
     layer: str | None = None,
     modes: dict | None = None,
     details: dict | None = None,
+    function_change: float | None = None,
+    params_added: int | None = None,
+    predicted_nullity: int | None = None,
     on_matvec: Callable[[int], None] | None = None,
 ) -> Measurement:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``)."""
@@ -214,7 +218,7 @@ def measure(
         dtype=str(op.dtype).replace("torch.", ""),
         device=str(op.device),
         seed=s.seed,
-        details=dict(details or {}),
+        details={**(details or {}), "peak_memory_mb": peak_memory_mb(op.device)},
         **fields,
     )
     return Measurement(result, density)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
-from condlab.distributed import all_reduce_sum
+from condlab.distributed import StreamedBatches, all_reduce_max, all_reduce_sum, raise_if_any
 from condlab.errors import CondlabError, UsageError
 from condlab.losses import loss_fn
 from condlab.operators.params import ParamSpec, select_params
@@ -56,6 +56,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def couples_samples(model: nn.Module, bn_mode: str, dropout_mode: str) -> bool:
+    """Whether a batch's samples interact (BatchNorm on batch statistics, fixed dropout masks),
+    so that the grouping into batches is part of the operator."""
+    return (bn_mode == "batch" and any(isinstance(m, _BN_TYPES) for m in model.modules())) or (
+        dropout_mode == "fixed"
+        and any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
+    )
+
+
 class Problem:
     """A model, its loss and a dataset split into fixed batches, as functions of ``theta [P]``.
 
@@ -76,6 +85,7 @@ class Problem:
         device: str | torch.device = "cpu",
         seed: int = 0,
         n_total: int | None = None,
+        batch_offset: int = 0,
     ):
         if bn_mode not in BN_MODES:
             raise UsageError(f"unknown BatchNorm mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}")
@@ -83,7 +93,7 @@ class Problem:
             raise UsageError(
                 f"unknown dropout mode {dropout_mode!r}; choose one of {', '.join(DROPOUT_MODES)}"
             )
-        if not batches:
+        if not batches and not n_total:  # a rank of a distributed run may hold no batches
             raise UsageError("the dataset is empty; pass data with at least one sample")
         self.loss_name = loss
         self._loss = loss_fn(loss)
@@ -97,8 +107,15 @@ class Problem:
         self.theta = self.spec.flatten({n: named[n].detach() for n in self.spec.names})
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.spec.names}
         self.fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
-        self.batches = [self._cast_batch(X, y) for X, y in batches]
-        self.sizes = [int(X.shape[0]) for X, _ in self.batches]
+        try:
+            host, error = [self._cast_batch(X, y) for X, y in batches], None
+        except CondlabError as e:
+            host, error = [], e
+        raise_if_any(error)  # distributed: every rank raises, none waits in a collective
+        # batches stay where they were given (the host) and move to the device one at a time
+        self.batches = StreamedBatches(host, self.device)
+        self.batch_offset = int(batch_offset)  # global index of batch 0 (a rank's shard)
+        self.sizes = [int(X.shape[0]) for X, _ in host]
         # n_total: samples over all ranks of a distributed run (this rank holds a shard)
         self.n_samples = int(n_total) if n_total is not None else sum(self.sizes)
         self.weights = [n / self.n_samples for n in self.sizes]
@@ -127,9 +144,9 @@ class Problem:
         return model
 
     def _cast_batch(self, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        X = torch.as_tensor(X).to(self.device)
+        X = torch.as_tensor(X)
         X = X.to(self.dtype) if X.is_floating_point() else X
-        y = torch.as_tensor(y).to(self.device)
+        y = torch.as_tensor(y)
         if self.loss_name == "cross-entropy":
             if y.is_floating_point():
                 if not torch.equal(y, y.round()):
@@ -138,52 +155,63 @@ class Problem:
                         "use --loss mse for regression targets"
                     )
                 y = y.long()
-        else:
-            y = y.to(self.dtype)
+        elif y.is_floating_point():
+            y = y.to(self.dtype)  # integer class labels stay: mse one-hot encodes them
         return X, y
 
     def _validate(self) -> None:
         for name, t in {**self.spec.unflatten(self.theta), **self.fixed}.items():
             if t.is_floating_point() and not torch.isfinite(t).all():
                 raise CondlabError(f"the model's tensor {name!r} holds NaN or Inf; the checkpoint is broken")
+        out, error = None, None
+        if self.batches:  # a rank of a distributed run may hold no batches: it checks nothing here
+            out, error = self._check_outputs()
+        raise_if_any(error)  # distributed: every rank raises, none waits in a collective
+        if self.loss_name == "cross-entropy":
+            # [-min label, max label, classes] over all ranks (a rank without batches adds nothing)
+            span = torch.full((3,), -(2**62))
+            if out is not None:
+                ys = torch.cat([yb.reshape(-1) for _, yb in self.batches.host])
+                span = torch.tensor([-int(ys.min()), int(ys.max()), out.shape[1]])
+            lo, hi, num_classes = all_reduce_max(span).tolist()
+            if -lo < 0 or hi >= num_classes:
+                raise CondlabError(
+                    f"labels span {-lo}..{hi} but the model has {num_classes} outputs; cross-entropy "
+                    f"needs labels in 0..{num_classes - 1} (wrong --data, or the model's output size)"
+                )
+        value = self.loss()
+        if not torch.isfinite(value):
+            raise CondlabError("the loss at these weights is NaN or Inf; check the weights and the data")
+
+    def _check_outputs(self) -> tuple[Tensor | None, CondlabError | None]:
+        """The outputs on the first local batch, or the error that says why they do not fit."""
         X, y = self.batches[0]
         try:
             with torch.no_grad():
                 out = self.outputs(self.theta, X, 0)
         except Exception as e:  # shape errors surface as RuntimeError / ValueError
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CondlabError(
+            return None, CondlabError(
                 f"data with samples of shape {list(X.shape[1:])} do not fit the model ({msg}); "
                 "check --data and the model's input size"
-            ) from e
-        if self.loss_name == "cross-entropy":
-            if out.ndim != 2:
-                raise CondlabError(
-                    f"cross-entropy needs model outputs of shape [N, classes], got {list(out.shape)}"
-                )
-            num_classes = out.shape[1]
-            lo = min(int(yb.min()) for _, yb in self.batches)
-            hi = max(int(yb.max()) for _, yb in self.batches)
-            if lo < 0 or hi >= num_classes:
-                raise CondlabError(
-                    f"labels span {lo}..{hi} but the model has {num_classes} outputs; cross-entropy "
-                    f"needs labels in 0..{num_classes - 1} (wrong --data, or the model's output size)"
-                )
-        elif y.numel() != out.numel():
-            raise CondlabError(
+            )
+        if self.loss_name == "cross-entropy" and out.ndim != 2:
+            return None, CondlabError(
+                f"cross-entropy needs model outputs of shape [N, classes], got {list(out.shape)}"
+            )
+        if self.loss_name != "cross-entropy" and y.is_floating_point() and y.numel() != out.numel():
+            return None, CondlabError(
                 f"mse targets have {y[0].numel()} values per sample but the model outputs "
                 f"{out[0].numel()}; match the model's output size to the targets"
             )
-        value = self.loss()
-        if not torch.isfinite(value):
-            raise CondlabError("the loss at these weights is NaN or Inf; check the weights and the data")
+        return out, None
 
     # -- functions of theta --------------------------------------------------------------------
     def _rng(self, batch_index: int):
         """Dropout masks drawn from a fixed seed per batch, so every product sees the same ones."""
         if not self.uses_dropout:
             return contextlib.nullcontext()
-        return _seeded(self.seed * 1_000_003 + batch_index, self.device)
+        return _seeded(self.seed * 1_000_003 + self.batch_offset + batch_index, self.device)
 
     def outputs(self, theta: Tensor, X: Tensor, batch_index: int = 0) -> Tensor:
         """Model outputs on ``X`` with the selected parameters set to ``theta``."""

@@ -87,9 +87,12 @@ def run_spectrum(
             densities.append(m.density)
         return m.result
 
+    from condlab.normalization import predicted_nullity
+
     problem = make_problem(loaded, cfg)
     A = curvature_operator(problem, cfg.curvature, block_size=cfg.block_size)
-    base = run("baseline", A, problem)
+    null = predicted_nullity(problem.model, curvature=cfg.curvature, bn_mode=cfg.bn_mode)
+    base = run("baseline", A, problem, predicted_nullity=null)
 
     from condlab.settings import normalized_settings, preconditioned_settings
 

@@ -235,7 +235,7 @@ def test_data_that_do_not_fit_the_model(user_files):
 
 def test_labels_out_of_range(user_files):
     tmp, *_ = user_files
-    np.savez(tmp / "labels.npz", X=np.zeros((6, 4)), y=np.array([0, 1, 2, 3, 4, 5]))
+    np.savez(tmp / "labels.npz", X=np.zeros((12, 4)), y=np.array([0, 1, 2, 5] * 3))
     r = invoke("spectrum", "--model", "mymodels:make", "--weights", "w.pt", "--data", "labels.npz",
                "--loss", "cross-entropy")
     _one_line_error(r, 1, "labels")

@@ -74,6 +74,9 @@ class SpectrumResult:
     nullity_method: str | None = None
     trace_method: str | None = None
     damping: float = 0.0
+    function_change: float | None = None  # normalized settings: max |f_new - f_old| on the data
+    params_added: int | None = None  # normalized settings: parameters the normalization added
+    predicted_nullity: int | None = None  # null directions the model's normalizations create
     layer: str | None = None
     modes: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
