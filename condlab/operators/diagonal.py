@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.func import hessian, jacrev, vjp, vmap
 
+from condlab.distributed import all_reduce_sum
 from condlab.errors import UsageError
 from condlab.operators.base import LinearOperator
 
@@ -33,9 +34,11 @@ if TYPE_CHECKING:
     from condlab.problem import Problem
 
 
-def check_diagonal(d: Tensor, what: str = "the preconditioner diagonal") -> Tensor:
+def check_diagonal(
+    d: Tensor, what: str = "the preconditioner diagonal", hint: str | None = None
+) -> Tensor:
     """``d`` if it is a finite, strictly positive vector; a UsageError that counts the bad
-    coordinates (and suggests ``--eps``) otherwise."""
+    coordinates (and suggests ``--eps``, then ``hint``) otherwise."""
     if d.ndim != 1:
         raise UsageError(f"{what} must be a vector [P], got shape {list(d.shape)}")
     nonfinite = int((~torch.isfinite(d)).sum())
@@ -49,7 +52,7 @@ def check_diagonal(d: Tensor, what: str = "the preconditioner diagonal") -> Tens
         raise UsageError(
             f"{what}: {' and '.join(parts)} of its {d.numel()} coordinates; a diagonal "
             "preconditioner needs P > 0 (coordinates without curvature or gradient give 0): "
-            "pass a positive --eps"
+            "pass a positive --eps" + (f"; {hint}" if hint else "")
         )
     return d
 
@@ -117,7 +120,8 @@ def exact_diagonal(A, block_size: int = 64) -> Tensor:
     for start in range(0, P, block_size):
         k = min(block_size, P - start)
         AE = A @ _unit_block(P, start, k, A.dtype, A.device)
-        out[start : start + k] = AE[torch.arange(start, start + k), torch.arange(k)]
+        rows = torch.arange(start, start + k, device=A.device)
+        out[start : start + k] = AE[rows, rows - start]
     return out
 
 
@@ -232,7 +236,8 @@ def exact_ggn_diagonal(problem: Problem, max_elements: int = 2**22) -> Tensor:
             H = vmap(hessian(sample_loss))(out[rows].reshape(m, C).detach(), y[rows])  # [m,C,C]
             if coupled:
                 E = torch.zeros(m * C, n * C, dtype=out.dtype, device=out.device)
-                E[torch.arange(m * C), torch.arange(rows.start * C, rows.stop * C)] = 1
+                cols = torch.arange(rows.start * C, rows.stop * C, device=E.device)
+                E[cols - rows.start * C, cols] = 1
                 J = vmap(pullback)(E.reshape(m * C, *out.shape))[0].reshape(m, C, P)
             else:
 
@@ -241,4 +246,4 @@ def exact_ggn_diagonal(problem: Problem, max_elements: int = 2**22) -> Tensor:
 
                 J = vmap(jacrev(f_i), in_dims=(None, 0))(theta, X[rows])  # [m, C, P]
             diag += torch.einsum("kcp,kcd,kdp->p", J, H, J)
-    return (diag / problem.n_samples).clamp_min(0)
+    return all_reduce_sum(diag / problem.n_samples).clamp_min(0)  # a rank holds a shard
