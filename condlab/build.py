@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from condlab.config import SpectrumConfig
+from condlab.distributed import local_batches
 from condlab.errors import UsageError
 from condlab.load.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
 from condlab.load.data import Dataset, load_dataset, make_batches
 from condlab.load.models import build_model, import_factory
 from condlab.losses import check_loss_fits, default_loss
-from condlab.problem import Problem
+from condlab.problem import Problem, couples_samples
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,20 @@ def make_problem(
     transform=None,
     params: tuple[str, ...] | None = None,
 ) -> Problem:
-    """The Problem for ``loaded`` (or a replacement ``model`` on ``transform``-ed inputs)."""
+    """The Problem for ``loaded`` (or a replacement ``model`` on ``transform``-ed inputs).
+
+    Under torchrun it holds this rank's contiguous shard of the batches, weighted by the global
+    sample count (see :mod:`condlab.distributed`).
+    """
+    model = loaded.model if model is None else model
     batches = make_batches(loaded.dataset, cfg.batch_size)
     if transform is not None:
         batches = [(transform(X), y) for X, y in batches]
+    n_total = sum(int(X.shape[0]) for X, _ in batches)
+    coupled = couples_samples(model, cfg.bn_mode, cfg.dropout_mode)
+    batches, first = local_batches(batches, coupled=coupled)
     return Problem(
-        loaded.model if model is None else model,
+        model,
         batches,
         loaded.loss,
         params=cfg.params if params is None else params,
@@ -94,11 +103,19 @@ def make_problem(
         dtype=cfg.torch_dtype,
         device=cfg.device,
         seed=cfg.seed,
+        n_total=n_total,
+        batch_offset=first,
     )
 
 
-def set_threads() -> None:
-    """Use the machine's cores but not more (torch's default can oversubscribe small CI boxes)."""
-    import os
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+def set_threads(threads: int | None, loaded: Loaded | None = None) -> None:
+    """``threads`` torch CPU threads; None: 1 for small problems (parameters x samples < 5e7),
+    where threading overhead outweighs the work, else torch's default."""
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    elif loaded is not None:
+        size = sum(p.numel() for p in loaded.model.parameters()) * len(loaded.dataset.y)
+        if size < 5e7:
+            torch.set_num_threads(1)

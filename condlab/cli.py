@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
+# results go to stdout; a pipe or file gets a wide table instead of rich's default 80 columns
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 _state = {"debug": False}
 
@@ -211,7 +212,7 @@ def spectrum(
     bottom: Annotated[Optional[int], typer.Option(help="Smallest eigenvalues to report. [default: 3]", show_default=False, rich_help_panel=G_EST)] = None,
     tol: Annotated[Optional[float], typer.Option(help="Every reported pair has ||Av - lambda v|| <= tol * |lambda_max|. [default: 1e-6 in float64, 1e-4 in float32]", show_default=False, rich_help_panel=G_EST)] = None,
     max_hvps: Annotated[Optional[int], typer.Option(help="Budget of curvature products for the eigenvalues. [default: 1000]", show_default=False, rich_help_panel=G_EST)] = None,
-    null_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues with |lambda| <= this * |lambda_max| count as zero. [default: max(tol, 1e-6)]", show_default=False, rich_help_panel=G_EST)] = None,
+    null_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues with |lambda| <= this * |lambda_max| count as zero. [default: tol]", show_default=False, rich_help_panel=G_EST)] = None,
     trace: Annotated[Optional[bool], typer.Option("--trace", help="Estimate the trace with a standard error.", rich_help_panel=G_EST)] = None,
     trace_method: Annotated[Optional[TraceMethod], typer.Option(help="[default: hutch++]", show_default=False, rich_help_panel=G_EST)] = None,
     probes: Annotated[Optional[int], typer.Option(help="Products spent on the trace. [default: 100]", show_default=False, rich_help_panel=G_EST)] = None,
@@ -231,6 +232,7 @@ def spectrum(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate: compare the preconditioned sharpness with the stability threshold.", rich_help_panel=G_SET)] = None,
     beta1: Annotated[Optional[float], typer.Option(help="Momentum of the method for the stability threshold.", rich_help_panel=G_SET)] = None,
     norm: Annotated[Optional[list[Norm]], typer.Option("--norm", help="Also measure after this normalization (repeatable).", rich_help_panel=G_SET)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch. [default: 1 for small problems (P x N < 5e7), else torch's default]", show_default=False, rich_help_panel=G_OP)] = None,
     format: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json.", rich_help_panel=G_OUT)] = Format.table,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout (CSV: eigenvalues go to NAME_eigenvalues.csv).", rich_help_panel=G_OUT)] = None,
 ) -> None:
@@ -346,7 +348,7 @@ def train(
 @handle_errors
 def demo(
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-    steps: Annotated[int, typer.Option(help="Adam steps of the demo training.")] = 300,
+    steps: Annotated[int, typer.Option(help="AdamW steps of the demo training.")] = 300,
 ) -> None:
     """Train a small MLP on scikit-learn's digits in seconds and print its spectrum (no files needed)."""
     from condlab.demo import run_demo
@@ -391,3 +393,4 @@ def main() -> None:
     app()
 
 from condlab.cli_check import register as _register_check; _register_check(app, handle_errors, out, err)  # noqa: E402, E702, I001
+from condlab.cli_compare import register as _register_compare; _register_compare(app, handle_errors, out, err)  # noqa: E402, E702, I001

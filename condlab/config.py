@@ -50,7 +50,7 @@ class SpectrumConfig:
     max_hvps: int = 1000
     max_basis: int | None = None
     damping: float = 0.0
-    null_threshold: float | None = None  # relative to |lambda_max|; default max(tol, 1e-6)
+    null_threshold: float | None = None  # relative to |lambda_max|; default: tol
     trace: bool = False
     trace_method: str = "hutch++"
     probes: int = 100
@@ -123,6 +123,9 @@ def _validate(cfg, source: str) -> None:
             (cfg.batch_size is None or cfg.batch_size > 0, "batch_size must be positive"),
             (cfg.max_samples is None or cfg.max_samples > 0, "max_samples must be positive"),
             (cfg.damping >= 0, "damping must be >= 0"),
+            (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
+            (not cfg.weight_decay or cfg.decay != "none", "--weight-decay needs --decay coupled, decoupled or l1"),
+            (cfg.lr is None or cfg.lr > 0, "lr must be positive"),
             (cfg.checkpoint or cfg.model, "say what to measure: a checkpoint, or --model"),
         ]
         for ok, msg in checks:

@@ -40,7 +40,7 @@ class EstimatorSettings:
     max_hvps: int = 1000
     max_basis: int | None = None
     damping: float = 0.0
-    null_threshold: float | None = None  # relative to |lambda_max|; default max(tol, 1e-6)
+    null_threshold: float | None = None  # relative to |lambda_max|; default: tol
     trace: bool = False
     trace_method: str = "hutch++"
     probes: int = 100
@@ -52,7 +52,9 @@ class EstimatorSettings:
 
     @property
     def threshold_rel(self) -> float:
-        return self.null_threshold if self.null_threshold is not None else max(self.tol, 1e-6)
+        # an eigenvalue converged to residual <= tol * |lambda_max| and larger than that in
+        # magnitude is distinguishable from zero; smaller ones are not
+        return self.null_threshold if self.null_threshold is not None else self.tol
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,9 @@ def measure(
         device=str(op.device),
         seed=s.seed,
         details={**(details or {}), "peak_memory_mb": peak_memory_mb(op.device)},
+        function_change=function_change,
+        params_added=params_added,
+        predicted_nullity=predicted_nullity,
         **fields,
     )
     return Measurement(result, density)

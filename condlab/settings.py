@@ -14,8 +14,92 @@ from collections.abc import Iterator
 from condlab.config import SpectrumConfig
 
 
-def preconditioned_settings(cfg: SpectrumConfig, problem, A, baseline) -> Iterator[tuple]:
-    return iter(())
+def regularized_baseline(cfg: SpectrumConfig, A):
+    """The baseline operator: ``A``, or ``A + lambda I`` under coupled or decoupled weight decay."""
+    if not cfg.weight_decay or cfg.decay in ("none", "l1"):
+        return A
+    from condlab.preconditioners import preconditioned_operator
+
+    return preconditioned_operator(A, None, weight_decay=cfg.weight_decay, decay=cfg.decay)
+
+
+def _optimizer_state(cfg: SpectrumConfig, loaded) -> dict:
+    import torch
+
+    from condlab.errors import UsageError
+
+    if cfg.optimizer_state:
+        path = cfg.optimizer_state
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UsageError(f"optimizer state '{path}' does not exist") from None
+        except Exception as e:
+            raise UsageError(
+                f"'{path}' is not a torch optimizer state_dict loadable with weights_only=True "
+                f"({type(e).__name__}); save optimizer.state_dict() with torch.save"
+            ) from None
+    ckpt = loaded.checkpoint or {}
+    if ckpt.get("optimizer"):
+        return ckpt["optimizer"]
+    raise UsageError(
+        "--precond optimizer needs optimizer state: a condlab checkpoint written by `condlab "
+        "train`, or --optimizer-state PATH (a torch optimizer's state_dict)"
+    )
+
+
+def stability_method(name: str, precond) -> str:
+    """Which stability threshold applies: Adam-style momentum, heavy ball, or plain GD."""
+    kind = (precond.meta.get("optimizer") if precond is not None else None) or name
+    return "adam" if kind in ("adam", "adamw") else "gd"
+
+
+def preconditioned_settings(cfg: SpectrumConfig, problem, A, loaded) -> Iterator[tuple]:
+    """One ``P^-1/2 A P^-1/2`` (with the configured weight decay) per ``--precond`` name."""
+    from condlab.operators import GGNOperator, HessianOperator
+    from condlab.preconditioners import (
+        build_preconditioner,
+        lasso_weights,
+        preconditioned_operator,
+        summarize,
+    )
+
+    if not cfg.precond:
+        return
+    ggn = A if cfg.curvature == "ggn" else GGNOperator(problem, block_size=cfg.block_size)
+    hessian = A if cfg.curvature == "hessian" else HessianOperator(problem, cfg.block_size)
+    if cfg.basis == "eigen":
+        ggn = ggn.to_dense()  # decomposed once, shared by every rule in the eigenbasis
+    state = _optimizer_state(cfg, loaded) if "optimizer" in cfg.precond else None
+    for name in cfg.precond:
+        pc = build_preconditioner(
+            name,
+            problem,
+            optimizer_state=state,
+            eps=cfg.eps,
+            batch_size=cfg.precond_batch_size or cfg.batch_size,
+            diag_estimator=cfg.diag_estimator,
+            probes=cfg.probes,
+            basis=cfg.basis,
+            seed=cfg.seed,
+            ggn=ggn,
+            hessian=hessian,
+        )
+        op = preconditioned_operator(A, pc, weight_decay=cfg.weight_decay, decay=cfg.decay)
+        details = {
+            "formula": pc.formula,
+            "eps": pc.eps,
+            "source": pc.source,
+            "basis": pc.basis_name,
+            "decay": cfg.decay,
+            "weight_decay": cfg.weight_decay,
+            "stability_method": stability_method(name, pc),
+            "diag_summary": summarize(pc.diag),
+        }
+        details.update({k: v for k, v in pc.meta.items() if isinstance(v, (int, float, str, bool))})
+        if cfg.decay == "l1" and cfg.weight_decay:
+            details["lasso_weights"] = summarize(lasso_weights(pc, cfg.weight_decay))
+        yield name, op, dict(preconditioner=name, details=details)
 
 
 def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from condlab.build import Loaded, load, make_problem
+from condlab.build import Loaded, load, make_problem, set_threads
 from condlab.config import SpectrumConfig
 from condlab.measure import Density, EstimatorSettings, measure
 from condlab.operators.curvature import curvature_operator
@@ -27,6 +27,29 @@ class SpectrumReport:
     results: list[SpectrumResult]
     densities: list[Density]
     source: str
+
+
+def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResult:
+    """Add the preconditioned sharpness against the method's stability threshold.
+
+    ``lambda_max(P^-1 A) = lambda_max(P^-1/2 A P^-1/2)``; thresholds: ``2 / lr`` (gd),
+    ``(2 + 2 beta1) / lr`` (heavy ball), ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Adam-style EMA
+    momentum). See :mod:`condlab.stability`.
+    """
+    import dataclasses
+
+    from condlab.stability import edge_of_stability, stability_threshold
+
+    method = result.details.get("stability_method", "gd")
+    beta1 = cfg.beta1 if cfg.beta1 is not None else (0.9 if method == "adam" else 0.0)
+    if method == "gd" and beta1:
+        method = "momentum"
+    threshold = stability_threshold(method, cfg.lr, beta1)
+    if result.lambda_max is None:
+        return result
+    eos = edge_of_stability(result.lambda_max, threshold)
+    details = {**result.details, "stability": {**eos, "method": method, "lr": cfg.lr, "beta1": beta1}}
+    return dataclasses.replace(result, details=details)
 
 
 def estimator_settings(cfg: SpectrumConfig) -> EstimatorSettings:
@@ -56,10 +79,19 @@ def _budget(est: EstimatorSettings) -> int:
 
 
 def run_spectrum(
-    cfg: SpectrumConfig, *, on_progress: Progress | None = None, loaded: Loaded | None = None
+    cfg: SpectrumConfig,
+    *,
+    on_progress: Progress | None = None,
+    loaded: Loaded | None = None,
+    threads: int | None = None,
 ) -> SpectrumReport:
-    """Measure every setting ``cfg`` asks for; see the module docstring for the order."""
+    """Measure every setting ``cfg`` asks for; see the module docstring for the order.
+
+    ``threads``: torch CPU threads; None picks one thread for small problems, where
+    intra-op parallelism costs more than it gains, and torch's default otherwise.
+    """
     loaded = loaded or load(cfg)
+    set_threads(threads, loaded)
     est = estimator_settings(cfg)
     results: list[SpectrumResult] = []
     densities: list[Density] = []
@@ -92,14 +124,21 @@ def run_spectrum(
     problem = make_problem(loaded, cfg)
     A = curvature_operator(problem, cfg.curvature, block_size=cfg.block_size)
     null = predicted_nullity(problem.model, curvature=cfg.curvature, bn_mode=cfg.bn_mode)
-    base = run("baseline", A, problem, predicted_nullity=null)
+    from condlab.settings import (
+        normalized_settings,
+        preconditioned_settings,
+        regularized_baseline,
+    )
 
-    from condlab.settings import normalized_settings, preconditioned_settings
-
-    for name, op, kw in preconditioned_settings(cfg, problem, A, baseline=base):
+    run("baseline", regularized_baseline(cfg, A), problem, predicted_nullity=null,
+        details={"stability_method": "momentum" if cfg.beta1 else "gd"})
+    for name, op, kw in preconditioned_settings(cfg, problem, A, loaded):
         run(name, op, problem, **kw)
     for name, prob, kw in normalized_settings(cfg, loaded):
-        run(name, curvature_operator(prob, cfg.curvature, block_size=cfg.block_size), prob, **kw)
+        op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.block_size))
+        run(name, op, prob, **kw)
+    if cfg.lr is not None:
+        results[:] = [with_stability(r, cfg) for r in results]
 
     if cfg.per_layer:
         for pname in problem.spec.names:
