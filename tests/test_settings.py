@@ -81,3 +81,101 @@ def test_batchnorm_and_layernorm_settings_on_an_mlp():
     assert layer["function_change"] > 0
     assert batch["modes"]["batchnorm"] == "eval"
     assert batch["n_params"] == res[0]["n_params"] + batch["params_added"]
+
+
+def test_gn_and_gn_sqrt_on_ill_scaled_linear_regression():
+    """Issue 3 done-when: kappa(D^-1/2 H D^-1/2) and kappa(D^-1/4 H D^-1/4), D = diag(H)."""
+    res = run_json(
+        "spectrum", "--model", "linear", "--data", LINREG, "--loss", "mse", "--precond", "gn",
+        "--precond", "gn-sqrt", "--dtype", "float64", "--tol", "1e-10", "--format", "json",
+        "--top", "2", "--bottom", "2",
+    )
+    assert [r["setting"] for r in res] == ["baseline", "gn", "gn-sqrt"]
+    assert [r["preconditioner"] for r in res] == [None, "gn", "gn-sqrt"]
+    X = load_dataset(LINREG).X.double()
+    Z = torch.cat([X, torch.ones(len(X), 1, dtype=torch.float64)], 1)
+    H = 2 * Z.T @ Z / len(X)  # mse over N samples, one output
+    d = torch.diagonal(H)
+
+    def cond(M):
+        ev = torch.linalg.eigvalsh(M)
+        return (ev[-1] / ev[0]).item()
+
+    assert res[1]["condition_number"] == pytest.approx(cond(H / torch.outer(d.sqrt(), d.sqrt())), rel=1e-6)
+    assert res[2]["condition_number"] == pytest.approx(cond(H / torch.outer(d**0.25, d**0.25)), rel=1e-6)
+    assert res[0]["condition_number"] == pytest.approx(cond(H), rel=1e-6)
+    assert res[1]["condition_number"] < res[2]["condition_number"] < res[0]["condition_number"]
+
+
+@pytest.fixture(scope="module")
+def adam_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("adam")
+    (d / "t.yaml").write_text(
+        "model: {name: mlp, widths: [6], activation: tanh}\ndata: iris\nloss: cross-entropy\n"
+        "optimizer: {name: adam, lr: 0.01, eps: 1.0e-6}\nsteps: 40\nseed: 0\ndtype: float64\n"
+    )
+    r = runner.invoke(app, ["train", str(d / "t.yaml"), "--out", str(d / "c.pt")])
+    assert r.exit_code == 0, r.output
+    return d / "c.pt"
+
+
+def _dense_adam_preconditioned(ckpt_path):
+    from condlab.load.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(ckpt_path)
+    model = model_from_checkpoint(ckpt).double()
+    data = load_dataset(ckpt["data"])
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    X, y = data.X.double(), data.y
+
+    def loss(th):
+        parts = torch.split(th, [s.numel() for s in shapes])
+        params = {n: p.view(s) for n, p, s in zip(names, parts, shapes)}
+        return torch.nn.functional.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
+
+    H = torch.func.hessian(loss)(theta)
+    opt = ckpt["optimizer"]["state_dict"]
+    beta2 = opt["param_groups"][0]["betas"][1]
+    eps = opt["param_groups"][0]["eps"]
+    P = torch.cat(
+        [
+            (opt["state"][i]["exp_avg_sq"] / (1 - beta2 ** float(opt["state"][i]["step"]))).sqrt().reshape(-1)
+            + eps
+            for i in range(len(names))
+        ]
+    )
+    M = H / torch.outer(P.sqrt(), P.sqrt())
+    return torch.linalg.eigvalsh(M), ckpt
+
+
+def test_checkpoint_adam_state_matches_dense(adam_ckpt, tmp_path):
+    """Issue 3 done-when: the checkpoint's own Adam state, and the same via --optimizer-state."""
+    ev, ckpt = _dense_adam_preconditioned(adam_ckpt)
+    args = ["spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64", "--tol",
+            "1e-10", "--top", "3", "--bottom", "2", "--format", "json"]
+    res = run_json(*args)[1]
+    lam = ev.abs().max().item()
+    np.testing.assert_allclose(res["eigenvalues_top"], ev.flip(0)[:3].numpy(), atol=1e-8 * lam)
+    np.testing.assert_allclose(res["eigenvalues_bottom"], ev[:2].numpy(), atol=1e-8 * lam)
+    state = tmp_path / "opt.pt"
+    torch.save(ckpt["optimizer"]["state_dict"], state)
+    res2 = run_json(*args, "--optimizer-state", state)[1]
+    assert res2["eigenvalues_top"] == pytest.approx(res["eigenvalues_top"], rel=1e-12)
+
+
+def test_optimizer_precond_without_state_is_a_usage_error(tmp_path):
+    r = runner.invoke(app, ["spectrum", "--model", "linear", "--data", "iris", "--precond", "optimizer"])
+    assert r.exit_code == 2 and "optimizer state" in r.output and "Traceback" not in r.output
+
+
+def test_stability_against_the_threshold(adam_ckpt):
+    res = run_json("spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64",
+                   "--top", "1", "--bottom", "0", "--lr", "0.01", "--format", "json")
+    base, adam = res
+    assert base["details"]["stability"]["threshold"] == pytest.approx(2 / 0.01)
+    assert adam["details"]["stability"]["threshold"] == pytest.approx((2 + 2 * 0.9) / (0.1 * 0.01))
+    s = adam["details"]["stability"]
+    assert s["sharpness"] == pytest.approx(adam["lambda_max"])
+    assert s["regime"] in ("stable", "edge", "unstable")
