@@ -56,9 +56,10 @@ def _reference(model, X, y, loss, curvature, bn_mode="eval"):
     return J.T @ H_out @ J
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["linearized", "direct"])
 @pytest.mark.parametrize("curvature", ["hessian", "ggn"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_operator_matches_dense_reference(case, curvature):
+def test_operator_matches_dense_reference(case, curvature, cache):
     model, X, y, loss, kwargs = make_case(case)
     if kwargs.get("bn_mode") == "batch":
         # train-mode BatchNorm couples a batch: compare on one batch holding all the data
@@ -66,7 +67,7 @@ def test_operator_matches_dense_reference(case, curvature):
     else:
         batches = _batches(X, y, UNEVEN)
     problem = Problem(model, batches, loss, dtype=torch.float64, **kwargs)
-    A = curvature_operator(problem, curvature, block_size=5).to_dense()
+    A = curvature_operator(problem, curvature, block_size=5, cache=cache).to_dense()
     ref = _reference(model, X, y, loss, curvature, kwargs.get("bn_mode", "eval"))
     assert A.shape == ref.shape
     torch.testing.assert_close(A, ref, rtol=1e-10, atol=1e-12)
@@ -124,6 +125,18 @@ def test_products_are_deterministic_and_counted():
     assert op.matvecs == 6
 
 
+def test_cached_and_direct_products_agree_and_cache_is_used():
+    model, X, y, loss, _ = make_case("residual-layernorm-ce")
+    p = Problem(model, _batches(X, y, UNEVEN), loss, dtype=torch.float64)
+    V = torch.randn(p.n_params, 4, dtype=torch.float64)
+    for cls in (HessianOperator, GGNOperator):
+        cached, direct = cls(p, cache=True), cls(p, cache=False)
+        torch.testing.assert_close(cached @ V, direct @ V, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(cached @ V, cached @ V, rtol=0, atol=0)
+        assert len(cached._maps) == len(UNEVEN) and not direct._maps
+    assert HessianOperator(p).cache  # 'auto' caches small problems
+
+
 def test_fixed_dropout_masks_make_a_fixed_symmetric_operator():
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -134,6 +147,7 @@ def test_fixed_dropout_masks_make_a_fixed_symmetric_operator():
     on = Problem(model, [(X, y)], "cross-entropy", dtype=torch.float64, dropout_mode="fixed")
     off = Problem(model, [(X, y)], "cross-entropy", dtype=torch.float64)
     A, B = HessianOperator(on).to_dense(), HessianOperator(on).to_dense()
+    assert not HessianOperator(on, cache=True).cache  # tracing would redraw the masks
     assert torch.equal(A, B)
     torch.testing.assert_close(A, A.T)
     assert (A - HessianOperator(off).to_dense()).abs().max() > 1e-6  # the masks do something

@@ -8,6 +8,14 @@ Both are sums over the fixed batches of a Problem, weighted by ``n_b / N``::
 
 and each product is ``torch.func.vmap``-ed over a block of K vectors ``V [P, K]`` (in chunks
 of ``block_size`` columns to bound memory: activations are held once per column).
+
+Linearization cache: an operator is applied many times at one fixed ``theta`` (Lanczos, trace,
+density), so by default each batch's product map is linearized once with
+``torch.func.linearize`` (a traced forward-over-reverse ``jvp``) and reused. On the digits MLP
+of the README this makes one Hessian-vector product cost 0.7 gradients instead of 3.5. The
+cache holds each batch's traced graph (its activations), so ``cache='auto'`` uses it only for
+problems with at most ``CACHE_LIMIT`` parameter-sample products and never with fixed dropout
+masks (a traced graph would draw new ones).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torch.func import grad, jvp, vjp, vmap
+import warnings
+
+from torch.func import grad, jvp, linearize, vjp, vmap
 
 from condlab.distributed import all_reduce_sum
 from condlab.operators.base import LinearOperator
@@ -25,15 +35,48 @@ if TYPE_CHECKING:
     from condlab.problem import Problem
 
 CURVATURES = ("hessian", "ggn")
+CACHE_LIMIT = 2e8  # parameters x samples up to which products are linearized once and cached
+
+
+def _linearize(f, x: Tensor):
+    """``v -> J_f(x) v``, traced once (``torch.func.linearize``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # const-folding chatter from torch.fx
+        return linearize(f, x)[1]
 
 
 class _CurvatureOperator(LinearOperator):
-    def __init__(self, problem: Problem, block_size: int = 16):
+    def __init__(self, problem: Problem, block_size: int = 16, cache: bool | str = "auto"):
         super().__init__(problem.n_params, problem.dtype, problem.device)
         self.problem = problem
         self.block_size = max(1, int(block_size))
+        if cache == "auto":
+            cache = (
+                not problem.uses_dropout
+                and problem.n_params * max(problem.sizes, default=0) * len(problem.sizes)
+                <= CACHE_LIMIT
+            )
+        self.cache = bool(cache) and not problem.uses_dropout
+        self._maps: dict[int, object] = {}
+        self._loop = False  # apply cached maps column by column
 
     def _batch_product(self, b: int, V: Tensor) -> Tensor:
+        if not self.cache:
+            return self._product(b, V)
+        if b not in self._maps:
+            self._maps[b] = self._linear_map(b)
+        linear = self._maps[b]
+        if not self._loop:
+            try:
+                return vmap(linear, in_dims=1, out_dims=1)(V)
+            except RuntimeError:  # some traced graphs (conv backward views) do not vmap
+                self._loop = True
+        return torch.stack([linear(V[:, k]) for k in range(V.shape[1])], dim=1)
+
+    def _product(self, b: int, V: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _linear_map(self, b: int):
         raise NotImplementedError
 
     def _matmat(self, V: Tensor) -> Tensor:
@@ -51,16 +94,19 @@ class HessianOperator(_CurvatureOperator):
 
     name = "hessian"
 
-    def _batch_product(self, b: int, V: Tensor) -> Tensor:
-        p = self.problem
+    def _loss(self, b: int):
+        return lambda theta: self.problem.batch_loss(theta, b)
 
-        def loss_b(theta: Tensor) -> Tensor:
-            return p.batch_loss(theta, b)
+    def _product(self, b: int, V: Tensor) -> Tensor:
+        p, loss_b = self.problem, self._loss(b)
 
         def hvp(v: Tensor) -> Tensor:  # v [P] -> H_b v [P]
             return jvp(grad(loss_b), (p.theta,), (v,))[1]
 
         return vmap(hvp, in_dims=1, out_dims=1, randomness=p.randomness)(V)
+
+    def _linear_map(self, b: int):
+        return _linearize(grad(self._loss(b)), self.problem.theta)  # v [P] -> H_b v [P]
 
 
 class GGNOperator(_CurvatureOperator):
@@ -72,7 +118,7 @@ class GGNOperator(_CurvatureOperator):
 
     name = "ggn"
 
-    def _batch_product(self, b: int, V: Tensor) -> Tensor:
+    def _parts(self, b: int):
         p = self.problem
         X, y = p.batches[b]
 
@@ -81,6 +127,11 @@ class GGNOperator(_CurvatureOperator):
 
         out, pullback = vjp(f, p.theta)
         out_grad = grad(lambda o: p.output_loss(o, y))
+        return f, out, pullback, out_grad
+
+    def _product(self, b: int, V: Tensor) -> Tensor:
+        p = self.problem
+        f, out, pullback, out_grad = self._parts(b)
 
         def ggnvp(v: Tensor) -> Tensor:  # v [P] -> J^T H_out J v [P]
             Jv = jvp(f, (p.theta,), (v,))[1]
@@ -89,12 +140,24 @@ class GGNOperator(_CurvatureOperator):
 
         return vmap(ggnvp, in_dims=1, out_dims=1, randomness=p.randomness)(V)
 
+    def _linear_map(self, b: int):
+        f, out, pullback, out_grad = self._parts(b)
+        J = _linearize(f, self.problem.theta)  # v [P] -> J v [outputs]
+        H_out = _linearize(out_grad, out.detach())  # u [outputs] -> H_out u
 
-def curvature_operator(problem: Problem, curvature: str, block_size: int = 16) -> LinearOperator:
-    """The ``hessian`` or ``ggn`` operator of a problem."""
+        def ggnvp(v: Tensor) -> Tensor:
+            return pullback(H_out(J(v)))[0]
+
+        return ggnvp
+
+
+def curvature_operator(
+    problem: Problem, curvature: str, block_size: int = 16, cache: bool | str = "auto"
+) -> LinearOperator:
+    """The ``hessian`` or ``ggn`` operator of a problem (see the module docstring for ``cache``)."""
     from condlab.errors import UsageError
 
     ops = {"hessian": HessianOperator, "ggn": GGNOperator}
     if curvature not in ops:
         raise UsageError(f"unknown curvature {curvature!r}; choose one of {', '.join(CURVATURES)}")
-    return ops[curvature](problem, block_size=block_size)
+    return ops[curvature](problem, block_size=block_size, cache=cache)

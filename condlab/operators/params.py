@@ -49,9 +49,9 @@ class ParamSpec:
         return torch.cat([tensors[n].reshape(-1) for n in self.names])
 
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
-        """``[P]`` -> ``{name: tensor}`` (views into ``theta``)."""
+        """``[P]`` -> ``{name: tensor}`` (views into ``theta`` where strides allow)."""
         parts = torch.split(theta, self.numels)
-        return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes)}
+        return {n: p.reshape(s) for n, p, s in zip(self.names, parts, self.shapes)}
 
 
 def select_params(
