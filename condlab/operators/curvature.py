@@ -20,12 +20,11 @@ masks (a traced graph would draw new ones).
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-import warnings
-
 from torch.func import grad, jvp, linearize, vjp, vmap
 
 from condlab.distributed import all_reduce_sum
