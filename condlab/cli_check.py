@@ -1,0 +1,112 @@
+"""``condlab check``: the CLI layer over :mod:`condlab.check` (parse, run, render, write).
+
+``register(app, handle_errors, out, err)`` adds the command to condlab's typer app; cli.py calls
+it once at import. Exit codes: 0 every guard passes, 1 any fails, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class CheckFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def register(app: typer.Typer, handle_errors, out, err) -> None:
+    """Add ``check`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
+
+    @app.command("check")
+    @handle_errors
+    def check(
+        baseline: Annotated[Path, typer.Argument(help="The baseline YAML: a top-level 'checks:' list (see docs/ci.md).", show_default=False)],
+        update: Annotated[bool, typer.Option("--update", help="Re-measure and write the new values into BASELINE, keeping its comments and tolerances.")] = False,
+        only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only the check with this name (repeatable).")] = None,
+        format: Annotated[CheckFormat, typer.Option("--format", "-f", help="table (rich, to the terminal) or json (to stdout).")] = CheckFormat.table,
+        junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here, one testcase per guarded metric.")] = None,
+        threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads; pin it where machines differ in cores (docs/ci.md). [default: 1 for small problems, else torch's]", show_default=False)] = None,
+    ) -> None:
+        """Re-measure the checks in BASELINE and compare them with the stored values.
+
+        Exit 0 when every guarded metric passes, 1 when any regresses (or is missing), 2 on a
+        usage error. Example: condlab check configs/check_baseline.yaml --junit report.xml
+        """
+        from rich.markup import escape
+
+        from condlab.check import (
+            check_table,
+            json_document,
+            junit_xml,
+            load_baseline,
+            run_checks,
+            summary,
+            update_baseline,
+        )
+        from condlab.check.render import failure_lines
+        from condlab.check.update import NOT_STORED
+        from condlab.errors import UsageError
+        from condlab.report.files import json_text
+
+        if update and junit is not None:
+            raise UsageError("--junit reports a check; run --update without it")
+        base = load_baseline(baseline, need_values=not update)
+        with _progress(err) as bar:
+            tasks: dict[tuple[str, str], int] = {}
+
+            def on_progress(name: str, setting: str, done: int, budget: int) -> None:
+                key = (name, setting)
+                if key not in tasks:
+                    tasks[key] = bar.add_task(f"{name}: {setting}", total=budget)
+                bar.update(tasks[key], completed=min(done, budget))
+
+            run = run_checks(base, only=tuple(only or ()), threads=threads, on_progress=on_progress)
+
+        if format == CheckFormat.json:
+            doc = json_document(run, " ".join(["condlab", *sys.argv[1:]]))
+            sys.stdout.write(json_text(doc))
+            sys.stdout.flush()
+        else:
+            for i, c in enumerate(run.checks):
+                out.print(*([""] if i else []), check_table(c))
+        if junit is not None:
+            from condlab.load.checkpoint import atomic_write_text
+
+            atomic_write_text(junit, junit_xml(run))
+            err.print(f"wrote {junit}", highlight=False)
+        if update:
+            n = update_baseline(run)
+            err.print(f"wrote {n} values to {baseline}", highlight=False)
+            kept = [
+                f"{c.check.name} / {g.guard.label}: {g.verdict.message}"
+                for c in run.checks
+                for g in c.guards
+                if g.verdict.verdict in NOT_STORED
+            ]
+            for line in kept:
+                err.print(f"[red]not updated:[/] {escape(line)}", highlight=False)
+            raise typer.Exit(1 if kept else 0)
+        console = out if format == CheckFormat.table else err
+        for line in failure_lines(run):
+            console.print(f"[red]fail:[/] {escape(line)}", highlight=False)
+        console.print(summary(run), style="bold green" if run.ok else "bold red", highlight=False)
+        raise typer.Exit(run.exit_code)
+
+
+def _progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("HVPs"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
