@@ -299,3 +299,23 @@ def test_train_refuses_to_overwrite(ckpt, tmp_path):
     cfg.write_text("model: {name: linear}\ndata: iris\nsteps: 2\n")
     r = invoke("train", cfg, "--out", ckpt)
     _one_line_error(r, 2, "--force")
+
+
+def test_density_plot(ckpt, tmp_path):
+    pytest.importorskip("matplotlib")
+    png, dens = tmp_path / "d.png", tmp_path / "d.csv"
+    r = invoke("spectrum", ckpt, "--density", "--density-output", dens, "--plot", png,
+               "--top", "1", "--bottom", "0", "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import pandas as pd
+
+    grid = pd.read_csv(dens)
+    assert list(grid.columns) == ["setting", "eigenvalue", "density"]
+    x, y = grid["eigenvalue"].to_numpy(), grid["density"].to_numpy()
+    assert abs(np.trapezoid(y, x) - 1) < 0.05  # a density integrates to one
+
+
+def test_plot_needs_density(ckpt, tmp_path):
+    r = invoke("spectrum", ckpt, "--plot", tmp_path / "x.png")
+    _one_line_error(r, 2, "--density")
