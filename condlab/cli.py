@@ -167,6 +167,18 @@ def _progress() -> Progress:
     )
 
 
+def _hvp_ticker(bar: Progress):
+    """``on_progress(setting, done, budget)``: one bar per setting, in curvature products."""
+    tasks: dict[str, int] = {}
+
+    def on_progress(setting: str, done: int, budget: int) -> None:
+        if setting not in tasks:
+            tasks[setting] = bar.add_task(setting, total=budget)
+        bar.update(tasks[setting], completed=min(done, budget))
+
+    return on_progress
+
+
 def _write_or_print(text: str, output: Optional[Path]) -> None:
     from condlab.report.files import atomic_write_text
 
@@ -265,14 +277,7 @@ def spectrum(
         raise UsageError("--plot draws the spectral density: add --density")
 
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def on_progress(setting: str, done: int, budget: int) -> None:
-            if setting not in tasks:
-                tasks[setting] = bar.add_task(setting, total=budget)
-            bar.update(tasks[setting], completed=min(done, budget))
-
-        report = run_spectrum(cfg, on_progress=on_progress)
+        report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=threads)
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
         return
     render_spectrum(report, format, output, command=" ".join(["condlab", *sys.argv[1:]]))
@@ -354,14 +359,7 @@ def demo(
     from condlab.demo import run_demo
 
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def on_progress(setting: str, done: int, budget: int) -> None:
-            if setting not in tasks:
-                tasks[setting] = bar.add_task(setting, total=budget)
-            bar.update(tasks[setting], completed=min(done, budget))
-
-        report = run_demo(steps=steps, on_progress=on_progress)
+        report = run_demo(steps=steps, on_progress=_hvp_ticker(bar))
     render_spectrum(report, format, None, command="condlab demo")
 
 

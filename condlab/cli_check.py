@@ -56,7 +56,9 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         if update and junit is not None:
             raise UsageError("--junit reports a check; run --update without it")
         base = load_baseline(baseline, need_values=not update)
-        with _progress(err) as bar:
+        from condlab.cli import _progress  # the one progress bar (rank 0 only)
+
+        with _progress() as bar:
             tasks: dict[tuple[str, str], int] = {}
 
             def on_progress(name: str, setting: str, done: int, budget: int) -> None:
@@ -98,15 +100,3 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         raise typer.Exit(run.exit_code)
 
 
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("HVPs"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
