@@ -15,7 +15,10 @@ density), so by default each batch's product map is linearized once with
 of the README this makes one Hessian-vector product cost 0.7 gradients instead of 3.5. The
 cache holds each batch's traced graph (its activations), so ``cache='auto'`` uses it only for
 problems with at most ``CACHE_LIMIT`` parameter-sample products and never with fixed dropout
-masks (a traced graph would draw new ones).
+masks (a traced graph would draw new ones). Tracing costs about as much as 60 direct products,
+so 'auto' linearizes a batch only once ``CACHE_AFTER`` products have been taken on it: short
+runs (a top-1 check, a few tracking steps) never pay for it, long ones (bottom eigenvalues,
+traces, densities) amortize it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
 CURVATURES = ("hessian", "ggn")
 CACHE_LIMIT = 2e8  # parameters x samples up to which products are linearized once and cached
+CACHE_AFTER = 64  # 'auto': direct products on a batch before it is linearized
 
 
 def _linearize(f, x: Tensor):
@@ -49,6 +53,7 @@ class _CurvatureOperator(LinearOperator):
         super().__init__(problem.n_params, problem.dtype, problem.device)
         self.problem = problem
         self.block_size = max(1, int(block_size))
+        self.cache_after = CACHE_AFTER if cache == "auto" else 0
         if cache == "auto":
             cache = (
                 not problem.uses_dropout
@@ -57,10 +62,14 @@ class _CurvatureOperator(LinearOperator):
             )
         self.cache = bool(cache) and not problem.uses_dropout
         self._maps: dict[int, object] = {}
+        self._direct: dict[int, int] = {}  # direct products taken per batch
         self._loop = False  # apply cached maps column by column
 
     def _batch_product(self, b: int, V: Tensor) -> Tensor:
-        if not self.cache:
+        if not self.cache or (
+            b not in self._maps and self._direct.get(b, 0) < self.cache_after
+        ):
+            self._direct[b] = self._direct.get(b, 0) + V.shape[1]
             return self._product(b, V)
         if b not in self._maps:
             self._maps[b] = self._linear_map(b)
