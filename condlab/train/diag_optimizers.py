@@ -217,7 +217,7 @@ class DiagOptimizer:
                                   f"{n} state (step {state.step})", basis=self.basis)
         kind = "adam" if n in ADAM_FAMILY else n
         tensor = next(iter(b.values()))
-        st = {k: v for k, v in b.items()}
+        st = dict(b)
         st["step"] = torch.tensor(float(state.step))
         group = {"params": [0], "param_names": ["theta"], "eps": hp["eps"],
                  "weight_decay": hp["weight_decay"]}

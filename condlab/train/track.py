@@ -15,7 +15,9 @@ preconditioner in its basis ``U`` (:meth:`DiagOptimizer.preconditioner`):
 - ``v_gn_spread`` (``adam_alignment``): the spread ``q90 / q10`` over coordinates of
   ``r_i = sqrt(v_hat_i) / sqrt((U^T G U)_ii)``; 1 means Adam's ``P`` is proportional to GN^-1/2's
   (paper B, noise-dominated regime). ``v_h_spread``: the same against the row norms
-  ``||(U^T H U)_i||`` (the deterministic model ``v ~ row norms of H squared``, derived);
+  ``||(U^T H U)_i||`` (the deterministic model ``v ~ row norms of H squared``, derived); both
+  over the coordinates with curvature, ``(U^T G U)_ii > 1e-8 max``; ``gn_spread``: the spread of
+  ``sqrt((U^T G U)_ii)`` itself (what the ratio's spread would be if ``v`` were flat);
 - ``dist_l2``, ``dist_pw`` (``fixed_points``, quadratic losses): relative distances
   ``||theta - p|| / ||p||`` to the coupled-L2 minimizer (``grad L(p) + lam p = 0``, i.e.
   ``(H + lam I)^-1 H p*``) and to the P-weighted one (``grad L(p) + lam W p = 0``,
@@ -49,7 +51,10 @@ if TYPE_CHECKING:
     from condlab.train.diag_optimizers import DiagOptimizer, State
 
 SCALE_TOL = 1e-3  # relative change of the loss when the scale-invariant group is doubled
-DENSE_LIMIT = 3000  # parameters: above this exact / adam_alignment / fixed_points are refused
+DENSE_LIMIT = 3000
+BLOCK = 64  # columns per vmapped curvature product
+NULL_DIAG = 1e-8  # adam_alignment skips coordinates with (U^T G U)_ii <= 1e-8 max_i (U^T G U)_ii
+EXACT_NULL = 1e-10  # with an exact spectrum: |lambda| <= 1e-10 lambda_max counts as zero  # parameters: above this exact / adam_alignment / fixed_points are refused
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ class TrackSettings:
     exact: bool = False  # dense eigendecomposition (small models) instead of Lanczos
     tol: float = 1e-3
     max_hvps: int = 80
-    null_threshold: float | None = None
+    bottom: int = 1  # smallest eigenvalues asked of Lanczos (>= 2 to see past a null space)
+    null_threshold: float | None = None  # default: 1e-10 with exact, else tol
     samples: int | None = None  # first N training samples (None: all)
     block: tuple[str, ...] = ()  # globs, or ["last"]: the last layer's parameters
     scale_invariant: tuple[str, ...] = ()
@@ -86,6 +92,7 @@ class TrackSettings:
             (s.curvature in CURVATURES, f"curvature must be one of {', '.join(CURVATURES)}"),
             (isinstance(s.tol, (int, float)) and 0 < s.tol < 1, "tol must be in (0, 1)"),
             (isinstance(s.max_hvps, int) and s.max_hvps > 0, "max_hvps must be a positive integer"),
+            (isinstance(s.bottom, int) and s.bottom >= 1, "bottom must be an integer >= 1"),
             (s.samples is None or (isinstance(s.samples, int) and s.samples > 0), "samples must be positive"),
         ]
         for ok, msg in checks:
@@ -177,9 +184,14 @@ class Tracker:
     def conditioning(self, theta: Tensor, opt: DiagOptimizer, state: State) -> dict[str, Any]:
         s = self.s
         prob = at(self.problem, theta)
-        est = EstimatorSettings(top=1, bottom=1, tol=s.tol, max_hvps=s.max_hvps, exact=s.exact,
-                                null_threshold=s.null_threshold, seed=0)
-        A = curvature_operator(prob, s.curvature)
+        null = s.null_threshold
+        if null is None:
+            null = EXACT_NULL if s.exact else None  # Lanczos: eigenvalues are known to ~tol
+        est = EstimatorSettings(top=1, bottom=s.bottom, tol=s.tol, max_hvps=s.max_hvps, exact=s.exact,
+                                null_threshold=null, seed=0)
+        # exact: P products on a tiny model, where tracing a linearization costs more than it saves
+        cache = "auto" if not s.exact else False
+        A = curvature_operator(prob, s.curvature, block_size=BLOCK, cache=cache)
         if s.exact or s.adam_alignment or s.fixed_points:
             A = _sym(A.to_dense())
         base = measure(A, est, setting="baseline", curvature=s.curvature).result
@@ -199,7 +211,7 @@ class Tracker:
             ok = ok and pm.converged
         if self.block:
             sub = prob.restrict(list(self.block))
-            bm = measure(curvature_operator(sub, s.curvature), est, setting="block",
+            bm = measure(curvature_operator(sub, s.curvature, block_size=BLOCK, cache=cache), est, setting="block",
                          curvature=s.curvature).result
             row.update(block_lambda_max=bm.lambda_max, block_kappa=bm.condition_number)
             ok = ok and bm.converged
@@ -211,7 +223,9 @@ class Tracker:
         return row
 
     def _dense(self, prob: Problem, A: Tensor, curvature: str) -> Tensor:
-        return A if self.s.curvature == curvature else _sym(curvature_operator(prob, curvature).to_dense())
+        if self.s.curvature == curvature:
+            return A
+        return _sym(curvature_operator(prob, curvature, block_size=BLOCK, cache=False).to_dense())
 
     def _alignment(self, prob: Problem, A: Tensor, opt: DiagOptimizer, pre) -> dict[str, float]:
         G, H = self._dense(prob, A, "ggn"), self._dense(prob, A, "hessian")
@@ -219,10 +233,12 @@ class Tracker:
         if U is not None:
             G, H = U.T @ G @ U, U.T @ H @ U
         sqrt_v = (pre.diag - pre.eps).clamp_min(0)
-        tiny = torch.finfo(G.dtype).tiny
-        r_g = sqrt_v / torch.diagonal(G).clamp_min(tiny).sqrt()
-        r_h = sqrt_v / torch.linalg.vector_norm(H, dim=1).clamp_min(tiny)
-        return {"v_gn_spread": _spread(r_g), "v_h_spread": _spread(r_h)}
+        d = torch.diagonal(G)
+        live = d > NULL_DIAG * d.max()  # coordinates with curvature (softmax's null space aside)
+        r_g = sqrt_v[live] / d[live].sqrt()
+        r_h = sqrt_v[live] / torch.linalg.vector_norm(H, dim=1)[live]
+        return {"v_gn_spread": _spread(r_g), "v_h_spread": _spread(r_h),
+                "gn_spread": _spread(d[live].sqrt())}
 
     def _fixed_points(self, prob: Problem, A: Tensor, opt: DiagOptimizer, pre, lam: float) -> dict:
         H = self._dense(prob, A, "hessian")

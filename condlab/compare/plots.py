@@ -1,0 +1,71 @@
+"""``--plot``: loss and condition-number curves of a comparison (matplotlib, an optional extra).
+
+Four panels over training steps, one line per (variant, optimizer) at its chosen lr and first
+seed (a colour per optimizer, a line style per variant): the training loss; kappa of the curvature ``A``; kappa of the optimizer's own
+``P^-1/2 A P^-1/2``; and the effective lr ``lr / ||w||^2`` of the scale-invariant group when one
+is tracked (paper C), else the sharpness over the stability threshold; and, when ``track.block``
+is set, kappa of that block.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from condlab.compare import CompareReport
+from condlab.report.plots import _pyplot, save_figure
+
+STYLES = ("-", "--", ":", "-.")
+
+
+def _curves(report: CompareReport, key: str):
+    """``(label, style, steps, values)`` per chosen run: a colour per optimizer, a line style
+    per variant."""
+    cfg = report.config
+    seed, many = cfg.seeds[0], len(cfg.variants) > 1
+    optimizers = [e.label for e in cfg.optimizers]
+    variants = [v.label for v in cfg.variants]
+    for c in report.choices:
+        rows = [r for r in report.rows if r["variant"] == c.variant and r["optimizer"] == c.optimizer
+                and r["lr"] == c.lr and r["seed"] == seed and r.get(key) is not None]
+        if rows:
+            label = f"{c.variant}: {c.optimizer}" if many else c.optimizer
+            style = {"color": f"C{optimizers.index(c.optimizer) % 10}",
+                     "linestyle": STYLES[variants.index(c.variant) % len(STYLES)]}
+            yield label, style, [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def plot_report(report: CompareReport, path: str | Path) -> None:
+    plt = _pyplot()
+    si = any(r.get("si_eff_lr") is not None for r in report.rows)
+    last = ("si_eff_lr", "effective lr  lr / ||w||^2") if si else \
+        ("sharpness_ratio", "preconditioned sharpness / threshold")
+    curv = report.config.track.curvature
+    panels = [("train_loss", "training loss"), ("kappa", f"kappa({curv})"),
+              ("pre_kappa", "kappa(P^-1/2 A P^-1/2)"), last]
+    if any(r.get("block_kappa") is not None for r in report.rows):
+        block = report.config.track.block
+        name = "the last layer" if block == ("last",) else "the block " + ", ".join(block)
+        panels.append(("block_kappa", f"kappa({curv}) of {name}"))
+    cols = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(6 * cols, 8), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, panels):
+        drawn = False
+        for label, style, x, y in _curves(report, key):
+            ax.plot(x, y, label=label, marker="." if len(x) < 30 else None, **style)
+            drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if drawn and key != "sharpness_ratio":
+            ax.set_yscale("log")
+        if not drawn:
+            ax.text(0.5, 0.5, "not tracked (or undefined)", ha="center", va="center",
+                    transform=ax.transAxes)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.suptitle(f"condlab compare: {report.config.name}")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    save_figure(fig, path)
+    plt.close(fig)
