@@ -390,5 +390,14 @@ def main() -> None:
     init_from_env()  # under torchrun: join the process group (a no-op in one process)
     app()
 
-from condlab.cli_check import register as _register_check; _register_check(app, handle_errors, out, err)  # noqa: E402, E702, I001
-from condlab.cli_compare import register as _register_compare; _register_compare(app, handle_errors, out, err)  # noqa: E402, E702, I001
+
+def _register_commands() -> None:
+    """``check`` and ``compare`` live in their own modules; they register on the same app."""
+    from condlab.cli_check import register as register_check
+    from condlab.cli_compare import register as register_compare
+
+    register_check(app, handle_errors, out, err)
+    register_compare(app, handle_errors, out, err)
+
+
+_register_commands()
