@@ -107,6 +107,7 @@ def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
     from condlab.build import make_problem
     from condlab.load.data import make_batches
     from condlab.normalization import apply_normalization, predicted_nullity
+    from condlab.spectrum import softmax_shift_nullity
 
     dtype = cfg.torch_dtype
     for kind in cfg.norm:
@@ -127,6 +128,7 @@ def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
             params_added=int(res.params_added),
             predicted_nullity=predicted_nullity(
                 res.model, curvature=cfg.curvature, bn_mode=cfg.bn_mode
-            ),
+            )
+            + softmax_shift_nullity(res.model, loaded.loss),
             details=details,
         )

@@ -29,6 +29,20 @@ class SpectrumReport:
     source: str
 
 
+def softmax_shift_nullity(model, loss: str) -> int:
+    """Null directions of cross-entropy's shift invariance (research.md): adding ``c u^T`` to a
+    final Linear head ``W`` (``c`` = all-ones over classes) leaves the softmax unchanged, one
+    direction per input column of ``[h, 1]``. Counted for a Sequential ending in a Linear."""
+    from torch import nn
+
+    if loss != "cross-entropy" or not isinstance(model, nn.Sequential) or not len(model):
+        return 0
+    head = model[-1]
+    if not isinstance(head, nn.Linear) or head.out_features < 2 or not head.weight.requires_grad:
+        return 0
+    return head.in_features + (1 if head.bias is not None else 0)
+
+
 def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResult:
     """Add the preconditioned sharpness against the method's stability threshold.
 
@@ -124,6 +138,7 @@ def run_spectrum(
     problem = make_problem(loaded, cfg)
     A = curvature_operator(problem, cfg.curvature, block_size=cfg.block_size)
     null = predicted_nullity(problem.model, curvature=cfg.curvature, bn_mode=cfg.bn_mode)
+    null += softmax_shift_nullity(problem.model, loaded.loss)
     from condlab.settings import (
         normalized_settings,
         preconditioned_settings,

@@ -179,3 +179,23 @@ def test_stability_against_the_threshold(adam_ckpt):
     s = adam["details"]["stability"]
     assert s["sharpness"] == pytest.approx(adam["lambda_max"])
     assert s["regime"] in ("stable", "edge", "unstable")
+
+
+def test_batchnorm_model_nullity_predicted_and_measured(tmp_path):
+    """Issue 4: a model with BatchNorm, measured as it is: the null space its normalization
+    creates (plus cross-entropy's softmax shift) predicted and measured exactly. Batch
+    statistics: the next eigenvalue is 1.6e-9 of lambda_max, a clean gap (in eval mode at
+    initialization the spectrum decays continuously to 1e-13 and leaves nothing to count)."""
+    bn_mode = "batch"
+    cfg = tmp_path / "bn.yaml"
+    cfg.write_text("widths: [8]\nnorm: batch\n")
+    (res,) = run_json(
+        "spectrum", "--model", "mlp", "--model-config", cfg, "--data", "iris", "--dtype",
+        "float64", "--curvature", "ggn", "--bn-mode", bn_mode, "--exact", "--top", "1",
+        "--bottom", "1", "--null-threshold", "1e-10", "--format", "json",
+    )
+    # 8 BatchNorm units after a Linear with bias: 2 GGN null directions each; softmax shift: 8 + 1
+    assert res["predicted_nullity"] == 16 + 9
+    assert res["nullity"] == res["predicted_nullity"]
+    assert res["modes"]["batchnorm"] == bn_mode
+    assert res["condition_number"] == pytest.approx(res["lambda_max"] / res["lambda_min_positive"])
