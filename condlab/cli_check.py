@@ -50,9 +50,11 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         )
         from condlab.check.render import failure_lines
         from condlab.check.update import NOT_STORED
+        from condlab.distributed import init_from_env, is_main
         from condlab.errors import UsageError
         from condlab.report.files import json_text
 
+        init_from_env()  # under torchrun each check's products are sharded across ranks
         if update and junit is not None:
             raise UsageError("--junit reports a check; run --update without it")
         base = load_baseline(baseline, need_values=not update)
@@ -68,6 +70,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
                 bar.update(tasks[key], completed=min(done, budget))
 
             run = run_checks(base, only=tuple(only or ()), threads=threads, on_progress=on_progress)
+        if not is_main():  # every rank measured the same numbers; rank 0 reports and writes
+            raise typer.Exit(run.exit_code)
 
         if format == CheckFormat.json:
             doc = json_document(run, " ".join(["condlab", *sys.argv[1:]]))

@@ -55,9 +55,16 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
 
         Example: condlab compare configs/compare_b_linreg.yaml --output b.csv --plot b.png
         """
+        import os
+
         from condlab.compare import compare, load_config
         from condlab.compare.render import findings_table, grid_table, summary_table
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError(
+                "condlab compare runs in one process (its tracking is not sharded across ranks "
+                "yet); start it without torchrun"
+            )
         cfg = load_config(config, quick=quick)
         if resume and output is None:
             raise UsageError("--resume continues the CSV of --output; add --output PATH")

@@ -20,6 +20,7 @@ import atexit
 import os
 import resource
 import sys
+import time
 from collections.abc import Sequence
 
 import torch
@@ -77,11 +78,18 @@ def init_from_env() -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     dist.init_process_group(backend=backend_for_env())
-    atexit.register(_shutdown)
+    atexit.register(shutdown)
 
 
-def _shutdown() -> None:
+def shutdown() -> None:
+    """Leave the process group (registered to run at exit by :func:`init_from_env`).
+
+    gloo's worker threads release a finished collective's tensors a moment after it returns,
+    and need the GIL to do so; a process that starts to exit in that moment aborts ("terminate
+    called without an active exception"). Sleeping first lets them finish.
+    """
     if dist.is_available() and dist.is_initialized():
+        time.sleep(0.1)  # releases the GIL
         dist.destroy_process_group()
 
 
@@ -116,9 +124,9 @@ def raise_if_any(error: Exception | None) -> None:
     dist.all_gather_object(found, local)
     if error is not None:
         raise error
-    failed = [(r, f) for r, f in enumerate(found) if f is not None]
+    failed = [f for f in found if f is not None]
     if failed:
-        _, (message, code) = failed[0]
+        message, code = failed[0]
         raise (UsageError if code == UsageError.exit_code else CondlabError)(message)
 
 

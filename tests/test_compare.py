@@ -278,3 +278,13 @@ def test_every_shipped_config_parses_in_both_sizes():
         for quick in (False, True):
             cfg = load_config(path, quick=quick)
             assert cfg.findings and cfg.optimizers
+
+
+def test_compare_refuses_torchrun(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from condlab.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    r = CliRunner().invoke(app, ["compare", "configs/compare_c.yaml", "--quick"])
+    assert r.exit_code == 2 and "torchrun" in r.output and "Traceback" not in r.output
