@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from condlab.errors import UsageError
+from condlab.train.optimizers import check_hparam
 
 _ADAM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
 _SGD = {"lr": 1e-2, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
@@ -90,23 +91,15 @@ def _check(name: str, key: str, value: Any, default: Any) -> Any:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise bad("a positive integer or null (the whole training set)")
         return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value
-        ):
-            raise bad("two numbers in [0, 1)")
-        return [float(b) for b in value]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise bad("a number >= 0")
-    if key in ("lr", "refresh", "probes") and value == 0:
-        raise bad("positive")
-    if key in ("momentum", "alpha", "beta1", "ema", "dampening") and value >= 1:
-        raise bad("in [0, 1)")
-    return int(value) if key in ("refresh", "probes") else float(value)
+    return check_hparam(
+        name,
+        key,
+        value,
+        default,
+        positive=("lr", "refresh", "probes"),
+        below_one=("momentum", "alpha", "beta1", "ema", "dampening"),
+        integers=("refresh", "probes"),
+    )
 
 
 def resolve_hparams(name: str, hparams: dict | None = None) -> dict[str, Any]:

@@ -50,7 +50,20 @@ OPTIMIZERS: dict[str, tuple[type[Optimizer], dict[str, Any], str]] = {
 }
 
 
-def _check(name: str, key: str, value: Any, default: Any) -> Any:
+def check_hparam(
+    name: str,
+    key: str,
+    value: Any,
+    default: Any,
+    *,
+    positive: tuple[str, ...] = ("lr",),
+    below_one: tuple[str, ...] = (),
+    integers: tuple[str, ...] = (),
+) -> Any:
+    """``value`` for hyperparameter ``key`` of optimizer ``name``, typed like its ``default``
+    (bool, a pair of betas in [0, 1), or a number >= 0; > 0 for ``positive``, < 1 for
+    ``below_one``, an int for ``integers``), or a UsageError naming key, value and the rule."""
+
     def bad(what: str) -> UsageError:
         return UsageError(f"optimizer {name!r}: {key}={value!r} must be {what}")
 
@@ -66,9 +79,11 @@ def _check(name: str, key: str, value: Any, default: Any) -> Any:
         return [float(b) for b in value]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise bad("a number >= 0")
-    if key == "lr" and value == 0:
+    if key in positive and value == 0:
         raise bad("a number > 0")
-    return float(value)
+    if key in below_one and value >= 1:
+        raise bad("in [0, 1)")
+    return int(value) if key in integers else float(value)
 
 
 def resolve_hparams(name: str, hparams: dict | None = None) -> dict[str, Any]:
@@ -86,7 +101,7 @@ def resolve_hparams(name: str, hparams: dict | None = None) -> dict[str, Any]:
             f"optimizer {name!r} has no hyperparameter {', '.join(map(repr, unknown))}; "
             f"it accepts {', '.join(defaults)}"
         )
-    return {k: _check(name, k, hparams.get(k, d), d) for k, d in defaults.items()}
+    return {k: check_hparam(name, k, hparams.get(k, d), d) for k, d in defaults.items()}
 
 
 def build_optimizer(
