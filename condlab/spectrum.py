@@ -67,23 +67,12 @@ def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResul
 
 
 def estimator_settings(cfg: SpectrumConfig) -> EstimatorSettings:
-    return EstimatorSettings(
-        top=cfg.top,
-        bottom=cfg.bottom,
-        tol=cfg.resolved_tol,
-        max_hvps=cfg.max_hvps,
-        max_basis=cfg.max_basis,
-        damping=cfg.damping,
-        null_threshold=cfg.null_threshold,
-        trace=cfg.trace,
-        trace_method=cfg.trace_method,
-        probes=cfg.probes,
-        density=cfg.density,
-        density_probes=cfg.density_probes,
-        density_steps=cfg.density_steps,
-        exact=cfg.exact,
-        seed=cfg.seed,
-    )
+    """The estimator fields of a run's config (same names in both), with the resolved tol."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(EstimatorSettings)}
+    values = {n: getattr(cfg, n) for n in names}
+    return EstimatorSettings(**{**values, "tol": cfg.resolved_tol})
 
 
 def _budget(est: EstimatorSettings) -> int:

@@ -199,3 +199,17 @@ def test_batchnorm_model_nullity_predicted_and_measured(tmp_path):
     assert res["nullity"] == res["predicted_nullity"]
     assert res["modes"]["batchnorm"] == bn_mode
     assert res["condition_number"] == pytest.approx(res["lambda_max"] / res["lambda_min_positive"])
+
+
+def test_every_estimator_setting_comes_from_the_config():
+    """EstimatorSettings is filled from SpectrumConfig by name: no field can be forgotten."""
+    import dataclasses
+
+    from condlab.config import SpectrumConfig
+    from condlab.measure import EstimatorSettings
+    from condlab.spectrum import estimator_settings
+
+    cfg = SpectrumConfig(model="linear", top=7, bottom=2, dtype="float32", exact=True, probes=9)
+    est = estimator_settings(cfg)
+    assert {f.name for f in dataclasses.fields(EstimatorSettings)} <= set(cfg.to_dict())
+    assert (est.top, est.bottom, est.exact, est.probes, est.tol) == (7, 2, True, 9, 1e-4)
