@@ -7,6 +7,7 @@ code 1 (a failure) or 2 (bad usage); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from condlab.errors import CondlabError, UsageError
+from condlab.options import SPECTRUM
 
 app = typer.Typer(
     help="How well-conditioned is your loss surface? Hessian and Gauss-Newton spectra, "
@@ -73,83 +75,87 @@ def _root(
 
 
 # -- choices -------------------------------------------------------------------------------------
-class Curvature(str, Enum):
-    hessian = "hessian"
-    ggn = "ggn"
-
-
-class Loss(str, Enum):
-    cross_entropy = "cross-entropy"
-    mse = "mse"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
 class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
 
 
-class TraceMethod(str, Enum):
-    hutchpp = "hutch++"
-    hutchinson = "hutchinson"
+# -- options from the schema ---------------------------------------------------------------------
+def _escape(text: str) -> str:
+    """Help text shown as written: rich markup would swallow ``[plot]`` or ``[default: 5]``."""
+    return text.replace("[", "\\[")
 
 
-class BNMode(str, Enum):
-    eval = "eval"
-    batch = "batch"
+def _parameter(o) -> inspect.Parameter:
+    """The typer option of one schema entry, its default shown as the schema states it."""
+    from condlab.options import LIST, PATH, SPEC
+
+    kind = {PATH: Path, LIST: str, SPEC: str}.get(o.type, o.type)
+    if o.choices:  # typer's choices are an Enum's values
+        kind = Enum(o.name, {c: c for c in o.choices}, type=str)
+    if o.type is LIST:
+        kind = list[kind]
+    info = typer.Option(
+        *o.cli_flags,
+        help=_escape(o.help),
+        rich_help_panel=o.group,
+        # a plain default as typer shows it ("[default: 5]"), else the schema's words in brackets
+        show_default=True if o.default_text is None and o.default not in (None, ()) and o.type is not bool
+        else _escape(o.shown_default),
+        metavar=o.metavar,
+    )
+    default = None if o.type is LIST else o.default
+    kind = kind if o.type is bool else Optional[kind]
+    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, info])
 
 
-class DropoutMode(str, Enum):
-    eval = "eval"
-    fixed = "fixed"
-
-
-class Precond(str, Enum):
-    optimizer = "optimizer"
-    adam = "adam"
-    rmsprop = "rmsprop"
-    adagrad = "adagrad"
-    gn = "gn"
-    gn_sqrt = "gn-sqrt"
-    jacobi = "jacobi"
-
-
-class Norm(str, Enum):
-    input = "input"
-    batch = "batch"
-    layer = "layer"
-
-
-class Basis(str, Enum):
-    identity = "identity"
-    eigen = "eigen"
-
-
-class Decay(str, Enum):
-    none = "none"
-    coupled = "coupled"
-    decoupled = "decoupled"
-    l1 = "l1"
-
-
-class DiagEstimator(str, Enum):
-    exact = "exact"
-    hutchinson = "hutchinson"
-
-
-def _value(v: Any) -> Any:
+def _plain(v: Any) -> Any:
     if isinstance(v, Enum):
         return v.value
     if isinstance(v, list):
-        return [_value(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
+        return [_plain(x) for x in v]
     return v
+
+
+def with_options(options):
+    """Give the command a flag per entry of ``options`` (the schema) that has one.
+
+    The command receives ``given``: the config fields set on the command line, by name (a
+    default is not "given", so a ``--config`` file's value stands), and ``flags``: the values
+    of the command's own options (``field=False``: where to write, what to read)."""
+
+    def decorate(fn):
+        import typing
+
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values()
+               if p.name not in ("given", "flags")]
+        extra = [_parameter(o) for o in options if o.cli_flags]
+
+        @functools.wraps(fn)
+        def wrapper(ctx: typer.Context, **kwargs):
+            given, flags = {}, {}
+            for o in options:
+                if o.name not in kwargs:
+                    continue
+                value = _plain(kwargs.pop(o.name))
+                if not o.field:
+                    flags[o.name] = value
+                elif getattr(ctx.get_parameter_source(o.name), "name", "") == "COMMANDLINE":
+                    given[o.name] = value
+            return fn(given=given, flags=flags, **kwargs)
+
+        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=typer.Context)
+        params = [context, *own, *extra]
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
 
 
 def _progress() -> Progress:
@@ -191,62 +197,14 @@ def _write_or_print(text: str, output: Optional[Path]) -> None:
 
 
 # -- spectrum ------------------------------------------------------------------------------------
-G_LOAD = "What to load"
-G_OP = "Operator"
-G_EST = "Estimators"
-G_SET = "Preconditioners and normalization"
-G_OUT = "Output"
-
-
 @app.command()
 @handle_errors
+@with_options(SPECTRUM)
 def spectrum(
     checkpoint: Annotated[Optional[Path], typer.Argument(help="A condlab checkpoint (from `condlab train`) or a state_dict file.", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option(help="A YAML file of these options (keys as option names); options given here override it.", rich_help_panel=G_LOAD)] = None,
-    model: Annotated[Optional[str], typer.Option(help="A built-in model (linear, mlp, cnn, transformer) or 'package.module:factory'.", rich_help_panel=G_LOAD)] = None,
-    model_config: Annotated[Optional[Path], typer.Option(help="YAML of the model's arguments (e.g. widths: [32], norm: batch).", rich_help_panel=G_LOAD)] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="A state_dict file for --model.", rich_help_panel=G_LOAD)] = None,
-    trust_checkpoint: Annotated[Optional[bool], typer.Option("--trust-checkpoint", help="Allow loading a pickled full-module file (runs code from it).", rich_help_panel=G_LOAD)] = None,
-    data: Annotated[Optional[str], typer.Option(help="digits, iris, wine, breast_cancer, diabetes, a synthetic spec (linreg:d=10,kappa=1e3), or a .npz/.csv/.pt file. Default: the checkpoint's.", rich_help_panel=G_LOAD)] = None,
-    target: Annotated[Optional[str], typer.Option(help="The target column of a .csv file (default: the last).", rich_help_panel=G_LOAD)] = None,
-    loss: Annotated[Optional[Loss], typer.Option(help="Default: the checkpoint's, else from the task.", rich_help_panel=G_LOAD)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per batch; products are summed over batches weighted by size (exact mean loss).", rich_help_panel=G_LOAD)] = None,
-    max_samples: Annotated[Optional[int], typer.Option(help="Use the first N samples.", rich_help_panel=G_LOAD)] = None,
-    curvature: Annotated[Optional[Curvature], typer.Option(help="hessian, or ggn (generalized Gauss-Newton J^T H_loss J). [default: hessian]", show_default=False, rich_help_panel=G_OP)] = None,
-    params: Annotated[Optional[list[str]], typer.Option("--params", help="Only parameters whose names match this glob (repeatable), e.g. '2.*'.", rich_help_panel=G_OP)] = None,
-    bn_mode: Annotated[Optional[BNMode], typer.Option(help="BatchNorm with running statistics (eval) or per-batch statistics (batch). [default: eval]", show_default=False, rich_help_panel=G_OP)] = None,
-    dropout_mode: Annotated[Optional[DropoutMode], typer.Option(help="Dropout off (eval) or on with one fixed mask per batch (fixed). [default: eval]", show_default=False, rich_help_panel=G_OP)] = None,
-    dtype: Annotated[Optional[DType], typer.Option(help="[default: float32]", show_default=False, rich_help_panel=G_OP)] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. [default: cpu]", show_default=False, rich_help_panel=G_OP)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seeds Lanczos, probes and model initialization. [default: 0]", show_default=False, rich_help_panel=G_OP)] = None,
-    damping: Annotated[Optional[float], typer.Option(help="Measure A + damping * I. [default: 0]", show_default=False, rich_help_panel=G_OP)] = None,
-    top: Annotated[Optional[int], typer.Option(help="Largest eigenvalues to report. [default: 5]", show_default=False, rich_help_panel=G_EST)] = None,
-    bottom: Annotated[Optional[int], typer.Option(help="Smallest eigenvalues to report. [default: 3]", show_default=False, rich_help_panel=G_EST)] = None,
-    tol: Annotated[Optional[float], typer.Option(help="Every reported pair has ||Av - lambda v|| <= tol * |lambda_max|. [default: 1e-6 in float64, 1e-4 in float32]", show_default=False, rich_help_panel=G_EST)] = None,
-    max_hvps: Annotated[Optional[int], typer.Option(help="Budget of curvature products for the eigenvalues. [default: 1000]", show_default=False, rich_help_panel=G_EST)] = None,
-    null_threshold: Annotated[Optional[float], typer.Option(help="Eigenvalues with |lambda| <= this * |lambda_max| count as zero. [default: tol]", show_default=False, rich_help_panel=G_EST)] = None,
-    trace: Annotated[Optional[bool], typer.Option("--trace", help="Estimate the trace with a standard error.", rich_help_panel=G_EST)] = None,
-    trace_method: Annotated[Optional[TraceMethod], typer.Option(help="[default: hutch++]", show_default=False, rich_help_panel=G_EST)] = None,
-    probes: Annotated[Optional[int], typer.Option(help="Products spent on the trace. [default: 100]", show_default=False, rich_help_panel=G_EST)] = None,
-    density: Annotated[Optional[bool], typer.Option("--density", help="Spectral density by stochastic Lanczos quadrature, written as a CSV grid.", rich_help_panel=G_EST)] = None,
-    density_output: Annotated[Path, typer.Option(help="Where the density grid goes.", rich_help_panel=G_EST)] = Path("density.csv"),
-    plot: Annotated[Optional[Path], typer.Option(help="Plot the density to this PNG (needs matplotlib: pip install condlab[plot]).", rich_help_panel=G_EST)] = None,
-    per_layer: Annotated[Optional[bool], typer.Option("--per-layer", help="Also measure each parameter tensor's diagonal block.", rich_help_panel=G_EST)] = None,
-    exact: Annotated[Optional[bool], typer.Option("--exact", help="Dense eigendecomposition (small models): exact nullity and positive-part kappa.", rich_help_panel=G_EST)] = None,
-    precond: Annotated[Optional[list[Precond]], typer.Option("--precond", help="Also measure P^-1/2 A P^-1/2 for this diagonal preconditioner (repeatable).", rich_help_panel=G_SET)] = None,
-    optimizer_state: Annotated[Optional[Path], typer.Option(help="A torch optimizer state_dict for --precond optimizer.", rich_help_panel=G_SET)] = None,
-    precond_batch_size: Annotated[Optional[int], typer.Option(help="Mini-batch size of the gradients behind --precond adam/rmsprop/adagrad. [default: --batch-size, else full batch]", show_default=False, rich_help_panel=G_SET)] = None,
-    diag_estimator: Annotated[Optional[DiagEstimator], typer.Option(help="Exact diagonal, or Hutchinson with --probes samples. [default: exact]", show_default=False, rich_help_panel=G_SET)] = None,
-    eps: Annotated[Optional[float], typer.Option(help="Added to the diagonal preconditioner.", rich_help_panel=G_SET)] = None,
-    basis: Annotated[Optional[Basis], typer.Option(help="Apply the diagonal rule in the identity basis or the eigenbasis of G. [default: identity]", show_default=False, rich_help_panel=G_SET)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay lambda. [default: 0]", show_default=False, rich_help_panel=G_SET)] = None,
-    decay: Annotated[Optional[Decay], typer.Option(help="coupled (Adam + L2), decoupled (AdamW) or l1. [default: none]", show_default=False, rich_help_panel=G_SET)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate: compare the preconditioned sharpness with the stability threshold.", rich_help_panel=G_SET)] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Momentum of the method for the stability threshold.", rich_help_panel=G_SET)] = None,
-    norm: Annotated[Optional[list[Norm]], typer.Option("--norm", help="Also measure after this normalization (repeatable).", rich_help_panel=G_SET)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch. [default: 1 for small problems (P x N < 5e7), else torch's default]", show_default=False, rich_help_panel=G_OP)] = None,
-    format: Annotated[Format, typer.Option("--format", "-f", help="table, csv or json.", rich_help_panel=G_OUT)] = Format.table,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here instead of stdout (CSV: eigenvalues go to NAME_eigenvalues.csv).", rich_help_panel=G_OUT)] = None,
+    *,
+    given: dict,
+    flags: dict,
 ) -> None:
     """Extreme eigenvalues, condition number, trace and density of the Hessian or GGN.
 
@@ -257,30 +215,25 @@ def spectrum(
     from condlab.spectrum import run_spectrum
 
     init_from_env()  # under torchrun: join the process group (a no-op in one process)
+    config, fmt, output, plot = flags["config"], Format(flags["format"]), flags["output"], flags["plot"]
+    density_output = flags["density_output"]
     values: dict[str, Any] = read_yaml(config) if config else {}
-    given = dict(
-        checkpoint=checkpoint, model=model, weights=weights, trust_checkpoint=trust_checkpoint,
-        data=data, target=target, loss=loss, batch_size=batch_size, max_samples=max_samples,
-        curvature=curvature, params=params, bn_mode=bn_mode, dropout_mode=dropout_mode,
-        dtype=dtype, device=device, seed=seed, damping=damping, top=top, bottom=bottom, tol=tol,
-        max_hvps=max_hvps, null_threshold=null_threshold, trace=trace, trace_method=trace_method,
-        probes=probes, density=density, per_layer=per_layer, exact=exact, precond=precond,
-        optimizer_state=optimizer_state, precond_batch_size=precond_batch_size,
-        diag_estimator=diag_estimator, eps=eps, basis=basis, weight_decay=weight_decay,
-        decay=decay, lr=lr, beta1=beta1, norm=norm,
-    )
-    values.update({k: _value(v) for k, v in given.items() if v is not None and v != []})
-    if model_config is not None:
-        values["model_args"] = read_yaml(model_config)
-    cfg = build(SpectrumConfig, values, source=str(config) if config else "the options")
+    if checkpoint is not None:
+        given["checkpoint"] = checkpoint
+    if flags["model_config"] is not None:
+        given["model_args"] = read_yaml(flags["model_config"])
+    cfg = build(SpectrumConfig, values, source=f"'{config}'" if config else "the options",
+                cli={k: v for k, v in given.items() if v != []})
     if plot is not None and not cfg.density:
         raise UsageError("--plot draws the spectral density: add --density")
+    if fmt == Format.table and output is not None:
+        raise UsageError("a table goes to the terminal; use --format csv or json with --output")
 
     with _progress() as bar:
-        report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=threads)
+        report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
         return
-    render_spectrum(report, format, output, command=" ".join(["condlab", *sys.argv[1:]]))
+    render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]))
     if report.densities:
         from condlab.report.files import atomic_write_text, csv_text
 
@@ -299,8 +252,6 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
     from condlab.report.tables import definitions, spectrum_table
 
     if format == Format.table:
-        if output is not None:
-            raise UsageError("a table goes to the terminal; use --format csv or json with --output")
         out.print(spectrum_table(report.results, title=f"condlab spectrum: {report.source}"))
         for line in definitions(report.results):
             out.print(f"  kappa, {line}", highlight=False)

@@ -1,76 +1,33 @@
 """Run configuration: one frozen dataclass per command, built from YAML and/or CLI options.
 
-A YAML file's keys are the option names with ``_`` (or ``-``); an unknown key is an error that
-names it and lists the valid ones. CLI options override the file. The resolved config is
-saved beside every result.
+``SpectrumConfig`` has one field per option declared in :data:`condlab.options.SPECTRUM`. A
+YAML file's keys are the option names with ``_`` (or ``-``), each value parsed to the option's
+type; an unknown key is an error that names it and lists the valid ones. CLI options override
+the file. The resolved config is saved beside every result.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from condlab.errors import UsageError
+from condlab.options import DTYPES, SPECTRUM, by_name, default_tol, fields_of
 
-DTYPES = ("float32", "float64")
+__all__ = ["DTYPES", "SpectrumConfig", "build", "default_tol", "read_yaml", "validate"]
 
 
-@dataclass(frozen=True)
-class SpectrumConfig:
-    """Everything ``condlab spectrum`` needs: what to load, what to measure, how precisely."""
+class _SpectrumMethods:
+    """What ``SpectrumConfig`` computes from its fields (which come from :data:`SPECTRUM`)."""
 
-    # what to load
-    checkpoint: str | None = None
-    model: str | None = None  # built-in name or package.module:factory
-    model_args: dict = field(default_factory=dict)
-    weights: str | None = None
-    trust_checkpoint: bool = False
-    data: Any = None  # dataset spec (str or dict); default: the checkpoint's
-    target: str | None = None
-    loss: str | None = None  # default: the checkpoint's, else from the task
-    batch_size: int | None = None
-    max_samples: int | None = None
-    # the operator
-    curvature: str = "hessian"
-    params: tuple[str, ...] = ()
-    bn_mode: str = "eval"
-    dropout_mode: str = "eval"
-    dtype: str = "float32"
-    device: str = "cpu"
-    seed: int = 0
-    block_size: int = 16
-    # estimators
-    top: int = 5
-    bottom: int = 3
-    tol: float | None = None  # default: 1e-6 in float64, 1e-4 in float32
-    max_hvps: int = 1000
-    max_basis: int | None = None
-    damping: float = 0.0
-    null_threshold: float | None = None  # relative to |lambda_max|; default: tol
-    trace: bool = False
-    trace_method: str = "hutch++"
-    probes: int = 100
-    density: bool = False
-    density_probes: int = 8
-    density_steps: int = 80
-    per_layer: bool = False
-    exact: bool = False
-    # settings beside the baseline
-    precond: tuple[str, ...] = ()
-    optimizer_state: str | None = None
-    precond_batch_size: int | None = None
-    diag_estimator: str = "exact"
-    eps: float | None = None
-    basis: str = "identity"
-    weight_decay: float = 0.0
-    decay: str = "none"
-    lr: float | None = None
-    beta1: float | None = None
-    norm: tuple[str, ...] = ()
+    def __post_init__(self) -> None:
+        for o in SPECTRUM:
+            if o.field:  # the API gets the same types and checks as a YAML file
+                object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "SpectrumConfig"))
+        validate(self)
 
     @property
     def torch_dtype(self):
@@ -80,9 +37,7 @@ class SpectrumConfig:
 
     @property
     def resolved_tol(self) -> float:
-        if self.tol is not None:
-            return self.tol
-        return 1e-6 if self.dtype == "float64" else 1e-4
+        return self.tol if self.tol is not None else default_tol(self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -90,47 +45,49 @@ class SpectrumConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-_TUPLES = {"params", "precond", "norm"}
+SpectrumConfig = dataclasses.make_dataclass(
+    "SpectrumConfig", fields_of(SPECTRUM), bases=(_SpectrumMethods,), frozen=True,
+    namespace={"__module__": __name__},
+)
+SpectrumConfig.__doc__ = """Everything ``condlab spectrum`` needs: what to load, what to measure,
+how precisely. One field per option of :data:`condlab.options.SPECTRUM`, where its type,
+default, help text and check are declared."""
 
 
-def build(cls, values: dict[str, Any], *, source: str = "config"):
-    """``cls(**values)`` with keys normalized, unknown keys and bad values rejected by name."""
-    names = {f.name for f in dataclasses.fields(cls)}
+def build(cls, values: dict[str, Any], *, source: str = "config", cli: dict[str, Any] | None = None):
+    """``cls(**values)`` from a file's ``values`` (named by ``source``), overridden by the
+    command line's ``cli``: keys normalized, each value parsed to its declared type; unknown
+    keys, bad values and keys that a file may not set are rejected by name."""
+    options = by_name(SPECTRUM)
     clean: dict[str, Any] = {}
-    for key, value in values.items():
-        k = str(key).replace("-", "_")
-        if k not in names:
-            raise UsageError(
-                f"unknown key {key!r} in {source}; valid keys: {', '.join(sorted(names))}"
-            )
-        if k in _TUPLES and value is not None:
-            value = (value,) if isinstance(value, str) else tuple(value)
-        clean[k] = value
-    cfg = cls(**clean)
-    _validate(cfg, source)
-    return cfg
+    for given, where in ((values, source), (cli or {}, "the command line")):
+        for key, value in given.items():
+            k = str(key).replace("-", "_")
+            o = options.get(k)
+            if o is None or not o.field:
+                valid = ", ".join(n for n, x in options.items() if x.field and x.in_file)
+                raise UsageError(f"unknown key {key!r} in {where}; valid keys: {valid}")
+            if given is values and not o.in_file:
+                raise UsageError(f"{where} sets {k!r}; only the command line can ({o.flag})")
+            clean[k] = o.parse(value, where)
+    try:
+        return cls(**clean)
+    except UsageError as e:
+        raise UsageError(f"{e} ({source})") from None
 
 
-def _validate(cfg, source: str) -> None:
-    if isinstance(cfg, SpectrumConfig):
-        checks = [
-            (cfg.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}"),
-            (cfg.top >= 0 and cfg.bottom >= 0, "top and bottom must be >= 0"),
-            (cfg.top + cfg.bottom > 0 or cfg.trace or cfg.density, "nothing to measure: set top, bottom, trace or density"),
-            (cfg.tol is None or 0 < cfg.tol < 1, "tol must be in (0, 1)"),
-            (cfg.max_hvps > 0, "max_hvps must be positive"),
-            (cfg.probes > 0, "probes must be positive"),
-            (cfg.batch_size is None or cfg.batch_size > 0, "batch_size must be positive"),
-            (cfg.max_samples is None or cfg.max_samples > 0, "max_samples must be positive"),
-            (cfg.damping >= 0, "damping must be >= 0"),
-            (cfg.weight_decay >= 0, "weight_decay must be >= 0"),
-            (not cfg.weight_decay or cfg.decay != "none", "--weight-decay needs --decay coupled, decoupled or l1"),
-            (cfg.lr is None or cfg.lr > 0, "lr must be positive"),
-            (cfg.checkpoint or cfg.model, "say what to measure: a checkpoint, or --model"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UsageError(f"{msg} ({source})")
+def validate(cfg) -> None:
+    """The checks that relate several options; each option's own check is in its declaration."""
+    checks = [
+        (cfg.top + cfg.bottom > 0 or cfg.trace or cfg.density,
+         "nothing to measure: set top, bottom, trace or density"),
+        (not cfg.weight_decay or cfg.decay != "none",
+         "--weight-decay needs --decay coupled, decoupled or l1"),
+        (cfg.checkpoint or cfg.model, "say what to measure: a checkpoint, or --model"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,38 +24,36 @@ from condlab.estimators import (
     slq_density,
 )
 from condlab.operators.base import LinearOperator
+from condlab.options import SPECTRUM, default_tol, fields_of
 from condlab.report.records import SpectrumResult
 
-TRACE_METHODS = ("hutch++", "hutchinson")
 EXACT_LIMIT = 6000  # parameters: above this a dense eigendecomposition is refused
 
 
-@dataclass(frozen=True)
-class EstimatorSettings:
-    """How to estimate. ``tol`` is relative: every reported pair has
-    ``||A v - lambda v|| <= tol * |lambda_max|``."""
-
-    top: int = 5
-    bottom: int = 3
-    tol: float = 1e-6
-    max_hvps: int = 1000
-    max_basis: int | None = None
-    damping: float = 0.0
-    null_threshold: float | None = None  # relative to |lambda_max|; default: tol
-    trace: bool = False
-    trace_method: str = "hutch++"
-    probes: int = 100
-    density: bool = False
-    density_probes: int = 8
-    density_steps: int = 80
-    exact: bool = False
-    seed: int = 0
+class _EstimatorMethods:
+    def __post_init__(self) -> None:
+        for o in SPECTRUM:
+            if o.estimator:
+                object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "EstimatorSettings"))
 
     @property
     def threshold_rel(self) -> float:
         # an eigenvalue converged to residual <= tol * |lambda_max| and larger than that in
         # magnitude is distinguishable from zero; smaller ones are not
         return self.null_threshold if self.null_threshold is not None else self.tol
+
+    def resolved(self, dtype) -> EstimatorSettings:
+        """These settings with ``tol`` (when None) set to the default for ``dtype``."""
+        return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
+
+
+EstimatorSettings = dataclasses.make_dataclass(
+    "EstimatorSettings", fields_of(SPECTRUM, estimator=True), bases=(_EstimatorMethods,),
+    frozen=True, namespace={"__module__": __name__},
+)
+EstimatorSettings.__doc__ = """How to estimate: the fields of :data:`condlab.options.SPECTRUM`
+marked ``estimator``, with the same defaults and checks. ``tol`` is relative: every reported
+pair has ``||A v - lambda v|| <= tol * |lambda_max|`` (default: 1e-6 in float64, else 1e-4)."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +116,7 @@ def measure(
     on_matvec: Callable[[int], None] | None = None,
 ) -> Measurement:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``)."""
-    s = settings
-    if s.trace_method not in TRACE_METHODS:
-        raise UsageError(f"unknown trace method {s.trace_method!r}; choose {', '.join(TRACE_METHODS)}")
+    s = settings.resolved(A.dtype)
     op = _Observed(A, s.damping, on_matvec)
     P = op.shape[0]
     t0 = time.perf_counter()

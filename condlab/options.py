@@ -1,0 +1,304 @@
+"""Every option of ``condlab spectrum``, declared once.
+
+Each :class:`Option` in :data:`SPECTRUM` is the single source of
+
+- the field of :class:`condlab.config.SpectrumConfig` (the Python API) and its default,
+- the YAML key of ``--config`` files and check baselines, parsed to the declared type,
+- the command-line flag, its help text and the default that ``--help`` shows,
+- its validation (a range or a set of choices), run before any work,
+- with ``estimator=True``, the field of :class:`condlab.measure.EstimatorSettings`.
+
+To add an option, add one entry to :data:`SPECTRUM`; the config, the CLI, the YAML reader and
+the docs follow. Checks that relate several options live in :func:`condlab.config.validate`.
+This module imports nothing heavy: the CLI builds its flags from it at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from condlab.errors import UsageError
+
+# a check: (predicate on the parsed value, what the value must be, in words)
+Check = tuple[Callable[[Any], bool], str]
+POSITIVE: Check = (lambda v: v > 0, "> 0")
+NONNEGATIVE: Check = (lambda v: v >= 0, ">= 0")
+UNIT_INTERVAL: Check = (lambda v: 0 < v < 1, "in (0, 1)")
+BELOW_ONE: Check = (lambda v: 0 <= v < 1, "in [0, 1)")
+
+# option types besides int, float, bool and str
+PATH = Path  # a file name: a str in the config
+LIST = list  # a repeatable flag; a YAML string or list of strings; a tuple in the config
+MAPPING = dict  # YAML only: a mapping
+SPEC = object  # a str on the command line; a str or a mapping in YAML
+
+TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+              PATH: "a file name", LIST: "a list of strings", MAPPING: "a mapping",
+              SPEC: "a string or a mapping"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: the field/YAML key ``name``, its flag ``--name-with-dashes``, and the rest."""
+
+    name: str
+    type: Any  # int, float, bool, str, PATH, LIST, MAPPING or SPEC
+    default: Any
+    help: str
+    group: str
+    choices: tuple[str, ...] = ()
+    check: Check | None = None
+    default_text: str | None = None  # the default in words, when it is resolved later
+    flags: tuple[str, ...] | None = None  # None: --name-with-dashes; (): no flag (YAML and API)
+    in_file: bool = True  # False: not a YAML key (a decision for the command line only)
+    field: bool = True  # False: a flag of the command only (where to write, what to read)
+    estimator: bool = False  # also a field of EstimatorSettings
+    metavar: str | None = None
+
+    @property
+    def cli_flags(self) -> tuple[str, ...]:
+        if self.flags is not None:
+            return self.flags
+        flag = "--" + self.name.replace("_", "-")
+        return (f"{flag}/--no-{flag[2:]}",) if self.type is bool else (flag,)
+
+    @property
+    def flag(self) -> str:
+        """The flag as a user types it (``--top``), or the YAML key when there is none."""
+        return self.cli_flags[0].split("/")[0] if self.cli_flags else self.name
+
+    @property
+    def shown_default(self) -> str:
+        """The default as ``--help`` and the docs show it."""
+        if self.default_text is not None:
+            return self.default_text
+        d = self.default
+        if d is None or d == () or d == {}:
+            return "none"
+        if isinstance(d, bool):
+            return "true" if d else "false"
+        if isinstance(d, tuple):
+            return ", ".join(map(str, d))
+        return str(d)
+
+    def annotation(self) -> Any:
+        """The field's type in the config dataclass."""
+        t = {PATH: str, LIST: tuple[str, ...], SPEC: Any}.get(self.type, self.type)
+        return t if self.default is not None or t is Any else Optional[t]
+
+    def dataclass_field(self) -> tuple[str, Any, Any]:
+        d = self.default
+        spec = dataclasses.field(default_factory=dict) if isinstance(d, dict) else dataclasses.field(default=d)
+        return self.name, self.annotation(), spec
+
+    def parse(self, value: Any, where: str) -> Any:
+        """``value`` (from YAML, the command line or the API) as the declared type, checked."""
+        if value is None:
+            if self.default is None or self.type is LIST:
+                return self.default
+            raise UsageError(f"{where}: {self.name} must be {self.expected()}, got null")
+        v = _convert(self.type, value)
+        if v is _BAD:
+            raise UsageError(f"{where}: {self.name} must be {self.expected()}, got {value!r}")
+        items = v if isinstance(v, tuple) else (v,)
+        if self.choices:
+            bad = [x for x in items if x not in self.choices]
+            if bad:
+                raise UsageError(f"{where}: {self.name} must be one of {', '.join(self.choices)}; "
+                                 f"got {bad[0]!r}")
+        if self.check is not None:
+            ok, text = self.check
+            if not all(ok(x) for x in items):
+                raise UsageError(f"{where}: {self.name} must be {text}, got {value!r}")
+        return v
+
+    def expected(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        return TYPE_NAMES[self.type] + (f" {self.check[1]}" if self.check else "")
+
+
+_BAD = object()
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    """Strict conversion: YAML's ``1e-8`` (a str to PyYAML) is a float; ``"no"`` is not a bool."""
+    if isinstance(value, Path):
+        value = str(value)
+    if kind is bool:
+        return value if isinstance(value, bool) else _BAD
+    if kind is int:
+        if isinstance(value, bool):
+            return _BAD
+        if isinstance(value, int):
+            return value
+        x = _number(value)
+        return int(x) if x is not _BAD and math.isfinite(x) and float(x).is_integer() else _BAD
+    if kind is float:
+        x = value if isinstance(value, (int, float)) and not isinstance(value, bool) else _number(value)
+        return float(x) if x is not _BAD and math.isfinite(x) else _BAD
+    if kind in (str, PATH):
+        return value if isinstance(value, str) and value else _BAD
+    if kind is LIST:
+        items = (value,) if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(x, str) and x for x in items):
+            return tuple(items)
+        return _BAD
+    if kind is MAPPING:
+        return dict(value) if isinstance(value, dict) else _BAD
+    if kind is SPEC:
+        return value if isinstance(value, (str, dict)) and value else _BAD
+    raise TypeError(f"unknown option type {kind!r}")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return _BAD
+    return _BAD
+
+
+# -- the options of `condlab spectrum` ------------------------------------------------------------
+LOAD = "What to load"
+OPERATOR = "Operator"
+ESTIMATORS = "Estimators"
+SETTINGS = "Preconditioners and normalization"
+OUTPUT = "Output"
+
+CURVATURES = ("hessian", "ggn")
+LOSSES = ("cross-entropy", "mse")
+DTYPES = ("float32", "float64")
+FORMATS = ("table", "csv", "json")
+TRACE_METHODS = ("hutch++", "hutchinson")
+PRECONDITIONERS = ("optimizer", "adam", "rmsprop", "adagrad", "gn", "gn-sqrt", "jacobi")
+NORMALIZATIONS = ("input", "batch", "layer")
+
+SPECTRUM: tuple[Option, ...] = (
+    # what to load
+    Option("checkpoint", PATH, None, "A condlab checkpoint (from `condlab train`) or a state_dict file.",
+      LOAD, flags=()),  # the command's argument CHECKPOINT
+    Option("config", PATH, None, "A YAML file of these options (keys as option names); options given "
+      "here override it.", LOAD, field=False),
+    Option("model", str, None, "A built-in model (linear, mlp, cnn, transformer) or "
+      "'package.module:factory'.", LOAD),
+    Option("model_args", MAPPING, {}, "The model's arguments (e.g. widths: [32], norm: batch).", LOAD,
+      flags=()),
+    Option("model_config", PATH, None, "YAML of the model's arguments (e.g. widths: [32], norm: batch).",
+      LOAD, field=False),
+    Option("weights", PATH, None, "A state_dict file for --model.", LOAD),
+    Option("trust_checkpoint", bool, False, "Allow loading a pickled full-module file (runs code from "
+      "it). Only this flag grants it; a file cannot.", LOAD, flags=("--trust-checkpoint",),
+      in_file=False),
+    Option("data", SPEC, None, "digits, iris, wine, breast_cancer, diabetes, a synthetic spec "
+      "(linreg:d=10,kappa=1e3), or a .npz/.csv/.pt file.", LOAD, default_text="the checkpoint's"),
+    Option("target", str, None, "The target column of a .csv file.", LOAD, default_text="the last"),
+    Option("loss", str, None, "The loss.", LOAD, choices=LOSSES,
+      default_text="the checkpoint's, else from the task"),
+    Option("batch_size", int, None, "Samples per batch; products are summed over batches weighted by "
+      "size (exact mean loss).", LOAD, check=POSITIVE, default_text="all samples in one batch"),
+    Option("max_samples", int, None, "Use the first N samples.", LOAD, check=POSITIVE,
+      default_text="all"),
+    # the operator
+    Option("curvature", str, "hessian", "hessian, or ggn (generalized Gauss-Newton J^T H_loss J).",
+      OPERATOR, choices=CURVATURES),
+    Option("params", LIST, (), "Only parameters whose names match this glob (repeatable), e.g. '2.*'.",
+      OPERATOR, default_text="all"),
+    Option("bn_mode", str, "eval", "BatchNorm with running statistics (eval) or per-batch statistics "
+      "(batch).", OPERATOR, choices=("eval", "batch")),
+    Option("dropout_mode", str, "eval", "Dropout off (eval) or on with one fixed mask per batch (fixed).",
+      OPERATOR, choices=("eval", "fixed")),
+    Option("dtype", str, "float32", "Floating-point type of the model, data and products.", OPERATOR,
+      choices=DTYPES),
+    Option("device", str, "cpu", "cpu, cuda, cuda:N or auto.", OPERATOR),
+    Option("seed", int, 0, "Seeds Lanczos, probes and model initialization.", OPERATOR, estimator=True),
+    Option("damping", float, 0.0, "Measure A + damping * I.", OPERATOR, check=NONNEGATIVE,
+      estimator=True),
+    Option("block_size", int, 16, "Vectors per batched curvature product.", OPERATOR, check=POSITIVE),
+    Option("threads", int, None, "CPU threads for torch.", OPERATOR, check=POSITIVE, field=False,
+      default_text="1 for small problems (P x N < 5e7), else torch's default"),
+    # estimators
+    Option("top", int, 5, "Largest eigenvalues to report.", ESTIMATORS, check=NONNEGATIVE,
+      estimator=True),
+    Option("bottom", int, 3, "Smallest eigenvalues to report.", ESTIMATORS, check=NONNEGATIVE,
+      estimator=True),
+    Option("tol", float, None, "Every reported pair has ||Av - lambda v|| <= tol * |lambda_max|.",
+      ESTIMATORS, check=UNIT_INTERVAL, default_text="1e-6 in float64, 1e-4 in float32",
+      estimator=True),
+    Option("max_hvps", int, 1000, "Budget of curvature products for the eigenvalues.", ESTIMATORS,
+      check=POSITIVE, estimator=True),
+    Option("max_basis", int, None, "Lanczos vectors kept before a thick restart.", ESTIMATORS,
+      check=POSITIVE, default_text="no restart", estimator=True),
+    Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * |lambda_max| count as "
+      "zero.", ESTIMATORS, check=BELOW_ONE, default_text="tol", estimator=True),
+    Option("trace", bool, False, "Estimate the trace with a standard error.", ESTIMATORS,
+      estimator=True),
+    Option("trace_method", str, "hutch++", "The trace estimator.", ESTIMATORS, choices=TRACE_METHODS,
+      estimator=True),
+    Option("probes", int, 100, "Products spent on the trace (and on a Hutchinson diagonal).",
+      ESTIMATORS, check=POSITIVE, estimator=True),
+    Option("density", bool, False, "Spectral density by stochastic Lanczos quadrature, written as a "
+      "CSV grid.", ESTIMATORS, estimator=True),
+    Option("density_probes", int, 8, "Random starts of the spectral density.", ESTIMATORS,
+      check=POSITIVE, estimator=True),
+    Option("density_steps", int, 80, "Lanczos steps per start of the spectral density.", ESTIMATORS,
+      check=POSITIVE, estimator=True),
+    Option("per_layer", bool, False, "Also measure each parameter tensor's diagonal block.",
+      ESTIMATORS),
+    Option("exact", bool, False, "Dense eigendecomposition (small models): exact nullity and "
+      "positive-part kappa.", ESTIMATORS, estimator=True),
+    # settings beside the baseline
+    Option("precond", LIST, (), "Also measure P^-1/2 A P^-1/2 for this diagonal preconditioner "
+      "(repeatable).", SETTINGS, choices=PRECONDITIONERS),
+    Option("optimizer_state", PATH, None, "A torch optimizer state_dict for --precond optimizer.",
+      SETTINGS, default_text="the checkpoint's"),
+    Option("precond_batch_size", int, None, "Mini-batch size of the gradients behind --precond "
+      "adam/rmsprop/adagrad.", SETTINGS, check=POSITIVE,
+      default_text="--batch-size, else full batch"),
+    Option("diag_estimator", str, "exact", "Exact diagonal, or Hutchinson with --probes samples.",
+      SETTINGS, choices=("exact", "hutchinson")),
+    Option("eps", float, None, "Added to the diagonal preconditioner.", SETTINGS, check=NONNEGATIVE,
+      default_text="the rule's: the optimizer's own, 1e-8 adam/rmsprop, 1e-10 adagrad, 0 gn/gn-sqrt/jacobi"),
+    Option("basis", str, "identity", "Apply the diagonal rule in the identity basis or the eigenbasis "
+      "of G.", SETTINGS, choices=("identity", "eigen")),
+    Option("weight_decay", float, 0.0, "Weight decay lambda.", SETTINGS, check=NONNEGATIVE),
+    Option("decay", str, "none", "coupled (Adam + L2), decoupled (AdamW) or l1.", SETTINGS,
+      choices=("none", "coupled", "decoupled", "l1")),
+    Option("lr", float, None, "Learning rate: compare the preconditioned sharpness with the stability "
+      "threshold.", SETTINGS, check=POSITIVE, default_text="no stability check"),
+    Option("beta1", float, None, "Momentum of the method for the stability threshold.", SETTINGS,
+      check=BELOW_ONE, default_text="0.9 for adam, else 0"),
+    Option("norm", LIST, (), "Also measure after this normalization (repeatable).", SETTINGS,
+      choices=NORMALIZATIONS),
+    # output
+    Option("format", str, "table", "table, csv or json.", OUTPUT, choices=FORMATS,
+      flags=("--format", "-f"), field=False),
+    Option("output", PATH, None, "Write here instead of stdout (CSV: eigenvalues go to "
+      "NAME_eigenvalues.csv); needs --format csv or json.", OUTPUT, flags=("--output", "-o"),
+      field=False, default_text="stdout"),
+    Option("density_output", PATH, "density.csv", "Where the density grid goes.", OUTPUT, field=False),
+    Option("plot", PATH, None, "Plot the density to this PNG (needs matplotlib: pip install "
+      "'condlab[plot]').", OUTPUT, field=False),
+)
+
+
+def default_tol(dtype: Any) -> float:
+    """``tol`` when none is given: the relative residual float64 or float32 products can reach."""
+    return 1e-6 if str(dtype).replace("torch.", "") == "float64" else 1e-4
+
+
+def fields_of(options: Sequence[Option], *, estimator: bool = False) -> list[tuple]:
+    """``make_dataclass`` fields: the config's (``field``), or EstimatorSettings' (``estimator``)."""
+    return [o.dataclass_field() for o in options if (o.estimator if estimator else o.field)]
+
+
+def by_name(options: Sequence[Option] = SPECTRUM) -> dict[str, Option]:
+    return {o.name: o for o in options}
