@@ -19,8 +19,10 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
+import yaml
 
 from condlab.estimators import extreme_eigenpairs
 from condlab.load.checkpoint import model_from_checkpoint
@@ -29,15 +31,7 @@ from condlab.operators import HessianOperator, dense_hessian
 from condlab.problem import Problem
 from condlab.train.loop import train_from_config
 
-TRAIN = {
-    "model": {"name": "mlp", "widths": [32], "activation": "tanh"},
-    "data": "digits",
-    "max_samples": 512,
-    "loss": "cross-entropy",
-    "optimizer": {"name": "adam", "lr": 1e-2},
-    "steps": 300,
-    "seed": 0,
-}
+TRAIN = Path(__file__).resolve().parents[1] / "configs" / "train_digits.yaml"
 
 
 def median_time(fn, repeats: int) -> float:
@@ -59,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    _, ckpt = train_from_config(TRAIN)
+    _, ckpt = train_from_config(yaml.safe_load(TRAIN.read_text()))
     data = load_dataset(ckpt["data"])
     problem = Problem(
         model_from_checkpoint(ckpt), make_batches(data, None), "cross-entropy", dtype=torch.float64
