@@ -41,7 +41,9 @@ def load(cfg: SpectrumConfig) -> Loaded:
     data_spec = cfg.data if cfg.data is not None else (ckpt["data"] if is_condlab else None)
     if data_spec is None:
         raise UsageError("no data to measure on: pass --data (e.g. --data digits or a .npz file)")
-    dataset = load_dataset(data_spec, target=cfg.target, max_samples=cfg.max_samples, seed=cfg.seed)
+    dataset = load_dataset(
+        data_spec, target=cfg.target, max_samples=cfg.max_samples, seed=cfg.seed, task=cfg.task
+    )
     loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or default_loss(dataset.task)
     loss = check_loss_fits(loss, dataset.task)
 

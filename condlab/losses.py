@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -43,7 +44,9 @@ def cross_entropy(outputs: Tensor, y: Tensor) -> Tensor:
 def mse(outputs: Tensor, y: Tensor) -> Tensor:
     """Mean squared error over all elements of ``outputs`` (``y`` reshaped or one-hot encoded)."""
     if not y.is_floating_point() and outputs.dim() == 2 and outputs.shape[1] > 1 and y.dim() == 1:
-        y = F.one_hot(y, outputs.shape[1])  # [B] -> [B, C]
+        # [B] -> [B, C] one-hot, by comparison: F.one_hot reads the labels' range (a data-dependent
+        # check), which torch.func.linearize cannot trace
+        y = y[:, None] == torch.arange(outputs.shape[1], device=y.device)
     if y.numel() != outputs.numel():
         raise UsageError(
             f"loss 'mse': targets of shape {list(y.shape)} do not fit outputs of shape "

@@ -194,13 +194,21 @@ SPECTRUM: tuple[Option, ...] = (
       flags=()),
     Option("model_config", PATH, None, "YAML of the model's arguments (e.g. widths: [32], norm: batch).",
       LOAD, field=False),
-    Option("weights", PATH, None, "A state_dict file for --model.", LOAD),
+    Option("weights", PATH, None, "Weights for --model: a state_dict, a dict holding one (model / "
+      "state_dict / model_state_dict, beside optimizer / optimizer_state_dict), a Lightning "
+      "checkpoint, or .safetensors.", LOAD),
+    Option("strip_prefix", str, None, "Strip this prefix from the weights' keys (Lightning: "
+      "'model.'); keys without it are ignored.", LOAD,
+      default_text="detected when exactly one prefix fits"),
     Option("trust_checkpoint", bool, False, "Allow loading a pickled full-module file (runs code from "
       "it). Only this flag grants it; a file cannot.", LOAD, flags=("--trust-checkpoint",),
       in_file=False),
     Option("data", SPEC, None, "digits, iris, wine, breast_cancer, diabetes, a synthetic spec "
       "(linreg:d=10,kappa=1e3), or a .npz/.csv/.pt file.", LOAD, default_text="the checkpoint's"),
     Option("target", str, None, "The target column of a .csv file.", LOAD, default_text="the last"),
+    Option("task", str, None, "classification or regression: overrides the guess from the "
+      "targets (integers with at most 20 values are class labels).", LOAD,
+      choices=("classification", "regression"), default_text="guessed"),
     Option("loss", str, None, "The loss.", LOAD, choices=LOSSES,
       default_text="the checkpoint's, else from the task"),
     Option("batch_size", int, None, "Samples per batch; products are summed over batches weighted by "

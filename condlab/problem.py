@@ -11,6 +11,8 @@ the others and all buffers are held fixed.
 Normalization layers and dropout run in an explicit, recorded mode:
 
 - ``bn_mode='eval'``: BatchNorm normalizes with its running statistics (a fixed affine map).
+- A BatchNorm without running statistics (``track_running_stats=False``) always normalizes with
+  batch statistics, as torch does in eval mode too; it couples samples under either mode.
 - ``bn_mode='batch'``: BatchNorm normalizes with the statistics of each fixed batch, which couples
   the samples of a batch; the operator is still the exact curvature of the mean of the batch
   losses. Running statistics are neither used nor updated.
@@ -35,7 +37,7 @@ from condlab.operators.params import ParamSpec, select_params
 
 BN_MODES = ("eval", "batch")
 DROPOUT_MODES = ("eval", "fixed")
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BatchNorm = nn.modules.batchnorm._BatchNorm  # every BatchNorm flavour (lazy, sync included)
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
@@ -56,12 +58,25 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def always_batch_statistics(model: nn.Module) -> bool:
+    """Whether a BatchNorm has no running statistics (``track_running_stats=False``): torch then
+    normalizes with the batch's statistics in eval mode too, whatever ``bn_mode`` says."""
+    return any(
+        isinstance(m, _BatchNorm) and m.running_mean is None and m.running_var is None
+        for m in model.modules()
+    )
+
+
 def couples_samples(model: nn.Module, bn_mode: str, dropout_mode: str) -> bool:
     """Whether a batch's samples interact (BatchNorm on batch statistics, fixed dropout masks),
     so that the grouping into batches is part of the operator."""
-    return (bn_mode == "batch" and any(isinstance(m, _BN_TYPES) for m in model.modules())) or (
-        dropout_mode == "fixed"
-        and any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
+    return (
+        (bn_mode == "batch" and any(isinstance(m, _BatchNorm) for m in model.modules()))
+        or always_batch_statistics(model)
+        or (
+            dropout_mode == "fixed"
+            and any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
+        )
     )
 
 
@@ -120,28 +135,29 @@ class Problem:
         self.n_samples = int(n_total) if n_total is not None else sum(self.sizes)
         self.weights = [n / self.n_samples for n in self.sizes]
         self.randomness = "same" if self.uses_dropout else "error"
+        # a batch's samples interact: per-sample computations must go through whole batches
+        self.couples_samples = couples_samples(self.model, bn_mode, dropout_mode)
         self._validate()
 
     # -- setup ---------------------------------------------------------------------------------
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         model.eval()
-        self.has_batchnorm = any(isinstance(m, _BN_TYPES) for m in model.modules())
+        self.has_batchnorm = any(isinstance(m, _BatchNorm) for m in model.modules())
+        self.batch_statistics = self.bn_mode == "batch" or always_batch_statistics(model)
         self.uses_dropout = self.dropout_mode == "fixed" and any(
             isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules()
         )
         if self.bn_mode == "batch" and self.has_batchnorm:
             torch.func.replace_all_batch_norm_modules_(model)
             for m in model.modules():
-                if isinstance(m, _BN_TYPES):
+                if isinstance(m, _BatchNorm):
                     m.train()
         if self.uses_dropout:
             for m in model.modules():
                 if isinstance(m, _DROPOUT_TYPES):
                     m.train()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
+        return model  # parameters with requires_grad=False stay fixed: not part of the operator
 
     def _cast_batch(self, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         X = torch.as_tensor(X)
@@ -167,21 +183,32 @@ class Problem:
         if self.batches:  # a rank of a distributed run may hold no batches: it checks nothing here
             out, error = self._check_outputs()
         raise_if_any(error)  # distributed: every rank raises, none waits in a collective
-        if self.loss_name == "cross-entropy":
-            # [-min label, max label, classes] over all ranks (a rank without batches adds nothing)
-            span = torch.full((3,), -(2**62))
-            if out is not None:
-                ys = torch.cat([yb.reshape(-1) for _, yb in self.batches.host])
-                span = torch.tensor([-int(ys.min()), int(ys.max()), out.shape[1]])
-            lo, hi, num_classes = all_reduce_max(span).tolist()
-            if -lo < 0 or hi >= num_classes:
-                raise CondlabError(
-                    f"labels span {-lo}..{hi} but the model has {num_classes} outputs; cross-entropy "
-                    f"needs labels in 0..{num_classes - 1} (wrong --data, or the model's output size)"
-                )
+        self._check_labels(out)
         value = self.loss()
         if not torch.isfinite(value):
             raise CondlabError("the loss at these weights is NaN or Inf; check the weights and the data")
+
+    def _check_labels(self, out: Tensor | None) -> None:
+        """Class labels are used as given: each must be one of the model's classes ``0..C-1``
+        (cross-entropy, and mse on one-hot encoded labels)."""
+        classes = self.loss_name == "cross-entropy" or (
+            out is not None and out.ndim == 2 and out.shape[1] > 1
+            and not self.batches.host[0][1].is_floating_point() and self.batches.host[0][1].ndim == 1
+        )
+        # [labels in question, classes] over all ranks (a rank without batches adds nothing)
+        span, bad = torch.zeros(2, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        if out is not None and classes:
+            ys = torch.cat([yb.reshape(-1) for _, yb in self.batches.host])
+            bad = torch.unique(ys[(ys < 0) | (ys >= out.shape[1])])
+            span = torch.tensor([int(bad.numel() > 0), out.shape[1]])
+        any_bad, num_classes = all_reduce_max(span).tolist()
+        if any_bad:
+            named = ", ".join(str(v) for v in bad[:5].tolist()) + (" ..." if len(bad) > 5 else "")
+            raise CondlabError(
+                f"class label(s) {named or 'on another rank'} outside 0..{num_classes - 1}: the "
+                f"model has {num_classes} classes; labels are used as given (shift 1-based labels "
+                "to 0-based, or give the model one output per class)"
+            )
 
     def _check_outputs(self) -> tuple[Tensor | None, CondlabError | None]:
         """The outputs on the first local batch, or the error that says why they do not fit."""
@@ -251,7 +278,7 @@ class Problem:
     def modes(self) -> dict[str, str | None]:
         """How normalization and dropout ran: recorded with every result."""
         return {
-            "batchnorm": self.bn_mode if self.has_batchnorm else None,
+            "batchnorm": ("batch" if self.batch_statistics else "eval") if self.has_batchnorm else None,
             "dropout": self.dropout_mode if self.uses_dropout else "eval",
         }
 

@@ -105,8 +105,10 @@ def preconditioned_settings(cfg: SpectrumConfig, problem, A, loaded) -> Iterator
 def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
     """One Problem per ``--norm`` kind, on the normalized copy of the model."""
     from condlab.build import make_problem
+    from condlab.errors import UsageError
     from condlab.load.data import make_batches
     from condlab.normalization import apply_normalization, predicted_nullity
+    from condlab.operators.params import select_params
     from condlab.spectrum import softmax_shift_nullity
 
     dtype = cfg.torch_dtype
@@ -115,13 +117,24 @@ def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
         res = apply_normalization(
             loaded.model, loaded.dataset.X.to(dtype), kind, batches=raw, dtype=dtype
         )
-        # inserted layers renumber a Sequential: a --params selection only carries over for input
-        params = cfg.params if kind == "input" else ()
+        # the same block of the original parameters: inserted layers renumber a Sequential
+        params = cfg.params
+        if params and res.renamed:
+            chosen = select_params(loaded.model.named_parameters(), cfg.params).names
+            lost = [n for n in chosen if n not in res.renamed]
+            if lost:
+                raise UsageError(
+                    f"--params selects {', '.join(lost)}, which --norm {kind} does not keep; "
+                    "drop --norm or choose other --params"
+                )
+            params = tuple(res.renamed[n] for n in chosen)  # the norms' own parameters: not added
         prob = make_problem(
             loaded, cfg, model=res.model, transform=lambda X, t=res.transform: t(X.to(dtype)),
             params=params,
         )
         details = {k: v for k, v in res.summary().items() if k not in ("kind",)}
+        if params:
+            details["params"] = list(params)
         yield kind, prob, dict(
             normalization=kind,
             function_change=float(res.function_change),

@@ -147,5 +147,6 @@ def run_spectrum(
     if cfg.per_layer:
         for pname in problem.spec.names:
             sub = problem.restrict([pname])
-            run(f"layer:{pname}", curvature_operator(sub, cfg.curvature, cfg.block_size), sub, layer=pname)
+            op = regularized_baseline(cfg, curvature_operator(sub, cfg.curvature, cfg.block_size))
+            run(f"layer:{pname}", op, sub, layer=pname)
     return SpectrumReport(cfg.to_dict(), results, densities, loaded.source)

@@ -74,3 +74,50 @@ def make_case(name: str, n: int = 9, seed: int = 0):
     else:
         y = torch.randn(n, d_out, generator=g, dtype=torch.float64)
     return model, X, y, loss, kwargs
+
+
+def mean_loss(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """The project's two losses written out independently: mean cross-entropy, mean squared error
+    over all output elements (integer labels against [N, C] outputs one-hot encoded)."""
+    if loss == "cross-entropy":
+        return torch.nn.functional.cross_entropy(out, y)
+    if not y.is_floating_point():
+        y = torch.nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+    return ((out - y.reshape(out.shape)) ** 2).mean()
+
+
+def autograd_hessian(model: nn.Module, X, y, loss: str, names=None, *, train: bool = False):
+    """Dense float64 Hessian of the mean loss over the parameters ``names`` (default: those with
+    ``requires_grad``), by plain autograd double backward, one backward per row.
+
+    ``train``: run the model in train mode (BatchNorm on batch statistics) on a copy whose
+    running statistics are not updated. Independent of condlab's operators and of torch.func's
+    transforms (``functional_call`` only swaps the parameters in).
+    """
+    import copy
+
+    from torch.func import functional_call
+
+    model = copy.deepcopy(model).double()
+    if train:
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+    else:
+        model.eval()
+    named = dict(model.named_parameters())
+    names = [n for n, p in named.items() if p.requires_grad] if names is None else list(names)
+    shapes = [named[n].shape for n in names]
+    theta = torch.cat([named[n].detach().reshape(-1) for n in names]).requires_grad_(True)
+    X = X.double() if X.is_floating_point() else X
+    y = y.double() if y.is_floating_point() else y
+
+    def f(theta):
+        parts = torch.split(theta, [int(torch.Size(s).numel()) for s in shapes])
+        params = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
+        return mean_loss(functional_call(model, params, (X,), strict=False), y, loss)
+
+    g = torch.autograd.grad(f(theta), theta, create_graph=True)[0]
+    rows = [torch.autograd.grad(g[i], theta, retain_graph=True)[0] for i in range(theta.numel())]
+    return torch.stack(rows)

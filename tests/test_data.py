@@ -29,7 +29,7 @@ BUNDLED = {
 def test_bundled_shapes_and_tasks(name):
     n, d, task, k = BUNDLED[name]
     ds = load_dataset(name)
-    assert ds.X.shape == (n, d) and ds.X.dtype == torch.float32
+    assert ds.X.shape == (n, d) and ds.X.dtype == torch.float64  # scikit-learn's precision
     assert ds.task == task and ds.num_classes == k and ds.name == name
     if task == "classification":
         assert ds.y.dtype == torch.long and ds.y.shape == (n,)
@@ -221,10 +221,10 @@ def test_csv_default_and_named_targets(tmp_path):
     path.write_text("a,b,label,c\n1,2,1,0.5\n3,4,3,1.5\n5,6,1,2.5\n7,8,2,3.5\n")
     last = load_dataset(str(path))
     assert last.task == "regression" and last.feature_names == ("a", "b", "label")
-    torch.testing.assert_close(last.y, torch.tensor([0.5, 1.5, 2.5, 3.5]))
+    torch.testing.assert_close(last.y, torch.tensor([0.5, 1.5, 2.5, 3.5], dtype=torch.float64))
     named = load_dataset(str(path), target="label")
-    assert named.task == "classification" and named.num_classes == 3
-    assert named.y.tolist() == [0, 2, 0, 1] and named.meta["classes"] == [1, 2, 3]
+    assert named.task == "classification" and named.num_classes == 4  # labels as given: 0..3
+    assert named.y.tolist() == [1, 3, 1, 2] and "classes" not in named.meta
     assert named.feature_names == ("a", "b", "c") and named.spec["target"] == "label"
     assert torch.equal(load_dataset(named.spec).y, named.y)
     forced = load_dataset({"path": str(path), "target": "label", "task": "regression"})

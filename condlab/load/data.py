@@ -17,9 +17,14 @@ A spec is a string or a dict; ``Dataset.spec`` is a JSON-able dict that rebuilds
   String form: ``linreg:n=512,d=10,kappa=1e3,rotate=true,mean=10,scale=[1,10,100]``.
 - Files: ``.npz`` (arrays ``X``, ``y``), ``.csv`` (a header row; the target column is ``target``
   or the last one), ``.pt`` (a dict with tensors ``X``, ``y``, read with ``weights_only=True``).
-  ``y`` that is integer-valued with at most 20 distinct values (fewer than the samples) is a
-  classification target, relabeled to ``0..K-1`` in sorted order (``meta["classes"]``); a spec
-  dict ``{"path": ..., "task": "regression"}`` overrides the guess.
+  ``y`` that is integer-valued with at most 20 distinct values (fewer than the samples) is
+  guessed to be a classification target; ``task`` (``--task``, or a spec dict's ``"task"``)
+  overrides the guess. Numeric class labels are used as given, never renumbered: ``K`` is the
+  largest label + 1, and a negative label is an error. Only string labels are coded ``0..K-1``
+  in sorted order (``meta["classes"]``).
+- Precision: ``X`` (and regression ``y``) stay float64 when the source is float64 (files,
+  scikit-learn's data, synthetic draws) and are float32 otherwise; the run casts them to its own
+  ``--dtype``, so ``--dtype float64`` never sees float32-rounded data.
 
 ``max_samples`` keeps the first ``max_samples`` rows in file / generation order (no shuffle), so
 the same spec always gives the same samples.
@@ -191,8 +196,12 @@ def _read_file(spec: dict, target: str | None) -> tuple[np.ndarray, np.ndarray, 
         return X, y, None
     if not isinstance(X, Tensor) or not isinstance(y, Tensor):
         raise UsageError(f"data file '{path}': 'X' and 'y' must be tensors")
-    X, y = (t.detach().cpu() for t in (X, y))  # float16/bfloat16 have no numpy twin
-    return tuple(t.double().numpy() if t.is_floating_point() else t.numpy() for t in (X, y)) + (None,)
+    X, y = (t.detach().cpu() for t in (X, y))
+    # float16/bfloat16 have no numpy twin: widened to float32; float32/float64 keep their precision
+    return tuple(
+        t.float().numpy() if t.is_floating_point() and t.element_size() < 4 else t.numpy()
+        for t in (X, y)
+    ) + (None,)
 
 
 def _read_csv(path: Path, target: str | None):
@@ -227,6 +236,18 @@ def _is_number(text: Any) -> bool:
     return True
 
 
+def _precision(a: np.ndarray) -> torch.dtype:
+    """float64 for float64 (or wider, or integer) sources, float32 for float32 and narrower."""
+    return torch.float32 if a.dtype.kind == "f" and a.dtype.itemsize <= 4 else torch.float64
+
+
+def _listed(values, limit: int = 5) -> str:
+    """``'label 3'`` / ``'labels -1, 4, 7 and 2 more'``."""
+    vals = [str(int(v)) for v in values]
+    more = f" and {len(vals) - limit} more" if len(vals) > limit else ""
+    return ("label " if len(vals) == 1 else "labels ") + ", ".join(vals[:limit]) + more
+
+
 def _finite(a: np.ndarray, what: str, source: str) -> None:
     bad = ~np.isfinite(a)
     if bad.any():
@@ -238,12 +259,14 @@ def _finite(a: np.ndarray, what: str, source: str) -> None:
 
 
 def _targets(y: np.ndarray, task: str | None, source: str) -> tuple[Tensor, str, int | None, list]:
-    """Infer or check the task; relabel classes to ``0..K-1``."""
+    """Infer or check the task. Numeric labels are kept as given (``K`` = largest + 1); string
+    labels are coded ``0..K-1`` in sorted order. Regression targets keep float64 precision."""
     if y.dtype.kind in "OUS":  # string labels
         if task == "regression":
             raise UsageError(f"{source}: task regression needs numeric targets, got strings")
         classes, codes = np.unique(y.astype(str), return_inverse=True)
         return torch.as_tensor(codes.reshape(-1), dtype=torch.long), "classification", len(classes), classes.tolist()
+    precision = _precision(y)
     y = y.astype(float)
     _finite(y, "y", source)
     integral = bool(np.all(y == np.round(y)))
@@ -253,11 +276,19 @@ def _targets(y: np.ndarray, task: str | None, source: str) -> tuple[Tensor, str,
     if task not in TASKS:
         raise UsageError(f"{source}: unknown task {task!r}; choose classification or regression")
     if task == "regression":
-        return torch.as_tensor(y), task, None, []
+        return torch.as_tensor(y, dtype=precision), task, None, []
     if y.ndim != 1 or not integral:
-        raise UsageError(f"{source}: classification needs integer labels y of shape [N]; use task: regression")
-    classes, codes = np.unique(y, return_inverse=True)
-    return torch.as_tensor(codes.reshape(-1), dtype=torch.long), task, len(classes), [int(c) for c in classes]
+        raise UsageError(
+            f"{source}: classification needs integer labels y of shape [N]; use --task regression"
+        )
+    if y.size and y.min() < 0:
+        bad = np.unique(y[y < 0]).astype(int)
+        raise UsageError(
+            f"{source}: class labels must be 0..C-1 but {_listed(bad)} are negative; "
+            "shift the labels to start at 0"
+        )
+    labels = torch.as_tensor(y, dtype=torch.long)
+    return labels, task, int(labels.max()) + 1 if labels.numel() else 0, []
 
 
 # -- the entry point -------------------------------------------------------------------------
@@ -272,17 +303,22 @@ def load_dataset(
     target: str | None = None,
     max_samples: int | None = None,
     seed: int = 0,
+    task: str | None = None,
 ) -> Dataset:
-    """Load the dataset ``spec`` (see the module docstring) with float32 ``X``.
+    """Load the dataset ``spec`` (see the module docstring); ``X`` keeps the source's precision.
 
     ``seed`` seeds synthetic data unless the spec has its own ``seed``; ``max_samples`` (or a
-    ``max_samples`` key of the spec) keeps the first rows; ``target`` names the CSV target column.
+    ``max_samples`` key of the spec) keeps the first rows; ``target`` names the CSV target column;
+    ``task`` (classification or regression) overrides the spec's task or the guess from ``y``.
     A spec key ``split: {test_fraction, seed, part}`` selects one part of ``train_test_split``.
     """
     opts = parse_spec(spec)
     limit = opts.pop("max_samples", None)
     max_samples = limit if max_samples is None else max_samples
-    split, task = opts.pop("split", None), opts.pop("task", None)
+    split, spec_task = opts.pop("split", None), opts.pop("task", None)
+    task = spec_task if task is None else task
+    if task is not None and task not in TASKS:
+        raise UsageError(f"unknown task {task!r}; choose classification or regression")
     if target is not None:
         opts["target"] = target
     meta: dict = {}
@@ -305,19 +341,22 @@ def load_dataset(
                 f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())} "
                 "or give a .npz, .csv or .pt file"
             )
-        if task is not None or "target" in opts:
-            raise UsageError(f"dataset {name!r} has a fixed task and target; drop task/target")
+        fixed = BUNDLED[name][0] if name in BUNDLED else ("regression" if name == "linreg" else "classification")
+        if spec_task is not None or "target" in opts or task not in (None, fixed):
+            raise UsageError(f"dataset {name!r} has a fixed task ({fixed}) and target; drop task/target")
+        task = fixed
         if name in BUNDLED:
             if opts:
                 raise UsageError(f"dataset {name!r} takes no parameters, got {', '.join(opts)}")
             X, y, names = _sklearn(name)
-            out_spec, task = {"name": name}, BUNDLED[name][0]
+            out_spec = {"name": name}
             known_classes = int(y.max()) + 1 if task == "classification" else None
         else:
             opts.setdefault("seed", seed)
             X, y, out_spec, meta = _synthetic(name, opts)
-            names, task = None, ("regression" if name == "linreg" else "classification")
+            names = None
             known_classes = out_spec.get("classes")
+    precision = _precision(np.asarray(X))
     X = _features(X, source)
     if len(X) != len(y):
         raise UsageError(f"{source}: X has {len(X)} rows but y has {len(y)}; they must match")
@@ -333,8 +372,8 @@ def load_dataset(
         X, y_t = X[:max_samples], y_t[:max_samples]
         out_spec["max_samples"] = max_samples
     ds = Dataset(
-        X=torch.as_tensor(X, dtype=torch.float32),
-        y=y_t if task == "classification" else y_t.float(),
+        X=torch.as_tensor(X, dtype=precision),
+        y=y_t,
         task=task, num_classes=num_classes, name=name, spec=out_spec,
         feature_names=tuple(names) if names else None, meta=meta,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,8 @@ class Normalized:
     constant_features: tuple[int, ...] = ()
     inserted_at: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # batch/layer: each original parameter's name in ``model`` (insertion renumbers a Sequential)
+    renamed: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """JSON-ready fields (no tensors, no model)."""
@@ -113,14 +115,16 @@ def apply_normalization(
     mu = s = name = None
     constant: list[int] = []
     inserted: list[str] = []
+    renamed: dict[str, str] = {}  # input: folding keeps the names
     if kind == "input":
         name = find_first_layer(new, X, first_layer)
         new, transform, constant, notes = fold_input(new, name, X)
         mu, s = transform.mu, transform.s
-    elif kind == "batch":
-        inserted, notes = batchnorm(old, new, X, float(eps))
     else:
-        inserted, notes = layernorm(old, new, X, float(eps))
+        before = {id(p): n for n, p in new.named_parameters()}
+        insert = batchnorm if kind == "batch" else layernorm
+        inserted, notes = insert(old, new, X, float(eps))
+        renamed = {before[id(p)]: n for n, p in new.named_parameters() if id(p) in before}
     new.eval()
     change = _change(old, new, X, transform)
     has_bn = any(isinstance(m, _BNS) for m in new.modules())
@@ -139,6 +143,7 @@ def apply_normalization(
         constant_features=tuple(constant),
         inserted_at=tuple(inserted),
         notes=tuple(notes),
+        renamed=renamed,
     )
 
 

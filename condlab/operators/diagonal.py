@@ -215,7 +215,7 @@ def exact_ggn_diagonal(problem: Problem, max_elements: int = 2**22) -> Tensor:
     theta = problem.theta
     P = problem.n_params
     diag = torch.zeros(P, dtype=problem.dtype, device=problem.device)
-    coupled = (problem.bn_mode == "batch" and problem.has_batchnorm) or problem.uses_dropout
+    coupled = problem.couples_samples
     for b, (X, y) in enumerate(problem.batches):
         n = X.shape[0]
         if coupled:

@@ -57,8 +57,9 @@ class ParamSpec:
 def select_params(
     named: Iterable[tuple[str, Tensor]], patterns: Iterable[str] | None = None
 ) -> ParamSpec:
-    """The spec of the parameters whose names match any glob in ``patterns`` (all if None)."""
-    named = [(n, p) for n, p in named if p.requires_grad]
+    """The spec of the trainable parameters (``requires_grad``) whose names match any glob in
+    ``patterns`` (all if None). Frozen parameters are never part of ``theta``."""
+    named = list(named)
     pats = list(patterns or [])
     if pats:
         named = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in pats)]
@@ -67,4 +68,11 @@ def select_params(
                 f"--params {','.join(pats)} matches no parameter; names look like "
                 "'0.weight' or 'layers.1.bias' (see `condlab spectrum --list-params`)"
             )
-    return ParamSpec(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
+    trainable = [(n, p) for n, p in named if p.requires_grad]
+    if not trainable:
+        which = f"every parameter matching --params {','.join(pats)} is" if pats else "all parameters are"
+        raise UsageError(
+            f"nothing to measure: {which} frozen (requires_grad=False); unfreeze the "
+            "parameters to measure, or select trainable ones with --params"
+        )
+    return ParamSpec(tuple(n for n, _ in trainable), tuple(p.shape for _, p in trainable))

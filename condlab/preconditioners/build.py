@@ -114,12 +114,14 @@ def build_preconditioner(
         if "state_dict" in optimizer_state and "state" not in optimizer_state:
             optimizer = optimizer or optimizer_state.get("name")
             optimizer_state = optimizer_state["state_dict"]
-        from condlab.operators.params import select_params
+        from condlab.operators.params import ParamSpec
 
+        named = list(problem.model.named_parameters())
         return from_optimizer_state(
             optimizer_state,
             problem.spec,
-            model_spec=select_params(problem.model.named_parameters()),
+            model_spec=ParamSpec(tuple(n for n, _ in named), tuple(p.shape for _, p in named)),
+            frozen=frozenset(n for n, p in named if not p.requires_grad),
             optimizer=optimizer,
             eps=eps,
             dtype=problem.dtype,

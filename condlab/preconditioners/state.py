@@ -42,9 +42,12 @@ def _infer_kind(keys: set[str], group: dict) -> str:
 
 
 def _param_table(
-    state_dict: dict, model_spec: ParamSpec
+    state_dict: dict, model_spec: ParamSpec, frozen: frozenset[str] = frozenset()
 ) -> tuple[dict[str, tuple[int, dict]], str]:
-    """``name -> (optimizer index, param group)`` and how they were matched ("name"/"order")."""
+    """``name -> (optimizer index, param group)`` and how they were matched ("name"/"order").
+
+    By order, the optimizer's parameters are either all of ``model_spec`` or its trainable ones
+    (an optimizer built on ``p for p in model.parameters() if p.requires_grad``)."""
     groups = state_dict.get("param_groups")
     if not isinstance(groups, list) or "state" not in state_dict:
         raise UsageError(
@@ -55,13 +58,15 @@ def _param_table(
     names = [n for g in groups for n in g.get("param_names", [])]
     if len(names) == len(entries) and set(names) <= set(model_spec.names):
         return {n: e for n, e in zip(names, entries, strict=True)}, "name"
-    if len(entries) != len(model_spec.names):
-        raise UsageError(
-            f"the optimizer state covers {len(entries)} parameters but the model has "
-            f"{len(model_spec.names)}; it must come from an optimizer built on this model's "
-            "parameters, in model.parameters() order"
-        )
-    return {n: e for n, e in zip(model_spec.names, entries, strict=True)}, "order"
+    trainable = [n for n in model_spec.names if n not in frozen]
+    for order in (model_spec.names, trainable):
+        if len(entries) == len(order):
+            return {n: e for n, e in zip(order, entries, strict=True)}, "order"
+    counts = f"{len(model_spec.names)}" + (f" ({len(trainable)} trainable)" if frozen else "")
+    raise UsageError(
+        f"the optimizer state covers {len(entries)} parameters but the model has {counts}; it "
+        "must come from an optimizer built on this model's parameters, in model.parameters() order"
+    )
 
 
 def _denominator(kind: str, st: dict, group: dict, eps: float) -> tuple[Tensor, str]:
@@ -94,6 +99,7 @@ def from_optimizer_state(
     eps: float | None = None,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    frozen: frozenset[str] = frozenset(),
 ) -> Preconditioner:
     """``P`` from a torch optimizer's ``state_dict()``, exactly the denominator torch divides by.
 
@@ -106,13 +112,14 @@ def from_optimizer_state(
     ``betas`` / ``eps`` come from each parameter's group; ``eps`` overrides the configured one.
     Parameters are matched to the model by the ``param_names`` torch stores when the optimizer
     was built on ``named_parameters()``, else by order: the optimizer's parameters, group after
-    group, are ``model_spec`` (the full model, ``named_parameters()`` order; default ``spec``).
+    group, are ``model_spec`` (the full model, ``named_parameters()`` order; default ``spec``)
+    or its parameters not in ``frozen`` (``requires_grad=False``, never part of the operator).
     ``spec`` (possibly a subset, as in ``Problem(params=...)``) selects what is returned. The
     kind is inferred from the state keys and the group's hyperparameters unless ``optimizer``
     names it. The momentum ``exp_avg`` is not part of ``P``.
     """
     model_spec = model_spec or spec
-    table, matched_by = _param_table(state_dict, model_spec)
+    table, matched_by = _param_table(state_dict, model_spec, frozen)
     states = {int(k): v for k, v in state_dict["state"].items()}
     if optimizer is not None:
         named = optimizer.strip().lower()
