@@ -10,7 +10,13 @@ from torch import nn
 from condlab.config import SpectrumConfig
 from condlab.distributed import local_batches
 from condlab.errors import UsageError
-from condlab.load.checkpoint import load_checkpoint, load_weights, model_from_checkpoint
+from condlab.load.checkpoint import (
+    describe_keys,
+    load_checkpoint,
+    load_weights,
+    match_prefix,
+    model_from_checkpoint,
+)
 from condlab.load.data import Dataset, load_dataset, make_batches
 from condlab.load.models import build_model, import_factory
 from condlab.losses import check_loss_fits, default_loss
@@ -58,11 +64,11 @@ def load(cfg: SpectrumConfig) -> Loaded:
         weights = cfg.weights
         if weights is not None:
             w = load_checkpoint(weights, trust=cfg.trust_checkpoint)
-            load_weights(model, w["state_dict"], source=weights)
-            source += f" with weights {weights}"
+            source += _load_into(model, w, weights, cfg.strip_prefix)
+            if ckpt is None or not is_condlab:  # --precond optimizer reads the weights' file
+                ckpt = w
         elif ckpt is not None:
-            load_weights(model, ckpt["state_dict"], source=cfg.checkpoint)
-            source += f" with weights {cfg.checkpoint}"
+            source += _load_into(model, ckpt, cfg.checkpoint, cfg.strip_prefix)
         elif ":" not in cfg.model:
             source += f" at its initialization (seed {cfg.seed})"
     elif ckpt is not None:
@@ -73,6 +79,13 @@ def load(cfg: SpectrumConfig) -> Loaded:
     if cfg.weights and not cfg.model:
         raise UsageError("--weights needs --model: the weights alone do not say which model they fit")
     return Loaded(model, dataset, loss, ckpt, source)
+
+
+def _load_into(model: nn.Module, ckpt: dict, path, strip_prefix: str | None) -> str:
+    """Load a checkpoint's weights into ``model``; the source line says which entries were used."""
+    state, note = match_prefix(ckpt["state_dict"], model, strip_prefix)
+    load_weights(model, state, source=str(path))
+    return f" with weights {path}" + describe_keys(ckpt, note)
 
 
 def make_problem(

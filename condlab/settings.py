@@ -27,11 +27,12 @@ def _optimizer_state(cfg: SpectrumConfig, loaded) -> dict:
     import torch
 
     from condlab.errors import UsageError
+    from condlab.load.checkpoint import OPTIMIZER_KEYS, find_optimizer_state
 
     if cfg.optimizer_state:
         path = cfg.optimizer_state
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise UsageError(f"optimizer state '{path}' does not exist") from None
         except Exception as e:
@@ -39,12 +40,21 @@ def _optimizer_state(cfg: SpectrumConfig, loaded) -> dict:
                 f"'{path}' is not a torch optimizer state_dict loadable with weights_only=True "
                 f"({type(e).__name__}); save optimizer.state_dict() with torch.save"
             ) from None
+        found = find_optimizer_state(obj)
+        if found is None and isinstance(obj, dict) and "state_dict" in obj:
+            return obj  # condlab's {"name", "hparams", "state_dict"} optimizer entry
+        if found is None:
+            raise UsageError(
+                f"'{path}' holds no torch optimizer state_dict (itself, or under "
+                f"{', '.join(map(repr, OPTIMIZER_KEYS))}); save optimizer.state_dict()"
+            )
+        return found[0]
     ckpt = loaded.checkpoint or {}
     if ckpt.get("optimizer"):
         return ckpt["optimizer"]
     raise UsageError(
         "--precond optimizer needs optimizer state: a condlab checkpoint written by `condlab "
-        "train`, or --optimizer-state PATH (a torch optimizer's state_dict)"
+        "train`, a weights file with an 'optimizer' entry, or --optimizer-state PATH"
     )
 
 

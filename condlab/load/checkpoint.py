@@ -1,5 +1,11 @@
 """Checkpoints: condlab's own format, plain state_dicts, pickled modules; atomic writes.
 
+Besides condlab's own format, a file may hold a plain ``state_dict``; a dict with the weights
+under ``model``, ``state_dict`` (Lightning) or ``model_state_dict`` and the optimizer state under
+``optimizer``, ``optimizer_state_dict`` or ``optimizer_states`` (Lightning's list, first entry);
+or be a ``.safetensors`` file. The keys used are recorded in ``ckpt["keys"]``; a module prefix
+of the weights' keys is stripped by :func:`match_prefix`.
+
 A condlab checkpoint is a dict of plain Python values and tensors, written with ``torch.save``
 and read back with ``torch.load(path, weights_only=True)`` (no code runs on load)::
 
@@ -39,6 +45,9 @@ from torch import Tensor, nn
 from condlab.errors import CondlabError, UsageError
 
 FORMAT, VERSION = "condlab-checkpoint", 1
+# where common training scripts (and Lightning) keep the weights and the optimizer state
+WEIGHT_KEYS = ("model", "state_dict", "model_state_dict")
+OPTIMIZER_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states")
 REQUIRED_KEYS = ("model", "state_dict", "loss")
 _PLAIN = (str, int, float, bool, type(None))  # exact types: subclasses need their class
 
@@ -160,6 +169,26 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
+def _is_optimizer_state(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and "state" in obj and "param_groups" in obj
+
+
+def find_optimizer_state(obj: Any) -> tuple[dict, str] | None:
+    """A torch optimizer ``state_dict`` in ``obj`` (itself, or under one of ``OPTIMIZER_KEYS``)
+    and where it was found, or None."""
+    if _is_optimizer_state(obj):
+        return dict(obj), "the file itself"
+    if not isinstance(obj, Mapping):
+        return None
+    for key in OPTIMIZER_KEYS:
+        opt, where = obj.get(key), key
+        if key == "optimizer_states" and isinstance(opt, list) and opt:  # Lightning
+            opt, where = opt[0], f"{key}[0]"
+        if _is_optimizer_state(opt):
+            return dict(opt), where
+    return None
+
+
 def _classify(obj: Any, path: Path) -> dict:
     """Wrap what ``torch.load`` returned into a checkpoint dict with a ``format``."""
     if isinstance(obj, nn.Module):
@@ -175,16 +204,21 @@ def _classify(obj: Any, path: Path) -> dict:
             raise UsageError(f"checkpoint '{path}' lacks {', '.join(missing)}; it is damaged")
         return dict(obj)
     if _is_state_dict(obj):
-        return {"format": "state_dict", "state_dict": dict(obj)}
+        return {"format": "state_dict", "state_dict": dict(obj), "keys": {}}
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict"):
-            if _is_state_dict(obj.get(key)):
-                return {"format": "state_dict", "state_dict": dict(obj[key])}
-        keys = ", ".join(map(str, list(obj)[:8])) or "none"
-        raise UsageError(
-            f"'{path}' holds a dict with keys {keys} but no state_dict; expected a condlab "
-            "checkpoint, a state_dict or a dict with a 'state_dict' entry"
-        )
+        key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
+        if key is None:
+            keys = ", ".join(map(str, list(obj)[:8])) or "none"
+            raise UsageError(
+                f"'{path}' holds a dict with keys {keys} but no state_dict; expected a condlab "
+                f"checkpoint, a state_dict, or a dict with a state_dict under "
+                f"{', '.join(repr(k) for k in WEIGHT_KEYS)}"
+            )
+        out = {"format": "state_dict", "state_dict": dict(obj[key]), "keys": {"weights": key}}
+        found = find_optimizer_state(obj)
+        if found is not None:
+            out["optimizer"], out["keys"]["optimizer"] = found
+        return out
     raise UsageError(
         f"'{path}' holds a {type(obj).__name__}; expected a condlab checkpoint or a state_dict"
     )
@@ -201,6 +235,8 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
         raise UsageError(f"checkpoint '{path}' does not exist")
     if not path.is_file():
         raise UsageError(f"checkpoint '{path}' is not a file")
+    if path.suffix.lower() == ".safetensors":
+        return _load_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
@@ -221,6 +257,74 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
             f"{type(e).__name__}: {_first_line(e)})"
         ) from None
     return _classify(obj, path)
+
+
+def _load_safetensors(path: Path) -> dict:
+    """A safetensors file: tensors only, so nothing in it can run code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UsageError(f"'{path}' is not a readable safetensors file ({_first_line(e)})") from None
+    if not state:
+        raise UsageError(f"safetensors file '{path}' holds no tensors")
+    return {"format": "state_dict", "state_dict": state, "keys": {"weights": "safetensors"}}
+
+
+def match_prefix(
+    state_dict: Mapping[str, Any], model: nn.Module, strip_prefix: str | None = None
+) -> tuple[dict, str | None]:
+    """``state_dict`` with the module prefix of its keys removed, and a note saying what was done.
+
+    ``strip_prefix`` (e.g. Lightning's ``model.``) keeps the keys that start with it, stripped,
+    and drops the others. Without it, keys that already fit the model are kept as they are; else
+    a prefix under which every key of the model is found (``model.``, ``module.``,
+    ``_orig_mod.``) is detected and stripped when exactly one fits. Several fitting prefixes are
+    an error asking for ``--strip-prefix``.
+    """
+    state_dict = dict(state_dict)
+    if strip_prefix is None:
+        expected = list(model.state_dict())
+        if not expected or all(k in state_dict for k in expected):
+            return state_dict, None
+        k0 = expected[0]
+        found = sorted(
+            {k[: -len(k0)] for k in state_dict if k.endswith("." + k0)},
+            key=len,
+        )
+        fits = [p for p in found if all(p + k in state_dict for k in expected)]
+        if len(fits) > 1:
+            raise UsageError(
+                f"the weights fit the model under several key prefixes ({', '.join(map(repr, fits))}); "
+                "choose one with --strip-prefix"
+            )
+        if not fits:
+            return state_dict, None  # load_weights names the keys that do not fit
+        strip_prefix, how = fits[0], "detected and stripped"
+    else:
+        how = "stripped"
+    kept = {k[len(strip_prefix):]: v for k, v in state_dict.items() if k.startswith(strip_prefix)}
+    if not kept:
+        raise UsageError(
+            f"--strip-prefix {strip_prefix!r} matches no key of the weights; their keys look like "
+            f"{_listing(list(state_dict), 3)}"
+        )
+    dropped = len(state_dict) - len(kept)
+    note = f"key prefix {strip_prefix!r} {how}" + (
+        f", {dropped} other key(s) ignored" if dropped else ""
+    )
+    return kept, note
+
+
+def describe_keys(ckpt: dict, note: str | None) -> str:
+    """Which entries of a checkpoint file were used, for the run's source line."""
+    keys = ckpt.get("keys") or {}
+    parts = [f"weights from '{keys['weights']}'" if "weights" in keys else ""]
+    parts += [note or "", f"optimizer state from '{keys['optimizer']}'" if "optimizer" in keys else ""]
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _first_line(e: BaseException) -> str:
@@ -302,9 +406,11 @@ __all__ = [
     "VERSION",
     "atomic_write_bytes",
     "atomic_write_text",
+    "find_optimizer_state",
     "load_checkpoint",
     "load_weights",
     "make_checkpoint",
+    "match_prefix",
     "model_from_checkpoint",
     "save_checkpoint",
 ]
