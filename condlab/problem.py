@@ -48,6 +48,26 @@ def _seeded(seed: int, device: torch.device):
         yield
 
 
+@contextlib.contextmanager
+def differentiable_attention():
+    """Attention kernels that every curvature product can differentiate through.
+
+    The fused kernels of ``F.scaled_dot_product_attention`` (flash, memory-efficient, cuDNN) and
+    ``nn.MultiheadAttention``'s inference fast path (``_native_multi_head_attention``) have
+    neither forward-mode AD nor a double backward; the math backend is plain differentiable
+    operations computing the same function. Every model call of a Problem runs under this.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (cuda when available)."""
     if str(device) == "auto":
@@ -242,7 +262,7 @@ class Problem:
 
     def outputs(self, theta: Tensor, X: Tensor, batch_index: int = 0) -> Tensor:
         """Model outputs on ``X`` with the selected parameters set to ``theta``."""
-        with self._rng(batch_index):
+        with self._rng(batch_index), differentiable_attention():
             return functional_call(self.model, (self.spec.unflatten(theta), self.fixed), (X,))
 
     def output_loss(self, out: Tensor, y: Tensor) -> Tensor:

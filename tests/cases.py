@@ -121,3 +121,13 @@ def autograd_hessian(model: nn.Module, X, y, loss: str, names=None, *, train: bo
     g = torch.autograd.grad(f(theta), theta, create_graph=True)[0]
     rows = [torch.autograd.grad(g[i], theta, retain_graph=True)[0] for i in range(theta.numel())]
     return torch.stack(rows)
+
+
+def autograd_jacobian(model: nn.Module, X) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs ``f(X)`` and their Jacobian ``[N * C, P]`` in the parameters (all of them, in
+    ``model.parameters()`` order), one plain backward per output element."""
+    params = list(model.parameters())
+    out = model(X)
+    rows = [torch.autograd.grad(out.reshape(-1)[i], params, retain_graph=True)
+            for i in range(out.numel())]
+    return out.detach(), torch.stack([torch.cat([t.reshape(-1) for t in r]) for r in rows])

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from cases import autograd_hessian
+from cases import autograd_hessian, autograd_jacobian
 from torch import nn
 from typer.testing import CliRunner
 
@@ -187,11 +187,9 @@ def test_batchnorm_without_running_statistics_couples_samples(tmp_path):
     assert prob.modes["batchnorm"] == "batch"
     # GGN diagonal: J^T H_out J with J of the whole batch (the samples interact through BN)
     model.eval()
-    out = model(X)
-    rows = [torch.autograd.grad(out.reshape(-1)[i], list(model.parameters()), retain_graph=True)
-            for i in range(out.numel())]
-    J = torch.stack([torch.cat([t.reshape(-1) for t in r]) for r in rows]).reshape(8, 3, -1)
-    p = out.detach().softmax(1)
+    out, J = autograd_jacobian(model, X)
+    J = J.reshape(8, 3, -1)
+    p = out.softmax(1)
     H_out = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) / 8
     truth = torch.einsum("ncp,ncd,ndp->p", J, H_out, J)
     torch.testing.assert_close(exact_ggn_diagonal(prob), truth, rtol=1e-9, atol=1e-14)
@@ -205,10 +203,7 @@ def test_ggn_mse_on_class_labels_through_the_traced_products():
     model = _mlp()
     prob = Problem(model, [(X, y)], "mse", dtype=torch.float64)
     G = curvature_operator(prob, "ggn", cache=True).to_dense()  # linearized (traced) products
-    out = model(X)
-    rows = [torch.autograd.grad(out.reshape(-1)[i], list(model.parameters()), retain_graph=True)
-            for i in range(out.numel())]
-    J = torch.stack([torch.cat([t.reshape(-1) for t in r]) for r in rows])
+    out, J = autograd_jacobian(model, X)
     torch.testing.assert_close(G, J.T @ J * (2 / out.numel()), rtol=1e-9, atol=1e-13)
 
 
