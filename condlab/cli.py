@@ -249,12 +249,14 @@ def spectrum(
 def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
     from condlab.report.files import csv_text, json_text, sidecar
     from condlab.report.records import document
-    from condlab.report.tables import definitions, spectrum_table
+    from condlab.report.tables import definitions, notes, spectrum_table
 
     if format == Format.table:
         out.print(spectrum_table(report.results, title=f"condlab spectrum: {report.source}"))
         for line in definitions(report.results):
             out.print(f"  kappa, {line}", highlight=False)
+        for line in notes(report.results):
+            out.print(f"  {line}", highlight=False)
         unconverged = [r.setting for r in report.results if not r.converged]
         if unconverged:
             err.print(

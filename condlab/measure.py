@@ -191,6 +191,7 @@ def measure(
             op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed
         )
         density = Density(setting, _floats(d.grid), _floats(d.density))
+    inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s)
     if cond is not None:
         fields.update(
             condition_number=_opt_float(cond.value),
@@ -217,13 +218,29 @@ def measure(
         dtype=str(op.dtype).replace("torch.", ""),
         device=str(op.device),
         seed=s.seed,
-        details={**(details or {}), "peak_memory_mb": peak_memory_mb(op.device)},
+        details={**(details or {}), **inertia, "peak_memory_mb": peak_memory_mb(op.device)},
         function_change=function_change,
         params_added=params_added,
         predicted_nullity=predicted_nullity,
         **fields,
     )
     return Measurement(result, density)
+
+
+def _inertia(evals, density, cond, s: EstimatorSettings) -> dict:
+    """The negative-eigenvalue count and mass, exactly or by SLQ, when either is at hand."""
+    from condlab.estimators.inertia import inertia_from_quadrature, inertia_from_spectrum
+
+    if evals is None and density is None:
+        return {}
+    if cond is not None:
+        threshold = cond.threshold
+    else:
+        scale = evals.abs().max() if evals is not None else density.nodes.abs().max()
+        threshold = s.threshold_rel * float(scale)
+    if evals is not None:
+        return inertia_from_spectrum(evals, threshold)
+    return inertia_from_quadrature(density.nodes, density.weights, density.dim, threshold)
 
 
 def _floats(x) -> list[float]:

@@ -58,10 +58,52 @@ def _optimizer_state(cfg: SpectrumConfig, loaded) -> dict:
     )
 
 
+def objective(cfg: SpectrumConfig, *, preconditioned: bool = False, normalized: bool = False) -> dict:
+    """Whose curvature a row measures: ``H``, ``H+λI``, ``P^-½HP^-½+λI``, ... (``objective``)
+    and the decay ``objective_lambda`` (None without one).
+
+    Rows with different decay placements are curvatures of different objectives (coupled L2
+    adds ``lam I`` inside the preconditioner, decoupled decay outside it)."""
+    A = "G" if cfg.curvature == "ggn" else "H"
+    if normalized:
+        A += "(norm.)"
+    lam = cfg.weight_decay if cfg.decay in ("coupled", "decoupled") and cfg.weight_decay else None
+    shift = "+λI" if lam else ""
+    if not preconditioned:
+        label = A + shift
+    elif cfg.decay == "coupled" and lam:
+        label = f"P^-½({A}{shift})P^-½"
+    else:
+        label = f"P^-½{A}P^-½{shift}"
+    return {"objective": label, "objective_lambda": lam}
+
+
 def stability_method(name: str, precond) -> str:
     """Which stability threshold applies: Adam-style momentum, heavy ball, or plain GD."""
     kind = (precond.meta.get("optimizer") if precond is not None else None) or name
-    return "adam" if kind in ("adam", "adamw") else "gd"
+    if kind in ("adam", "adamw"):
+        return "adam"
+    if precond is not None and (precond.meta.get("hparams") or {}).get("momentum"):
+        return "momentum"  # RMSprop's momentum buffer: heavy ball on P^-1 g
+    return "gd"
+
+
+def optimizer_hparams(precond) -> dict:
+    """The learning rate, momentum and weight decay the optimizer state was stepped with
+    (``param_groups[0]``), for the stability threshold and the objective it minimized."""
+    hp = (precond.meta.get("hparams") or {}) if precond is not None else {}
+    out = {}
+    if isinstance(hp.get("lr"), (int, float)):
+        out["optimizer_lr"] = float(hp["lr"])
+    betas, momentum = hp.get("betas"), hp.get("momentum")
+    if isinstance(betas, (list, tuple)) and betas:
+        out["optimizer_beta1"] = float(betas[0])
+    elif isinstance(momentum, (int, float)):
+        out["optimizer_beta1"] = float(momentum)
+    for key in ("weight_decay", "decay"):
+        if precond is not None and key in precond.meta:
+            out[f"optimizer_{key}"] = precond.meta[key]
+    return out
 
 
 def preconditioned_settings(cfg: SpectrumConfig, problem, A, loaded) -> Iterator[tuple]:
@@ -103,10 +145,18 @@ def preconditioned_settings(cfg: SpectrumConfig, problem, A, loaded) -> Iterator
             "basis": pc.basis_name,
             "decay": cfg.decay,
             "weight_decay": cfg.weight_decay,
+            **objective(cfg, preconditioned=True),
             "stability_method": stability_method(name, pc),
             "diag_summary": summarize(pc.diag),
         }
-        details.update({k: v for k, v in pc.meta.items() if isinstance(v, (int, float, str, bool))})
+        details.update(
+            {
+                k: v
+                for k, v in pc.meta.items()
+                if isinstance(v, (int, float, str, bool)) and k not in ("weight_decay", "decay")
+            }
+        )
+        details.update(optimizer_hparams(pc) if pc.meta.get("optimizer") else {})
         if cfg.decay == "l1" and cfg.weight_decay:
             details["lasso_weights"] = summarize(lasso_weights(pc, cfg.weight_decay))
         yield name, op, dict(preconditioner=name, details=details)
@@ -145,6 +195,7 @@ def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
         details = {k: v for k, v in res.summary().items() if k not in ("kind",)}
         if params:
             details["params"] = list(params)
+        details.update(objective(cfg, normalized=True))
         yield kind, prob, dict(
             normalization=kind,
             function_change=float(res.function_change),

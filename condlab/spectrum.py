@@ -48,22 +48,29 @@ def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResul
 
     ``lambda_max(P^-1 A) = lambda_max(P^-1/2 A P^-1/2)``; thresholds: ``2 / lr`` (gd),
     ``(2 + 2 beta1) / lr`` (heavy ball), ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Adam-style EMA
-    momentum). See :mod:`condlab.stability`.
+    momentum). See :mod:`condlab.stability`. The lr is ``--lr`` for every row, else, for a row
+    built from an optimizer's state, the lr in its ``param_groups`` (the scale that state's
+    ``P`` goes with); a row with neither is returned unchanged.
     """
     import dataclasses
 
     from condlab.stability import edge_of_stability, stability_threshold
 
-    method = result.details.get("stability_method", "gd")
-    beta1 = cfg.beta1 if cfg.beta1 is not None else (0.9 if method == "adam" else 0.0)
+    d = result.details
+    lr = cfg.lr if cfg.lr is not None else d.get("optimizer_lr")
+    if lr is None or result.lambda_max is None:
+        return result
+    source = "--lr" if cfg.lr is not None else "the optimizer state's param_groups"
+    method = d.get("stability_method", "gd")
+    beta1 = cfg.beta1 if cfg.beta1 is not None else d.get("optimizer_beta1")
+    if beta1 is None:
+        beta1 = 0.9 if method == "adam" else 0.0
     if method == "gd" and beta1:
         method = "momentum"
-    threshold = stability_threshold(method, cfg.lr, beta1)
-    if result.lambda_max is None:
-        return result
+    threshold = stability_threshold(method, lr, beta1)
     eos = edge_of_stability(result.lambda_max, threshold)
-    details = {**result.details, "stability": {**eos, "method": method, "lr": cfg.lr, "beta1": beta1}}
-    return dataclasses.replace(result, details=details)
+    stab = {**eos, "method": method, "lr": lr, "beta1": beta1, "lr_source": source}
+    return dataclasses.replace(result, details={**d, "stability": stab})
 
 
 def estimator_settings(cfg: SpectrumConfig) -> EstimatorSettings:
@@ -130,23 +137,26 @@ def run_spectrum(
     null += softmax_shift_nullity(problem.model, loaded.loss)
     from condlab.settings import (
         normalized_settings,
+        objective,
         preconditioned_settings,
         regularized_baseline,
     )
 
     run("baseline", regularized_baseline(cfg, A), problem, predicted_nullity=null,
-        details={"stability_method": "momentum" if cfg.beta1 else "gd"})
+        details={"stability_method": "momentum" if cfg.beta1 else "gd", **objective(cfg)})
     for name, op, kw in preconditioned_settings(cfg, problem, A, loaded):
         run(name, op, problem, **kw)
     for name, prob, kw in normalized_settings(cfg, loaded):
         op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.block_size))
         run(name, op, prob, **kw)
-    if cfg.lr is not None:
-        results[:] = [with_stability(r, cfg) for r in results]
+    results[:] = [with_stability(r, cfg) for r in results]
 
     if cfg.per_layer:
         for pname in problem.spec.names:
             sub = problem.restrict([pname])
             op = regularized_baseline(cfg, curvature_operator(sub, cfg.curvature, cfg.block_size))
-            run(f"layer:{pname}", op, sub, layer=pname)
+            label = objective(cfg)
+            A = "G" if cfg.curvature == "ggn" else "H"
+            label["objective"] = label["objective"].replace(A, f"{A}[{pname}]", 1)
+            run(f"layer:{pname}", op, sub, layer=pname, details=label)
     return SpectrumReport(cfg.to_dict(), results, densities, loaded.source)

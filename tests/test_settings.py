@@ -213,3 +213,46 @@ def test_every_estimator_setting_comes_from_the_config():
     est = estimator_settings(cfg)
     assert {f.name for f in dataclasses.fields(EstimatorSettings)} <= set(cfg.to_dict())
     assert (est.top, est.bottom, est.exact, est.probes, est.tol) == (7, 2, True, 9, 1e-4)
+
+
+def test_stability_lr_from_the_optimizer_state(adam_ckpt):
+    """Without --lr the optimizer row takes lr and beta1 from the state's param_groups (the
+    scale its P goes with); rows without that lr get no stability figure."""
+    base, adam = run_json("spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64",
+                          "--top", "1", "--bottom", "0", "--format", "json")
+    assert "stability" not in base["details"]
+    s = adam["details"]["stability"]
+    assert s["lr"] == 0.01 and s["beta1"] == 0.9 and s["method"] == "adam"
+    assert s["threshold"] == pytest.approx((2 + 2 * 0.9) / (0.1 * 0.01))
+    assert s["ratio"] == pytest.approx(adam["lambda_max"] / s["threshold"])
+    assert "param_groups" in s["lr_source"]
+
+
+@pytest.mark.parametrize(
+    "decay, base_label, pre_label",
+    [
+        ("l1", "H", "P^-½HP^-½"),
+        ("coupled", "H+λI", "P^-½(H+λI)P^-½"),
+        ("decoupled", "H+λI", "P^-½HP^-½+λI"),
+    ],
+)
+def test_each_row_says_whose_curvature_it_is(adam_ckpt, decay, base_label, pre_label):
+    base, adam = run_json("spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64",
+                          "--top", "1", "--bottom", "0", "--weight-decay", "0.1", "--decay", decay,
+                          "--format", "json")
+    assert base["details"]["objective"] == base_label
+    assert adam["details"]["objective"] == pre_label
+    assert base["details"]["objective_lambda"] == (None if decay == "l1" else 0.1)
+    # the state's own decay is kept apart from the decay this run measures with
+    assert adam["details"]["weight_decay"] == 0.1 and adam["details"]["optimizer_weight_decay"] == 0.0
+
+
+def test_table_leads_with_scale_free_figures(adam_ckpt):
+    r = runner.invoke(app, ["spectrum", str(adam_ckpt), "--precond", "optimizer", "--dtype",
+                            "float64", "--top", "1", "--bottom", "1"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.stdout.splitlines() if "setting" in line)
+    assert header.index("κ") < header.index("stab.") < header.index("λ_max")
+    row = next(line for line in r.stdout.splitlines() if "optimizer" in line and "P^-½" in line)
+    assert "n/a" in row  # no lambda_max ratio across an arbitrary scale
+    assert "λ_max ratio n/a for preconditioned rows" in r.stdout

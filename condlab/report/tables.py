@@ -23,37 +23,122 @@ def _ratio(new: float | None, old: float | None) -> str:
     return f"x{new / old:.3g}"
 
 
+def _negatives(r: SpectrumResult) -> str:
+    n = r.details.get("negative_count")
+    if n is not None:
+        exact = r.details.get("negative_count_stderr") == 0.0
+        return str(int(n)) if exact else f"~{n:.0f}"
+    if r.definiteness is None:
+        return "-"
+    return ">=1" if r.definiteness == "indefinite" else "0"
+
+
+def _stability(r: SpectrumResult) -> str:
+    s = r.details.get("stability")
+    return "-" if not s else f"{s['ratio']:.3g}"
+
+
 def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) -> Table:
-    """One row per setting; settings after the first show their change against the first."""
+    """One row per setting; settings after the first show their change against the first.
+
+    Scale-free figures lead (kappa, the stability ratio ``lambda_max(P^-1 A) / threshold(lr)``,
+    the negative-eigenvalue count); the lambda_max ratio is shown only for rows whose scale is
+    comparable with the baseline's (not preconditioned: ``P`` has an arbitrary scale)."""
     base = results[0] if results else None
     compare = any(r.preconditioner or r.normalization for r in results[1:])
+    stab = any(r.details.get("stability") for r in results)
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("setting", no_wrap=True)
-    table.add_column("λ_max", justify="right", no_wrap=True)
-    table.add_column("λ_min", justify="right", no_wrap=True)
+    table.add_column("curvature of", no_wrap=True)
     table.add_column("κ", justify="right", no_wrap=True)
     if compare:
         table.add_column("κ ratio", justify="right", no_wrap=True)
+    if stab:
+        table.add_column("stab.", justify="right", no_wrap=True)
+    table.add_column("neg.", justify="right", no_wrap=True)
+    table.add_column("λ_max", justify="right", no_wrap=True)
+    table.add_column("λ_min", justify="right", no_wrap=True)
+    if compare:
         table.add_column("λ_max ratio", justify="right", no_wrap=True)
-    table.add_column("nullity", justify="right")
+    table.add_column("null", justify="right")
     table.add_column("trace", justify="right", no_wrap=True)
-    table.add_column("HVPs", justify="right")
-    table.add_column("s", justify="right")
+    table.add_column("HVPs/s", justify="right", no_wrap=True)
     table.add_column("ok", justify="center")
     for r in results:
         trace = "-" if r.trace is None else f"{fmt(r.trace)} ± {fmt(r.trace_stderr, 2)}"
         nullity = "-" if r.nullity is None else str(r.nullity)
-        row = [r.setting, fmt(r.lambda_max), fmt(r.lambda_min), fmt(r.condition_number)]
+        same = r is base
+        row = [r.setting, str(r.details.get("objective", r.curvature)), fmt(r.condition_number)]
         if compare:
-            same = r is base
-            row += [
-                "" if same else _ratio(r.condition_number, base.condition_number),
-                "" if same else _ratio(r.lambda_max, base.lambda_max),
-            ]
-        row += [nullity, trace, str(r.hvp_count), f"{r.seconds:.2f}"]
+            row.append("" if same else _ratio(r.condition_number, base.condition_number))
+        if stab:
+            row.append(_stability(r))
+        row.append(_negatives(r))
+        row += [fmt(r.lambda_max), fmt(r.lambda_min)]
+        if compare:
+            scaled = r.preconditioner is not None
+            row.append("" if same else ("n/a" if scaled else _ratio(r.lambda_max, base.lambda_max)))
+        row += [nullity, trace, f"{r.hvp_count}/{r.seconds:.2f}"]
         row.append("[green]yes[/]" if r.converged else "[red]no[/]")
         table.add_row(*row)
     return table
+
+
+def notes(results: Sequence[SpectrumResult]) -> list[str]:
+    """What the rows mean beyond their numbers: scale caveats, objectives, indefiniteness."""
+    lines: list[str] = []
+    lams = {r.details.get("objective_lambda") for r in results} - {None}
+    if lams:
+        lam = ", ".join(f"{x:g}" for x in sorted(lams))
+        lines.append(f"curvature of: λ = {lam} (weight decay), P = the row's diagonal preconditioner")
+    for r in results:
+        s = r.details.get("stability")
+        if s:
+            lines.append(
+                f"stab., {r.setting}: lambda_max / threshold, lr {s['lr']:g} ({s['lr_source']}), "
+                f"{s['method']} threshold {fmt(s['threshold'])}: {s['ratio']:.3g} ({s['regime']})"
+            )
+    if any(r.preconditioner for r in results):
+        lines.append(
+            "λ_max ratio n/a for preconditioned rows: P's overall scale is arbitrary up to the "
+            "learning rate; compare κ and stab. (give --lr, or measure an optimizer state)"
+        )
+    objectives = {str(r.details.get("objective")) for r in results if r.layer is None}
+    decayed = [r for r in results if r.layer is None and r.details.get("objective_lambda")]
+    if decayed and len(objectives) > 1:
+        lines.append(
+            "rows are curvatures of different objectives (see 'curvature of'); at a converged "
+            "point the decay term can dominate both κ; without --weight-decay the rows compare "
+            "H with P^-1/2 H P^-1/2"
+        )
+    for r in results:
+        opt_wd = r.details.get("optimizer_weight_decay")
+        if opt_wd and not (r.details.get("weight_decay") and r.details.get("decay") != "none"):
+            lines.append(
+                f"{r.setting}: the optimizer stepped with weight decay {opt_wd:g} "
+                f"({r.details.get('optimizer_decay')}); this row leaves it out "
+                "(--weight-decay, --decay to include it)"
+            )
+    indefinite = [r for r in results if r.definiteness == "indefinite"]
+    for r in indefinite:
+        n = r.details.get("negative_count")
+        count = (
+            f"{_negatives(r)} eigenvalues below -{fmt(r.details['negative_threshold'], 2)} "
+            f"({r.details['negative_method']}), "
+            f"{100 * r.details['negative_mass']:.3g}% of the absolute spectral mass"
+            if n is not None
+            else "negative eigenvalues not counted (--density for an SLQ count, --exact)"
+        )
+        lines.append(f"indefinite, {r.setting}: {count}")
+    if indefinite:
+        lines.append(
+            "a diagonal P does not create negative eigenvalues (Sylvester's law of inertia: "
+            "P^-1/2 H P^-1/2 has exactly as many as H; counts above differ only by eigenvalues "
+            "within round-off of 0, which P rescales across the threshold; a shift +λI after P "
+            "covers less of them than H+λI); for a conditioning figure of an indefinite Hessian "
+            "use κ of the positive semi-definite GGN (--curvature ggn)"
+        )
+    return lines
 
 
 def eigenvalue_table(result: SpectrumResult) -> Table:
