@@ -117,11 +117,19 @@ def measure(
 ) -> Measurement:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``)."""
     s = settings.resolved(A.dtype)
+    if s.krylov_device is not None:
+        try:
+            torch.device(s.krylov_device)
+        except RuntimeError:
+            raise UsageError(
+                f"unknown krylov device {s.krylov_device!r}; use cpu, cuda or cuda:N"
+            ) from None
     op = _Observed(A, s.damping, on_matvec)
     P = op.shape[0]
     t0 = time.perf_counter()
     top, bottom = min(s.top, P), min(s.bottom, P)
     fields: dict = {}
+    krylov: dict = {}  # block size and the copies found, for the multiplicity flags
     density = None
     if s.exact:
         if P > EXACT_LIMIT:
@@ -159,7 +167,10 @@ def measure(
                 tol=s.tol,
                 max_matvecs=s.max_hvps,
                 max_basis=s.max_basis,
+                block_size=s.block_size,
                 seed=s.seed,
+                basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
+                basis_device=s.krylov_device,
             )
             fields.update(
                 eigenvalues_top=_floats(eig.eigenvalues_top),
@@ -171,6 +182,13 @@ def measure(
                 lambda_max=float(eig.lambda_max),
                 lambda_min=float(eig.lambda_min),
             )
+            krylov = {
+                "block_size": eig.block_size,
+                "copies_top": [int(c) for c in eig.copies_top],
+                "copies_bottom": [int(c) for c in eig.copies_bottom],
+                "may_repeat_top": [bool(c) for c in eig.may_repeat_top],
+                "may_repeat_bottom": [bool(c) for c in eig.may_repeat_bottom],
+            }
             cond = condition_number(
                 eig.eigenvalues_top,
                 eig.eigenvalues_bottom,
@@ -218,7 +236,9 @@ def measure(
         dtype=str(op.dtype).replace("torch.", ""),
         device=str(op.device),
         seed=s.seed,
-        details={**(details or {}), **inertia, "peak_memory_mb": peak_memory_mb(op.device)},
+        details={
+            **(details or {}), **inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device)
+        },
         function_change=function_change,
         params_added=params_added,
         predicted_nullity=predicted_nullity,

@@ -230,7 +230,8 @@ SPECTRUM: tuple[Option, ...] = (
     Option("seed", int, 0, "Seeds Lanczos, probes and model initialization.", OPERATOR, estimator=True),
     Option("damping", float, 0.0, "Measure A + damping * I.", OPERATOR, check=NONNEGATIVE,
       estimator=True),
-    Option("block_size", int, 16, "Vectors per batched curvature product.", OPERATOR, check=POSITIVE),
+    Option("product_block", int, 16, "Vectors per vmapped curvature product call (activations are "
+      "held once per vector).", OPERATOR, check=POSITIVE),
     Option("threads", int, None, "CPU threads for torch.", OPERATOR, check=POSITIVE, field=False,
       default_text="1 for small problems (P x N < 5e7), else torch's default"),
     # estimators
@@ -245,6 +246,14 @@ SPECTRUM: tuple[Option, ...] = (
       check=POSITIVE, estimator=True),
     Option("max_basis", int, None, "Lanczos vectors kept before a thick restart.", ESTIMATORS,
       check=POSITIVE, default_text="no restart", estimator=True),
+    Option("block_size", int, None, "Block Lanczos block size b: eigenvalues repeated up to b times "
+      "are found with their multiplicity; 1 is single-vector Lanczos.", ESTIMATORS, check=POSITIVE,
+      default_text="8 on CPU, 16 on GPU, at most P/8", estimator=True),
+    Option("krylov_dtype", str, None, "Store the Krylov basis [P, max-basis] in this dtype (float32 "
+      "halves a float64 run's memory).", ESTIMATORS, choices=DTYPES, default_text="the operator's",
+      estimator=True),
+    Option("krylov_device", str, None, "Keep the Krylov basis on this device, e.g. cpu for a large "
+      "model on a GPU.", ESTIMATORS, default_text="the operator's", estimator=True),
     Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * |lambda_max| count as "
       "zero.", ESTIMATORS, check=BELOW_ONE, default_text="tol", estimator=True),
     Option("trace", bool, False, "Estimate the trace with a standard error.", ESTIMATORS,

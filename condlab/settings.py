@@ -118,8 +118,8 @@ def preconditioned_settings(cfg: SpectrumConfig, problem, A, loaded) -> Iterator
 
     if not cfg.precond:
         return
-    ggn = A if cfg.curvature == "ggn" else GGNOperator(problem, block_size=cfg.block_size)
-    hessian = A if cfg.curvature == "hessian" else HessianOperator(problem, cfg.block_size)
+    ggn = A if cfg.curvature == "ggn" else GGNOperator(problem, block_size=cfg.product_block)
+    hessian = A if cfg.curvature == "hessian" else HessianOperator(problem, cfg.product_block)
     if cfg.basis == "eigen":
         ggn = ggn.to_dense()  # decomposed once, shared by every rule in the eigenbasis
     state = _optimizer_state(cfg, loaded) if "optimizer" in cfg.precond else None

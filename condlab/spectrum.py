@@ -132,7 +132,7 @@ def run_spectrum(
     from condlab.normalization import predicted_nullity
 
     problem = make_problem(loaded, cfg)
-    A = curvature_operator(problem, cfg.curvature, block_size=cfg.block_size)
+    A = curvature_operator(problem, cfg.curvature, block_size=cfg.product_block)
     null = predicted_nullity(problem.model, curvature=cfg.curvature, bn_mode=cfg.bn_mode)
     null += softmax_shift_nullity(problem.model, loaded.loss)
     from condlab.settings import (
@@ -147,14 +147,14 @@ def run_spectrum(
     for name, op, kw in preconditioned_settings(cfg, problem, A, loaded):
         run(name, op, problem, **kw)
     for name, prob, kw in normalized_settings(cfg, loaded):
-        op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.block_size))
+        op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.product_block))
         run(name, op, prob, **kw)
     results[:] = [with_stability(r, cfg) for r in results]
 
     if cfg.per_layer:
         for pname in problem.spec.names:
             sub = problem.restrict([pname])
-            op = regularized_baseline(cfg, curvature_operator(sub, cfg.curvature, cfg.block_size))
+            op = regularized_baseline(cfg, curvature_operator(sub, cfg.curvature, cfg.product_block))
             label = objective(cfg)
             A = "G" if cfg.curvature == "ggn" else "H"
             label["objective"] = label["objective"].replace(A, f"{A}[{pname}]", 1)

@@ -1,4 +1,8 @@
-"""Extreme eigenpairs on matrices with prescribed spectra: accuracy, residuals, restarts, budgets."""
+"""Extreme eigenpairs on matrices with prescribed spectra: accuracy, residuals, restarts, budgets.
+
+Single-vector behaviour (``block_size=1``) and the block engine on the same cases; repeated
+eigenvalues found with their multiplicity are in test_block_eigs.py.
+"""
 
 import pytest
 import torch
@@ -47,11 +51,14 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("block_size", [1, 4])
 @pytest.mark.parametrize("name", list(CASES))
-def test_prescribed_spectra(name):
+def test_prescribed_spectra(name, block_size):
     lam, top, bottom = CASES[name]
     A = spectral_matrix(lam, seed=1)
-    r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=1e-8, max_matvecs=400, seed=1)
+    r = extreme_eigenpairs(
+        A, top=top, bottom=bottom, tol=1e-8, max_matvecs=400, seed=1, block_size=block_size
+    )
     truth = lam.sort().values
     norm_a = float(truth.abs().max())
     assert r.converged and bool(r.converged_top.all()) and bool(r.converged_bottom.all())
@@ -61,15 +68,19 @@ def test_prescribed_spectra(name):
     assert (r.residuals_top <= 1e-8 * norm_a).all() and (r.residuals_bottom <= 1e-8 * norm_a).all()
     assert r.lambda_max == pytest.approx(float(truth[-1]), abs=1e-8 * norm_a)
     assert r.lambda_min == pytest.approx(float(truth[0]), abs=1e-8 * norm_a)
-    assert r.matvecs < len(lam)
+    assert r.block_size == block_size
+    if block_size == 1:  # a block Krylov space grows b columns per power of A: more products
+        assert r.matvecs < len(lam)
 
 
-def test_ritz_residual_formula_is_the_true_residual():
+@pytest.mark.parametrize("block_size", [1, 3])
+def test_ritz_residual_formula_is_the_true_residual(block_size):
     lam = torch.cat([lin(-2.0, -1.5, 3), lin(0.0, 1.0, 150), lin(3.0, 4.0, 4)])
     A = spectral_matrix(lam, seed=2)
-    for max_basis in (None, 25):  # tridiagonal and thick-restarted H
+    for max_basis in (None, 25):  # (block) tridiagonal and thick-restarted H
         r = extreme_eigenpairs(
-            A, top=3, bottom=3, tol=1e-3, max_basis=max_basis, seed=2, return_vectors=True
+            A, top=3, bottom=3, tol=1e-3, max_basis=max_basis, seed=2, return_vectors=True,
+            block_size=block_size,
         )
         for theta, res, Y in [
             (r.eigenvalues_top, r.residuals_top, r.vectors_top),
@@ -83,11 +94,13 @@ def test_ritz_residual_formula_is_the_true_residual():
             )
 
 
-def test_restarted_run_gives_the_same_answer():
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_restarted_run_gives_the_same_answer(block_size):
     lam = hessian_like(300)
     A = spectral_matrix(lam, seed=3)
-    full = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-8, max_matvecs=1000, seed=3)
-    small = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-8, max_matvecs=1000, max_basis=40, seed=3)
+    kw = dict(top=5, bottom=3, tol=1e-8, max_matvecs=2000, seed=3, block_size=block_size)
+    full = extreme_eigenpairs(A, **kw)
+    small = extreme_eigenpairs(A, max_basis=40, **kw)
     assert full.restarts == 0 and small.restarts > 0 and small.max_basis == 40
     assert full.converged and small.converged
     atol = 1e-8 * float(lam.abs().max())
@@ -99,9 +112,10 @@ def test_hessian_like_matvec_budget():
     """Budgets on a 400-dim copy of the MLP spectrum (P = 2410 lives in the script)."""
     A = spectral_matrix(hessian_like(400), seed=4)
     for seed in range(3):
-        top = extreme_eigenpairs(A, top=5, bottom=0, tol=1e-6, seed=seed)
-        bottom = extreme_eigenpairs(A, top=0, bottom=3, tol=1e-6, seed=seed)
-        restarted = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-6, max_basis=60, seed=seed)
+        kw = dict(tol=1e-6, seed=seed, block_size=1)
+        top = extreme_eigenpairs(A, top=5, bottom=0, **kw)
+        bottom = extreme_eigenpairs(A, top=0, bottom=3, **kw)
+        restarted = extreme_eigenpairs(A, top=5, bottom=3, max_basis=60, **kw)
         assert top.converged and bottom.converged and restarted.converged
         assert top.matvecs <= 25  # measured 21-22
         assert bottom.matvecs <= 150  # measured 106-114
@@ -125,17 +139,20 @@ def test_same_seed_same_numbers():
 
 def test_budget_exhausted_reports_unconverged():
     A = spectral_matrix(hessian_like(300), seed=8)
-    r = extreme_eigenpairs(A, top=5, bottom=3, tol=1e-10, max_matvecs=30, seed=8)
-    assert r.matvecs == 30
-    assert not r.converged and not bool(r.converged_bottom.any())
-    assert torch.equal(r.converged_bottom, r.residuals_bottom <= r.threshold)
-    assert r.threshold == pytest.approx(1e-10 * r.lambda_max)
+    for block_size, used in ((1, 30), (4, 28)):  # a block that would pass the budget is not run
+        r = extreme_eigenpairs(
+            A, top=5, bottom=3, tol=1e-10, max_matvecs=30, seed=8, block_size=block_size
+        )
+        assert r.matvecs == used
+        assert not r.converged and not bool(r.converged_bottom.any())
+        assert torch.equal(r.converged_bottom, r.residuals_bottom <= r.threshold)
+        assert r.threshold == pytest.approx(1e-10 * r.lambda_max)
 
 
 def test_doubly_repeated_top_eigenvalue_is_not_reported_twice_as_one_vector():
     lam = torch.cat([torch.tensor([5.0, 5.0, 4.0, 3.5], dtype=torch.float64), lin(0.0, 1.0, 150)])
     A = spectral_matrix(lam, seed=9)
-    r = extreme_eigenpairs(A, top=3, bottom=0, tol=1e-10, seed=9, return_vectors=True)
+    r = extreme_eigenpairs(A, top=3, bottom=0, tol=1e-10, seed=9, return_vectors=True, block_size=1)
     Y = r.vectors_top
     torch.testing.assert_close(Y.T @ Y, torch.eye(3, dtype=torch.float64), rtol=0, atol=1e-10)
     assert r.converged and r.eigenvalues_top[0] == pytest.approx(5.0, abs=1e-9)
@@ -158,7 +175,9 @@ def test_null_space_collapses_to_one_ritz_value():
     """60% zeros: bottom-3 read 0, lambda_1+, lambda_2+ (single-vector Lanczos, see docstring)."""
     small, large = torch.tensor([0.05, 0.1], dtype=torch.float64), torch.tensor([2.0, 3.0])
     positive = torch.cat([small, lin(0.5, 1.0, 76), large.double()])
-    r = extreme_eigenpairs(null_space_matrix(positive), top=2, bottom=3, tol=1e-8, seed=10)
+    r = extreme_eigenpairs(
+        null_space_matrix(positive), top=2, bottom=3, tol=1e-8, seed=10, block_size=1
+    )
     assert r.converged and r.matvecs < 60  # long before the 81-dim Krylov space is exhausted
     expected = torch.cat([torch.zeros(1, dtype=torch.float64), positive[:2]])
     torch.testing.assert_close(r.eigenvalues_bottom, expected, rtol=0, atol=1e-9)
@@ -168,7 +187,7 @@ def test_null_space_may_repeat_but_every_value_is_genuine():
     """Near exhaustion, rounding can seed a second null direction: a genuine copy, not a ghost."""
     positive = lin(0.05, 1.0, 80)
     A = null_space_matrix(positive)
-    r = extreme_eigenpairs(A, top=0, bottom=4, tol=1e-8, seed=10, return_vectors=True)
+    r = extreme_eigenpairs(A, top=0, bottom=4, tol=1e-8, seed=10, return_vectors=True, block_size=1)
     Y = r.vectors_bottom
     torch.testing.assert_close(Y.T @ Y, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-10)
     truth = torch.cat([torch.zeros(1, dtype=torch.float64), positive])

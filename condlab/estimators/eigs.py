@@ -1,13 +1,18 @@
-r"""The largest and smallest eigenpairs of a symmetric operator from one Lanczos run.
+r"""The largest and smallest eigenpairs of a symmetric operator from one block Lanczos run.
 
 Quantity: the ``top`` largest eigenvalues (descending) and ``bottom`` smallest (ascending) of a
 symmetric ``A [P, P]``, with Ritz vectors and residuals.
 
-Estimator: Lanczos with full reorthogonalization builds ``A V = V H + beta q b^T`` with ``V``
-orthonormal ``[P, k]`` and ``H = V^T A V`` small (tridiagonal until the first restart). A Ritz
-pair ``(theta_i, y_i = V s_i)`` of ``H`` has the exact residual
+Estimator: block Lanczos with full reorthogonalization. Each step multiplies a block of ``b``
+orthonormal vectors at once (``A Q``, one ``[P, b]`` product: ``b`` HVPs in one vmapped call)
+and builds
 
-    ||A y_i - theta_i y_i|| = beta |b^T s_i|        (= |beta_k s_{k,i}| between restarts)
+    A V = V H + Q_next C^T,     V [P, k] orthonormal,  Q_next [P, r] orthonormal, V^T Q_next = 0
+
+with ``H = V^T A V`` small (block tridiagonal until the first restart) and the coupling
+``C [k, r]``. A Ritz pair ``(theta_i, y_i = V s_i)`` of ``H`` has the exact residual
+
+    ||A y_i - theta_i y_i|| = ||C^T s_i||
 
 so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec. The run stops
 once every requested pair has ``residual <= tol * ||A||`` (``||A||`` estimated by the largest
@@ -15,25 +20,40 @@ once every requested pair has ``residual <= tol * ||A||`` (``||A||`` estimated b
 eigenvalue is then within ``tol ||A||`` of an eigenvalue of ``A`` (within ``(tol ||A||)^2 / gap``
 once it is separated by ``gap``). Both ends come from the same run.
 
-When ``V`` reaches ``max_basis`` columns the run is thick-restarted (Wu & Simon 2000; Stewart's
-Krylov-Schur for symmetric ``A``): it keeps the wanted Ritz vectors of both ends, some of their
-neighbours and the best-converged other pairs (see ``_keep_indices``), so ``H`` becomes
-``diag(theta_kept)`` bordered by the coupling row ``beta b``, and the recurrence continues
-from ``q``.
+Multiplicity: a block Krylov space holds ``b`` independent directions of every eigenspace its
+start block touches, so an eigenvalue of multiplicity ``r <= b`` is found ``r`` times (a null
+space of a cross-entropy GGN reads ``0, 0, 0`` for bottom-3 with ``b >= 3``). Copies beyond
+``b`` appear only by chance (rounding, or fresh directions after a breakdown); ``copies_*``
+counts the converged Ritz values in each reported value's cluster and ``may_repeat_*`` says
+where that cluster reached ``b`` copies, i.e. where the true multiplicity may be larger than
+what was found. ``b = 1`` is single-vector Lanczos (three-term recurrence, tridiagonal ``H``):
+it sees one direction per eigenspace, so a repeated eigenvalue is found once (a second copy
+only after a breakdown or when rounding seeds one; every copy is then a genuine eigenpair with
+an orthogonal vector, never a "ghost" of the same vector).
 
-Limitation: single-vector Lanczos sees one direction per eigenspace, so an eigenvalue of
-multiplicity ``r > 1`` is found once (a second copy appears only after a breakdown restarts the
-recurrence, at full depth, or when rounding seeds a new direction of that eigenspace, which
-happens once the Krylov space nearly exhausts the rest of the spectrum). A copy is then a
-genuine eigenpair with an orthogonal vector, never a "ghost" of the same vector. So the ``top``
-list of a matrix with a doubly repeated largest eigenvalue reads ``lambda_1, lambda_3, ..``
-(``lambda_1 = lambda_2``) or ``lambda_1, lambda_2, ..``, and a null space usually collapses to
-one Ritz value, making the next bottom value the smallest positive eigenvalue (ask for a few
-more bottom pairs to be safe). Small problems (``P <= 2 (top + bottom) + 8``) run to full depth
-and are exact with multiplicities.
+Rank deficiency: the new block ``W = (I - V V^T) A Q`` is orthonormalized by a QR and an SVD of
+its ``R`` factor; directions with singular value ``<= 64 eps ||A||`` are dropped (the block
+Krylov space became invariant there, every Ritz pair in it is exact) and replaced by fresh
+random directions orthogonal to ``V`` with zero coupling, so the block keeps ``b`` columns and
+the search continues into the rest of the space. Depth ``k = P`` returns every eigenvalue.
 
-Reference: Wu & Simon, "Thick-restart Lanczos method for large symmetric eigenvalue problems",
-SIAM J. Matrix Anal. Appl. 22 (2000); Parlett, The Symmetric Eigenvalue Problem, Ch. 11-13.
+Thick restart and deflation: when ``V`` reaches ``max_basis`` columns the run is
+thick-restarted (Wu & Simon 2000; Stewart's Krylov-Schur for symmetric ``A``): it keeps the
+wanted Ritz vectors of both ends, some of their neighbours and the best-converged other pairs
+(see ``_keep_indices``), so ``H`` becomes ``diag(theta_kept)`` bordered by the coupling
+``S_kept^T C``, and the recurrence continues from ``Q_next``. Kept pairs whose residual is at
+rounding level (``<= 64 eps ||A||``) are locked: their coupling is set to zero, so they are
+deflated exactly and every later block is orthogonalized against them.
+
+Memory: ``V`` may be stored in another dtype or on another device than ``A`` (``basis_dtype``,
+``basis_device``; e.g. float32 on the host for a float32 model on a GPU): products run on
+``A``'s device, orthogonalization where ``V`` lives. The basis then bounds accuracy at about
+``100 eps(basis_dtype)`` relative.
+
+Reference: Golub & Underwood, "The block Lanczos method for computing eigenvalues" (1977);
+Wu & Simon, "Thick-restart Lanczos method for large symmetric eigenvalue problems", SIAM J.
+Matrix Anal. Appl. 22 (2000); Zhou & Saad, "Block Krylov-Schur method for large symmetric
+eigenvalue problems", Numer. Algorithms 47 (2008); Parlett, The Symmetric Eigenvalue Problem.
 """
 
 from __future__ import annotations
@@ -42,18 +62,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import Tensor
 
-from condlab.errors import UsageError
-from condlab.estimators._matmat import make_generator, operator_size, random_probes
-from condlab.estimators.lanczos import fresh_direction, is_breakdown, lanczos, lanczos_step
+from condlab.errors import CondlabError, UsageError
+from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
+from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos
 
 DEFAULT_BASIS_BYTES = 2**30  # the default max_basis keeps V [P, max_basis] under 1 GiB
 CHECK_EVERY_UP_TO = 256  # check convergence every step up to this basis size, then every k/256
 KEEP_FRACTION = 0.7  # a thick restart keeps the wanted pairs and 70% of the remaining room
 NEIGHBOUR_FRACTION = 0.3  # ... of which 30% are neighbours of the wanted pairs
+BASIS_DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,12 @@ class ExtremeEigs:
     seed: int | None  # None when a generator was passed in
     vectors_top: Tensor | None = None  # [P, top] Ritz vectors, if asked
     vectors_bottom: Tensor | None = None  # [P, bottom]
+    block_size: int = 1  # b: eigenvalues of multiplicity up to b are found with it
+    copies_top: Tensor | None = None  # [top] converged Ritz values in each value's cluster
+    copies_bottom: Tensor | None = None  # [bottom]
+    may_repeat_top: Tensor | None = None  # [top] bool: cluster reached b copies, may hold more
+    may_repeat_bottom: Tensor | None = None  # [bottom]
+    breakdowns: int = 0  # directions dropped as invariant (rank-deficient blocks)
 
 
 @dataclass(frozen=True)
@@ -86,20 +112,22 @@ class _Ritz:
     residuals: Tensor  # [k]
 
 
-def _ritz(H: Tensor, k: int, b: Tensor, beta: float, tridiagonal: bool) -> _Ritz:
-    """Eigenpairs of ``H[:k, :k]`` and the residual norms ``beta |b^T s_i|``."""
+def _ritz(H: Tensor, k: int, C: Tensor, tridiagonal: bool) -> _Ritz:
+    """Eigenpairs of ``H[:k, :k]`` and the residual norms ``||C^T s_i||``."""
     if tridiagonal and k > 1:
+        import scipy.linalg
+
         d = H.diagonal()[:k].numpy()
         e = H.diagonal(1)[: k - 1].numpy()
         theta_np, S_np = scipy.linalg.eigh_tridiagonal(d, e)
         theta, S = torch.from_numpy(theta_np), torch.from_numpy(np.ascontiguousarray(S_np))
     else:
         theta, S = torch.linalg.eigh(H[:k, :k])
-    return _Ritz(theta, S, beta * (b @ S).abs())
+    return _Ritz(theta, S, torch.linalg.vector_norm(C.T @ S, dim=0))
 
 
-def _keep_indices(ritz: _Ritz, top: int, bottom: int, cap: int) -> Tensor:
-    """Ritz indices (ascending) kept at a thick restart of a full basis of ``cap`` columns.
+def _keep_indices(ritz: _Ritz, top: int, bottom: int, room: int) -> Tensor:
+    """Ritz indices (ascending) kept at a thick restart, at most ``room`` of them.
 
     The wanted pairs at both ends, then ``KEEP_FRACTION`` of the remaining room: 30% of that
     as the wanted pairs' nearest neighbours (split between the ends as ``top + 1 : bottom + 1``),
@@ -107,7 +135,7 @@ def _keep_indices(ritz: _Ritz, top: int, bottom: int, cap: int) -> Tensor:
     isolated large eigenvalues, whose span the bottom end would otherwise have to rebuild).
     """
     k, nwant = len(ritz.theta), top + bottom
-    extra = int(KEEP_FRACTION * (cap - nwant))
+    extra = int(KEEP_FRACTION * (room - nwant))
     n_nb = int(NEIGHBOUR_FRACTION * extra)
     n_nb_top = round(n_nb * (top + 1) / (nwant + 2))
     keep = torch.zeros(k, dtype=torch.bool)
@@ -119,18 +147,21 @@ def _keep_indices(ritz: _Ritz, top: int, bottom: int, cap: int) -> Tensor:
     return keep.nonzero()[:, 0]
 
 
-def _thick_restart(V: Tensor, H: Tensor, b: Tensor, ritz: _Ritz, keep: Tensor):
-    """Shrink ``A V = V H + beta q b^T`` to the kept Ritz pairs, in place; new ``(b, k)``.
+def _thick_restart(V: Tensor, H: Tensor, C: Tensor, ritz: _Ritz, keep: Tensor, lock: float):
+    """Shrink ``A V = V H + Q C^T`` to the kept Ritz pairs, in place; the new ``(C, k)``.
 
-    ``V[:, :n_keep] <- V S_keep``, ``H <- diag(theta_keep)``, ``b <- S_keep^T b``: the relation
-    still holds with the same ``beta q``, so the recurrence continues from ``q``.
+    ``V[:, :n_keep] <- V S_keep``, ``H <- diag(theta_keep)``, ``C <- S_keep^T C``: the relation
+    still holds with the same ``Q``, so the recurrence continues from it. Pairs with residual
+    ``<= lock`` get zero coupling (locked, deflated exactly).
     """
     k, n_keep = len(ritz.theta), len(keep)
     S_keep = ritz.S[:, keep]  # [k, n_keep]
     V[:, :n_keep] = V[:, :k] @ S_keep.to(dtype=V.dtype, device=V.device)
     H.zero_()
     H[:n_keep, :n_keep] = torch.diag(ritz.theta[keep])
-    return b @ S_keep, n_keep
+    C = S_keep.T @ C
+    C[ritz.residuals[keep] <= lock] = 0.0
+    return C, n_keep
 
 
 def _ghost_mask(Y: Tensor) -> Tensor:
@@ -141,12 +172,20 @@ def _ghost_mask(Y: Tensor) -> Tensor:
     return torch.tril(C, diagonal=-1).gt(0.5).any(dim=1)
 
 
-def _default_max_basis(P: int, nwant: int, itemsize: int) -> int:
+def default_block_size(P: int, top: int, bottom: int, device) -> int:
+    """``b`` when none is given: enough to resolve the multiplicities a network's spectrum
+    typically has at its ends (symmetric units, a null space), larger on a GPU where a block
+    of products costs little more than one; never more than ``P / 8``."""
+    want = 8 if torch.device(device).type == "cpu" else 16
+    return max(1, min(want, P // 8))
+
+
+def _default_max_basis(P: int, nwant: int, b: int, itemsize: int) -> int:
     by_memory = DEFAULT_BASIS_BYTES // max(1, P * itemsize)
-    return min(P, max(4 * nwant + 32, min(256, by_memory)))
+    return min(P, max(4 * nwant + 32, nwant + 8 * b, min(256, by_memory)))
 
 
-def _validate(P: int, top: int, bottom: int, tol: float, max_matvecs: int, max_basis) -> None:
+def _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype) -> None:
     if top < 0 or bottom < 0 or top + bottom == 0:
         raise UsageError(f"top and bottom must be >= 0 and not both 0, got {top} and {bottom}")
     if top > P or bottom > P:
@@ -157,6 +196,48 @@ def _validate(P: int, top: int, bottom: int, tol: float, max_matvecs: int, max_b
         raise UsageError(f"max_matvecs must be >= top + bottom = {top + bottom}, got {max_matvecs}")
     if max_basis is not None and max_basis < min(P, top + bottom + 4):
         raise UsageError(f"max_basis must be >= top + bottom + 4 = {top + bottom + 4}")
+    if block_size is not None:
+        if block_size < 1:
+            raise UsageError(f"block_size must be >= 1, got {block_size}")
+        if max_basis is not None and max_basis < min(P, top + bottom + 2 * block_size):
+            raise UsageError(
+                f"max_basis must be >= top + bottom + 2 * block_size = "
+                f"{top + bottom + 2 * block_size}; raise max_basis or lower block_size"
+            )
+    if basis_dtype is not None and basis_dtype not in BASIS_DTYPES:
+        raise UsageError(f"basis_dtype must be float32 or float64, got {basis_dtype}")
+
+
+def _orthonormal(V: Tensor, W: Tensor, anorm: float, eps: float, gen, fill: int, like: Tensor):
+    """An orthonormal basis of ``W [P, n]`` (already orthogonal to ``V [P, k]``).
+
+    Returns ``(Q [P, r + f], R [r + f, n], dropped)`` with ``W ~ Q R`` up to the dropped
+    singular values (``<= 64 eps ||A||``), ``r`` the numerical rank and ``f`` fresh random
+    columns orthogonal to ``V`` and to the rest of ``Q`` with zero rows in ``R``, so ``r + f``
+    reaches ``fill`` where the space allows.
+    """
+    P, n = W.shape
+    Qw, Rw = torch.linalg.qr(W)  # [P, n], [n, n]
+    U, sig, Zt = torch.linalg.svd(Rw.to("cpu", torch.float64))
+    rank = int((sig > BREAKDOWN_RTOL * eps * anorm).sum())
+    Q = Qw @ U[:, :rank].to(dtype=Qw.dtype, device=Qw.device)
+    R = sig[:rank, None] * Zt[:rank]  # [rank, n]
+    if rank and float(sig[rank - 1]) < math.sqrt(eps) * anorm:
+        # dividing by a small singular value magnified W's rounding-level component along
+        # V (eps ||A|| / sigma): orthogonalize again and take the coupling from W itself
+        Q, _ = cgs2(V, Q)
+        Q, _ = torch.linalg.qr(Q)
+        R = (Q.T @ W).to("cpu", torch.float64)
+    f = max(0, min(fill, P - V.shape[1]) - rank)
+    if f:
+        Z = random_probes(P, f, gen, like=like).to(dtype=V.dtype, device=V.device)
+        Vq = torch.cat([V, Q], dim=1)
+        for _ in range(2):
+            Z, _ = cgs2(Vq, Z)
+            Z, _ = torch.linalg.qr(Z)
+        Q = torch.cat([Q, Z], dim=1)
+        R = torch.cat([R, torch.zeros(f, n, dtype=torch.float64)])
+    return Q, R, n - rank
 
 
 def extreme_eigenpairs(
@@ -167,71 +248,106 @@ def extreme_eigenpairs(
     tol: float = 1e-6,
     max_matvecs: int = 1000,
     max_basis: int | None = None,
+    block_size: int | None = None,
     generator: torch.Generator | None = None,
     seed: int = 0,
     return_vectors: bool = False,
+    basis_dtype: torch.dtype | None = None,
+    basis_device=None,
 ) -> ExtremeEigs:
-    """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one Lanczos run.
+    """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
-    Stops when every requested pair has residual ``<= tol * ||A||`` or after ``max_matvecs``
-    (then the flags of the unconverged pairs are False). ``max_basis`` caps the basis
-    ``V [P, max_basis]`` (default: up to 256 columns within 1 GiB); reaching it triggers a thick
-    restart. Deterministic given ``generator`` (or ``seed``).
+    Stops when every requested pair has residual ``<= tol * ||A||`` or when the next block
+    would pass ``max_matvecs`` (then the flags of the unconverged pairs are False).
+    ``block_size`` is ``b`` (default :func:`default_block_size`; 1 is single-vector Lanczos).
+    ``max_basis`` caps the basis ``V [P, max_basis]`` (default: up to 256 columns within
+    1 GiB); reaching it triggers a thick restart. ``basis_dtype``/``basis_device`` store ``V``
+    elsewhere than ``A`` (see the module docstring). Deterministic given ``generator`` (or
+    ``seed``).
     """
     P = operator_size(A)
-    _validate(P, top, bottom, tol, max_matvecs, max_basis)
+    _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
     gen = make_generator(generator, seed)
     nwant = top + bottom
     run_seed = None if generator is not None else int(seed)
+    b = block_size if block_size is not None else default_block_size(P, top, bottom, A.device)
+    if block_size is None and max_basis is not None:
+        b = min(b, max(1, (max_basis - nwant) // 2))
+    b = max(1, min(b, P))
+    while b > 1 and math.ceil(nwant / b) * b > max_matvecs:
+        b -= 1  # the first blocks must hold the wanted pairs within the budget
     if P <= max_matvecs and (nwant >= P or P <= 2 * nwant + 8):
         dec = lanczos(A, P, generator=gen)
         theta, S = torch.linalg.eigh(dec.tridiagonal())
         ritz = _Ritz(theta, S, (float(dec.betas[-1]) * S[-1]).abs())
-        return _result(dec.Q, ritz, top, bottom, tol, P, 0, P, run_seed, return_vectors)
+        return _result(
+            dec.Q, ritz, top, bottom, tol, P, 0, P, run_seed, return_vectors, b, A,
+            dec.breakdowns,
+        )
 
-    itemsize = torch.empty(0, dtype=A.dtype).element_size()
-    basis = max_basis if max_basis is not None else _default_max_basis(P, nwant, itemsize)
+    vdtype = basis_dtype or A.dtype
+    vdevice = torch.device(basis_device) if basis_device is not None else A.device
+    itemsize = torch.empty(0, dtype=vdtype).element_size()
+    if max_basis is not None:
+        basis = max_basis
+    else:
+        basis = _default_max_basis(P, nwant, b, itemsize)
+        b = max(1, min(b, (basis - nwant) // 2))
     cap = min(basis, max_matvecs, P)
-    V = torch.empty(P, cap, dtype=A.dtype, device=A.device)  # [P, cap]
+    eps = max(torch.finfo(A.dtype).eps, torch.finfo(vdtype).eps)
+    V = torch.empty(P, cap, dtype=vdtype, device=vdevice)  # [P, cap]
     H = torch.zeros(cap, cap, dtype=torch.float64)
-    q = random_probes(P, 1, gen, like=V)[:, 0]
-    q = q / torch.linalg.vector_norm(q)
-    b, beta = torch.zeros(0, dtype=torch.float64), 0.0
-    k = matvecs = restarts = 0
+    start = random_probes(P, b, gen, like=V)
+    Q, _ = torch.linalg.qr(start)  # [P, b]
+    C = torch.zeros(0, b, dtype=torch.float64)  # coupling of V to Q
+    k = matvecs = restarts = dropped = 0
     anorm, ritz = 0.0, None
     while True:
-        if k == cap:
-            b, k = _thick_restart(V, H, b, ritz, _keep_indices(ritz, top, bottom, cap))
+        n = Q.shape[1]
+        if k + n > cap:
+            lock = BREAKDOWN_RTOL * eps * anorm
+            keep = _keep_indices(ritz, top, bottom, cap - n)
+            C, k = _thick_restart(V, H, C, ritz, keep, lock)
             restarts += 1
         if k > 0:
-            H[k, :k] = beta * b
-            H[:k, k] = beta * b
-        w, stats = lanczos_step(A, V, k, q)
-        alpha, beta, aq = stats.tolist()
-        H[k, k] = alpha
-        k, matvecs, anorm = k + 1, matvecs + 1, max(anorm, aq)
-        b = torch.zeros(k, dtype=torch.float64)
-        b[-1] = 1.0
-        broke = is_breakdown(beta, anorm, A.dtype)
-        if broke:
-            beta = 0.0
-        else:
-            q = w / beta
-        out_of_budget = matvecs >= max_matvecs or k == P
-        due = k <= CHECK_EVERY_UP_TO or k % math.ceil(k / CHECK_EVERY_UP_TO) == 0
-        if k >= nwant and (due or broke or out_of_budget or k == cap):
-            ritz = _ritz(H, k, b, beta, tridiagonal=restarts == 0)
+            H[k : k + n, :k] = C.T
+            H[:k, k : k + n] = C
+        V[:, k : k + n] = Q
+        W = matmat(A, Q.to(dtype=A.dtype, device=A.device)).to(dtype=vdtype, device=vdevice)
+        anorm = max(anorm, float(torch.linalg.vector_norm(W, dim=0).max()))
+        W, h = cgs2(V[:, : k + n], W)  # h [k + n, n]
+        h = h[k:].to("cpu", torch.float64)
+        H[k : k + n, k : k + n] = (h + h.T) / 2
+        k, matvecs = k + n, matvecs + n
+        Q, R, lost = _orthonormal(V[:, :k], W, anorm, eps, gen, b, A)
+        dropped += lost
+        C = torch.zeros(k, Q.shape[1], dtype=torch.float64)
+        C[k - n :] = R.T
+        exhausted = Q.shape[1] == 0 or matvecs + Q.shape[1] > max_matvecs
+        due = k <= CHECK_EVERY_UP_TO or k % math.ceil(k / CHECK_EVERY_UP_TO) < n
+        if k >= nwant and (due or exhausted or k + Q.shape[1] > cap):
+            ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
             threshold = tol * float(ritz.theta.abs().max())
             wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
-            if bool((wanted <= threshold).all()) or out_of_budget:
+            if bool((wanted <= threshold).all()) or exhausted:
                 break
-        elif k == cap:
-            ritz = _ritz(H, k, b, beta, tridiagonal=restarts == 0)
-        if broke:
-            q = fresh_direction(V[:, :k], gen)
+        elif k + Q.shape[1] > cap:
+            ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
+        if exhausted:
+            raise CondlabError(
+                f"the Krylov space was exhausted after {matvecs} products before the "
+                f"{nwant} wanted pairs fit; raise max_matvecs"
+            )
     return _result(
-        V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors
+        V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors, b,
+        A, dropped,
     )
+
+
+def _copies(theta: Tensor, converged: Tensor, values: Tensor, width: float) -> Tensor:
+    """``[n]`` converged Ritz values within ``width`` of each of ``values``."""
+    close = (theta[None, :] - values[:, None]).abs() <= width
+    return (close & converged[None, :]).sum(dim=1)
 
 
 def _result(
@@ -245,20 +361,26 @@ def _result(
     max_basis: int,
     seed: int | None,
     return_vectors: bool,
+    block_size: int,
+    A,
+    breakdowns: int,
 ) -> ExtremeEigs:
     """Pick the ends from the Ritz pairs of ``H = V^T A V`` and drop any ghost copies."""
     k = len(ritz.theta)
     threshold = tol * float(ritz.theta.abs().max())
     idx_top = torch.arange(k - 1, k - 1 - top, -1)  # descending
     idx_bot = torch.arange(bottom)
+    converged_all = ritz.residuals <= threshold
     lists = []
     for idx in (idx_top, idx_bot):
         Y = V @ ritz.S[:, idx].to(dtype=V.dtype, device=V.device)  # [P, n]
         ghost = _ghost_mask(Y)
         values = ritz.theta[idx].masked_fill(ghost, float("nan"))
         residuals = ritz.residuals[idx].masked_fill(ghost, float("inf"))
-        lists.append((values, residuals, residuals <= threshold, Y if return_vectors else None))
-    (vt, rt, ct, yt), (vb, rb, cb, yb) = lists
+        copies = _copies(ritz.theta, converged_all, ritz.theta[idx], 2 * threshold)
+        Y = Y.to(dtype=A.dtype, device=A.device) if return_vectors else None
+        lists.append((values, residuals, residuals <= threshold, Y, copies))
+    (vt, rt, ct, yt, nt), (vb, rb, cb, yb, nb) = lists
     return ExtremeEigs(
         eigenvalues_top=vt,
         residuals_top=rt,
@@ -277,4 +399,10 @@ def _result(
         seed=seed,
         vectors_top=yt,
         vectors_bottom=yb,
+        block_size=block_size,
+        copies_top=nt,
+        copies_bottom=nb,
+        may_repeat_top=(nt >= block_size) & (k < operator_size(A)),
+        may_repeat_bottom=(nb >= block_size) & (k < operator_size(A)),
+        breakdowns=breakdowns,
     )
