@@ -16,63 +16,66 @@ The library API that the command line calls::
 
 __version__ = "0.1.0"
 
-from condlab.config import SpectrumConfig  # noqa: E402
-from condlab.errors import CondlabError, UsageError  # noqa: E402
-from condlab.estimators import (  # noqa: E402
-    condition_number,
-    extreme_eigenpairs,
-    hutchinson,
-    hutchpp,
-    lanczos,
-    slq_density,
-)
-from condlab.load.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from condlab.load.data import load_dataset, make_batches  # noqa: E402
-from condlab.load.models import build_model  # noqa: E402
-from condlab.measure import EstimatorSettings, measure  # noqa: E402
-from condlab.normalization import apply_normalization  # noqa: E402
-from condlab.operators import (  # noqa: E402
-    DenseOperator,
-    GGNOperator,
-    HessianOperator,
-    LinearOperator,
-    curvature_operator,
-    dense_ggn,
-    dense_hessian,
-)
-from condlab.preconditioners import build_preconditioner, preconditioned_operator  # noqa: E402
-from condlab.problem import Problem  # noqa: E402
-from condlab.report.records import SpectrumResult  # noqa: E402
-from condlab.spectrum import run_spectrum  # noqa: E402
+import importlib
+import sys
+import types
 
-__all__ = [
-    "CondlabError",
-    "DenseOperator",
-    "EstimatorSettings",
-    "GGNOperator",
-    "HessianOperator",
-    "LinearOperator",
-    "Problem",
-    "SpectrumConfig",
-    "SpectrumResult",
-    "UsageError",
-    "apply_normalization",
-    "build_model",
-    "build_preconditioner",
-    "condition_number",
-    "curvature_operator",
-    "dense_ggn",
-    "dense_hessian",
-    "extreme_eigenpairs",
-    "hutchinson",
-    "hutchpp",
-    "lanczos",
-    "load_checkpoint",
-    "load_dataset",
-    "make_batches",
-    "measure",
-    "model_from_checkpoint",
-    "preconditioned_operator",
-    "run_spectrum",
-    "slq_density",
-]
+# name -> module: imported on first use, so `condlab --help` (and anything that needs only a
+# part of the package) does not pay for torch, scipy and pandas
+_EXPORTS = {
+    "SpectrumConfig": "condlab.config",
+    "CondlabError": "condlab.errors",
+    "UsageError": "condlab.errors",
+    "condition_number": "condlab.estimators",
+    "extreme_eigenpairs": "condlab.estimators",
+    "hutchinson": "condlab.estimators",
+    "hutchpp": "condlab.estimators",
+    "lanczos": "condlab.estimators",
+    "slq_density": "condlab.estimators",
+    "load_checkpoint": "condlab.load.checkpoint",
+    "model_from_checkpoint": "condlab.load.checkpoint",
+    "load_dataset": "condlab.load.data",
+    "make_batches": "condlab.load.data",
+    "build_model": "condlab.load.models",
+    "EstimatorSettings": "condlab.measure",
+    "measure": "condlab.measure",
+    "apply_normalization": "condlab.normalization",
+    "DenseOperator": "condlab.operators",
+    "GGNOperator": "condlab.operators",
+    "HessianOperator": "condlab.operators",
+    "LinearOperator": "condlab.operators",
+    "curvature_operator": "condlab.operators",
+    "dense_ggn": "condlab.operators",
+    "dense_hessian": "condlab.operators",
+    "build_preconditioner": "condlab.preconditioners",
+    "preconditioned_operator": "condlab.preconditioners",
+    "Problem": "condlab.problem",
+    "SpectrumResult": "condlab.report.records",
+    "run_spectrum": "condlab.spectrum",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'condlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``condlab.measure`` must not replace the function ``measure``."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
