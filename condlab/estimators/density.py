@@ -14,6 +14,10 @@ the eigenvectors of ``T``), exact for polynomials of degree ``<= 2m - 1``:
 
 Averaging over ``K`` probes, ``phi ~ (1/K) sum_p sum_j tau_pj N(t; theta_pj, sigma^2)``.
 
+The ``K`` recurrences are independent (each needs its own tridiagonal) but advance together:
+every step multiplies the block of the ``K`` current vectors at once (``[P, K]``, one vmapped
+product call), as many probes per block as fit their bases ``[P, m]`` in 1 GiB.
+
 Assumptions: ``A`` symmetric; the count in ``[lo, hi]`` carries probe noise (its stated
 ``stderr``) plus a quadrature error of about one node's weight when a node straddles ``lo`` or
 ``hi`` (small once ``m`` resolves the interval edges, e.g. a gap around a null space).
@@ -33,7 +37,9 @@ from torch import Tensor
 
 from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, operator_size, random_probes
-from condlab.estimators.lanczos import lanczos
+from condlab.estimators.lanczos import batched_lanczos
+
+DEFAULT_BASIS_BYTES = 2**30  # recurrences run together while their bases fit in 1 GiB
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,16 @@ def slq_density(
         probes = random_probes(P, num_probes, gen, like=A, distribution="rademacher")
     elif probes.ndim != 2 or probes.shape[0] != P:
         raise UsageError(f"probes must have shape [{P}, K], got {tuple(probes.shape)}")
+    probes = probes.to(dtype=A.dtype, device=A.device)
+    itemsize = torch.empty(0, dtype=A.dtype).element_size()
+    per_block = max(1, min(probes.shape[1], DEFAULT_BASIS_BYTES // max(1, P * m * itemsize)))
     nodes, weights = [], []
-    for p in range(probes.shape[1]):
-        dec = lanczos(A, m, v0=probes[:, p], generator=gen)
-        theta, S = torch.linalg.eigh(dec.tridiagonal())  # [m], [m, m]
+    for start in range(0, probes.shape[1], per_block):  # a block of recurrences per product
+        batch = batched_lanczos(A, probes[:, start : start + per_block], m, gen)
+        theta, S = torch.linalg.eigh(batch.tridiagonals())  # [k, m], [k, m, m]
         nodes.append(theta)
-        weights.append(S[0] ** 2)
-    nodes_t, weights_t = torch.stack(nodes), torch.stack(weights)  # [K, m]
+        weights.append(S[:, 0] ** 2)
+    nodes_t, weights_t = torch.cat(nodes), torch.cat(weights)  # [K, m]
     lo, hi = float(nodes_t.min()), float(nodes_t.max())
     if sigma is None:
         sigma = 0.01 * (hi - lo) if hi > lo else 0.01 * max(1.0, abs(hi))
