@@ -338,9 +338,12 @@ def list_(
 
 
 def main() -> None:
-    from condlab.distributed import init_from_env
+    import os
 
-    init_from_env()  # under torchrun: join the process group (a no-op in one process)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the process group
+        from condlab.distributed import init_from_env
+
+        init_from_env()
     app()
 
 
