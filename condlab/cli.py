@@ -6,65 +6,36 @@ code 1 (a failure) or 2 (bad usage); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from condlab.errors import CondlabError, UsageError
-from condlab.options import SPECTRUM
+from condlab.cli_common import (
+    _check_outputs,
+    _hvp_ticker,
+    _interrupted,
+    _OneLineErrors,
+    _progress,
+    _state,
+    err,
+    handle_errors,
+    out,
+    with_options,
+)
+from condlab.errors import UsageError
+from condlab.options import SPECTRUM, TRAIN
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="How well-conditioned is your loss surface? Hessian and Gauss-Newton spectra, "
     "before and after preconditioning or normalization.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# results go to stdout; a pipe or file gets a wide table instead of rich's default 80 columns
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
-_state = {"debug": False}
-
-
-def _fail(message: str, code: int, *, every_rank: bool = False) -> None:
-    """Under torchrun only rank 0 reports a CondlabError (every rank raises the same one);
-    an unexpected error is reported by every rank that hits it."""
-    from condlab.distributed import is_main, rank
-
-    if is_main():
-        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    elif every_rank:
-        err.print(f"[bold red]error (rank {rank()}):[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def handle_errors(fn):
-    """One line and an exit code for every error below the CLI; a traceback only with --debug."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except CondlabError as e:
-            if _state["debug"]:
-                raise
-            _fail(str(e), e.exit_code)
-        except Exception as e:  # a bug or an unexpected library error: still one line
-            if _state["debug"]:
-                raise
-            _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
-                  "(run again with --debug for the traceback)", 1, every_rank=True)
-
-    return wrapper
 
 
 @app.callback()
@@ -79,110 +50,6 @@ class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
-
-
-# -- options from the schema ---------------------------------------------------------------------
-def _escape(text: str) -> str:
-    """Help text shown as written: rich markup would swallow ``[plot]`` or ``[default: 5]``."""
-    return text.replace("[", "\\[")
-
-
-def _parameter(o) -> inspect.Parameter:
-    """The typer option of one schema entry, its default shown as the schema states it."""
-    from condlab.options import LIST, PATH, SPEC
-
-    kind = {PATH: Path, LIST: str, SPEC: str}.get(o.type, o.type)
-    if o.choices:  # typer's choices are an Enum's values
-        kind = Enum(o.name, {c: c for c in o.choices}, type=str)
-    if o.type is LIST:
-        kind = list[kind]
-    info = typer.Option(
-        *o.cli_flags,
-        help=_escape(o.help),
-        rich_help_panel=o.group,
-        # a plain default as typer shows it ("[default: 5]"), else the schema's words in brackets
-        show_default=True if o.default_text is None and o.default not in (None, ()) and o.type is not bool
-        else _escape(o.shown_default),
-        metavar=o.metavar,
-    )
-    default = None if o.type is LIST else o.default
-    kind = kind if o.type is bool else Optional[kind]
-    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[kind, info])
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, Enum):
-        return v.value
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
-def with_options(options):
-    """Give the command a flag per entry of ``options`` (the schema) that has one.
-
-    The command receives ``given``: the config fields set on the command line, by name (a
-    default is not "given", so a ``--config`` file's value stands), and ``flags``: the values
-    of the command's own options (``field=False``: where to write, what to read)."""
-
-    def decorate(fn):
-        import typing
-
-        sig = inspect.signature(fn)
-        hints = typing.get_type_hints(fn, include_extras=True)
-        own = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values()
-               if p.name not in ("given", "flags")]
-        extra = [_parameter(o) for o in options if o.cli_flags]
-
-        @functools.wraps(fn)
-        def wrapper(ctx: typer.Context, **kwargs):
-            given, flags = {}, {}
-            for o in options:
-                if o.name not in kwargs:
-                    continue
-                value = _plain(kwargs.pop(o.name))
-                if not o.field:
-                    flags[o.name] = value
-                elif getattr(ctx.get_parameter_source(o.name), "name", "") == "COMMANDLINE":
-                    given[o.name] = value
-            return fn(given=given, flags=flags, **kwargs)
-
-        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                    annotation=typer.Context)
-        params = [context, *own, *extra]
-        wrapper.__signature__ = sig.replace(parameters=params)
-        wrapper.__annotations__ = {p.name: p.annotation for p in params}
-        return wrapper
-
-    return decorate
-
-
-def _progress() -> Progress:
-    from condlab.distributed import is_main
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("HVPs"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not is_main(),  # under torchrun only rank 0 shows progress
-    )
-
-
-def _hvp_ticker(bar: Progress):
-    """``on_progress(setting, done, budget)``: one bar per setting, in curvature products."""
-    tasks: dict[str, int] = {}
-
-    def on_progress(setting: str, done: int, budget: int) -> None:
-        if setting not in tasks:
-            tasks[setting] = bar.add_task(setting, total=budget)
-        bar.update(tasks[setting], completed=min(done, budget))
-
-    return on_progress
 
 
 def _write_or_print(text: str, output: Optional[Path]) -> None:
@@ -228,6 +95,11 @@ def spectrum(
         raise UsageError("--plot draws the spectral density: add --density")
     if fmt == Format.table and output is not None:
         raise UsageError("a table goes to the terminal; use --format csv or json with --output")
+    _check_outputs(
+        {"--output": output, "--output (its eigenvalues)": sidecar_of(output, fmt),
+         "--density-output": density_output if cfg.density else None, "--plot": plot},
+        force=flags["force"],
+    )
 
     with _progress() as bar:
         report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
@@ -246,8 +118,15 @@ def spectrum(
             err.print(f"wrote {plot}", highlight=False)
 
 
+def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
+    """The second file of a CSV ``--output``: its eigenvalues."""
+    from condlab.report.files import sidecar
+
+    return sidecar(output, "eigenvalues") if output is not None and fmt == Format.csv else None
+
+
 def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
-    from condlab.report.files import csv_text, json_text, sidecar
+    from condlab.report.files import csv_text, json_text
     from condlab.report.records import document
     from condlab.report.tables import definitions, notes, spectrum_table
 
@@ -269,30 +148,44 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
     else:
         _write_or_print(csv_text([r.scalar_row() for r in report.results]), output)
         if output is not None:
-            eig = sidecar(output, "eigenvalues")
+            eig = sidecar_of(output, format)
             _write_or_print(csv_text([row for r in report.results for row in r.eigen_rows()]), eig)
 
 
 # -- train ---------------------------------------------------------------------------------------
-@app.command()
+def _keys_help(options) -> str:
+    """A YAML config's keys for --help, each with its default (from the option schema)."""
+    from condlab.options import MAPPING
+
+    return "\n\n".join(
+        f"  {o.name}: {o.help}" + ("" if o.type is MAPPING else f" \\[default: {o.shown_default}]")
+        for o in options
+    )
+
+
+@app.command(
+    help="Train a built-in model on a dataset and write a condlab checkpoint (optimizer state "
+    "included).\n\nExample: condlab train configs/train_digits.yaml --out digits.pt\n\n"
+    "The keys of CONFIG:\n\n" + _keys_help(TRAIN)
+)
 @handle_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="YAML: model, data, loss, optimizer, steps, batch_size, seed.")],
+    config: Annotated[Path, typer.Argument(help="A YAML file of the keys below.", show_default=False)],
     out_path: Annotated[Path, typer.Option("--out", help="Where to write the condlab checkpoint.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint at --out.")] = False,
 ) -> None:
-    """Train a built-in model on a dataset and write a condlab checkpoint (optimizer state included)."""
     from condlab.config import read_yaml
     from condlab.load.checkpoint import save_checkpoint
+    from condlab.options import parse_mapping
     from condlab.train.loop import train_from_config
 
-    if out_path.exists() and not force:
-        raise UsageError(f"'{out_path}' exists; pass --force to replace it, or choose another --out")
-    cfg = read_yaml(config)
+    _check_outputs({"--out": out_path}, force=force)
+    where = f"'{config}'"
+    cfg = parse_mapping(TRAIN, read_yaml(config), where, required=("model", "data"))
     with _progress() as bar:
-        task = bar.add_task("training", total=int(cfg.get("steps", 0)) or None)
+        task = bar.add_task("training", total=cfg["steps"])
         result, ckpt = train_from_config(
-            cfg, callback=lambda step, *a: bar.update(task, completed=step)
+            cfg, callback=lambda step, *a: bar.update(task, completed=step), where=where
         )
     save_checkpoint(out_path, ckpt)
     out.print(
@@ -338,13 +231,17 @@ def list_(
 
 
 def main() -> None:
+    """The ``condlab`` command: Ctrl-C anywhere, start-up included, is one line and exit 130."""
     import os
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the process group
-        from condlab.distributed import init_from_env
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: join the process group
+            from condlab.distributed import init_from_env
 
-        init_from_env()
-    app()
+            init_from_env()
+        app()
+    except KeyboardInterrupt:
+        sys.exit(_interrupted())
 
 
 def _register_commands() -> None:

@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from condlab.cli_common import _check_outputs, _progress
+
 
 class CheckFormat(str, Enum):
     table = "table"
@@ -30,6 +32,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only the check with this name (repeatable).")] = None,
         format: Annotated[CheckFormat, typer.Option("--format", "-f", help="table (rich, to the terminal) or json (to stdout).")] = CheckFormat.table,
         junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here, one testcase per guarded metric.")] = None,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing --junit file.")] = False,
+        trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow the checks' pickled full-module checkpoints (runs code from them). Only this flag grants it; the baseline file cannot.")] = False,
         threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads; pin it where machines differ in cores (docs/ci.md). [default: 1 for small problems, else torch's]", show_default=False)] = None,
     ) -> None:
         """Re-measure the checks in BASELINE and compare them with the stored values.
@@ -57,8 +61,9 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         init_from_env()  # under torchrun each check's products are sharded across ranks
         if update and junit is not None:
             raise UsageError("--junit reports a check; run --update without it")
-        base = load_baseline(baseline, need_values=not update)
-        from condlab.cli import _progress  # the one progress bar (rank 0 only)
+        if junit is not None:
+            _check_outputs({"--junit": junit}, force=force)
+        base = load_baseline(baseline, need_values=not update, trust=trust_checkpoint)
 
         with _progress() as bar:
             tasks: dict[tuple[str, str], int] = {}
@@ -81,7 +86,7 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             for i, c in enumerate(run.checks):
                 out.print(*([""] if i else []), check_table(c))
         if junit is not None:
-            from condlab.load.checkpoint import atomic_write_text
+            from condlab.files import atomic_write_text
 
             atomic_write_text(junit, junit_xml(run))
             err.print(f"wrote {junit}", highlight=False)

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from condlab.cli_common import _check_outputs
 from condlab.errors import UsageError
 
 
@@ -45,7 +46,7 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         config: Annotated[Path, typer.Argument(help="YAML: the problem, tracking settings and an 'optimizers:' list (see configs/compare_*.yaml).")],
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV of every logged step of every run, written row by row (the resolved config goes to NAME.config.json).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue the comparison in --output: finished runs are kept, an interrupted one is redone and only its missing rows appended.")] = False,
-        force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --output.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing --output or --plot.")] = False,
         quick: Annotated[bool, typer.Option("--quick", help="The config's quick: size (seconds; what the tests run).")] = False,
         plot: Annotated[Optional[Path], typer.Option(help="Draw loss and condition-number curves to this PNG (needs matplotlib: pip install 'condlab\\[plot]').")] = None,
         threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads; keep it the same when resuming. [default: 1 for small problems (P x N < 5e7), else torch's]", show_default=False)] = None,
@@ -70,10 +71,10 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             raise UsageError("--resume continues the CSV of --output; add --output PATH")
         if resume and force:
             raise UsageError("--resume and --force contradict each other; pass one of them")
-        if plot is not None:
-            from condlab.report.plots import _pyplot
-
-            _pyplot()  # fail before training when matplotlib is missing
+        outputs = {"--plot": plot}
+        if output is not None and not resume:  # --resume continues the file (checked there)
+            outputs["--output"] = output
+        _check_outputs(outputs, force=force)
         with _progress(err) as bar:
             runs = bar.add_task("runs", total=None, info="")
             current = bar.add_task("", total=cfg.steps, info="")

@@ -69,7 +69,7 @@ def build(cls, values: dict[str, Any], *, source: str = "config", cli: dict[str,
                 raise UsageError(f"unknown key {key!r} in {where}; valid keys: {valid}")
             if given is values and not o.in_file:
                 raise UsageError(f"{where} sets {k!r}; only the command line can ({o.flag})")
-            clean[k] = o.parse(value, where)
+            clean[k] = o.parse(value, where, o.flag if given is cli else key)
     try:
         return cls(**clean)
     except UsageError as e:

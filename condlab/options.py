@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ POSITIVE: Check = (lambda v: v > 0, "> 0")
 NONNEGATIVE: Check = (lambda v: v >= 0, ">= 0")
 UNIT_INTERVAL: Check = (lambda v: 0 < v < 1, "in (0, 1)")
 BELOW_ONE: Check = (lambda v: 0 <= v < 1, "in [0, 1)")
+DEVICE: Check = (lambda v: re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", v) is not None,
+                 "cpu, cuda, cuda:N, mps or auto")
 
 # option types besides int, float, bool and str
 PATH = Path  # a file name: a str in the config
@@ -96,25 +99,27 @@ class Option:
         spec = dataclasses.field(default_factory=dict) if isinstance(d, dict) else dataclasses.field(default=d)
         return self.name, self.annotation(), spec
 
-    def parse(self, value: Any, where: str) -> Any:
-        """``value`` (from YAML, the command line or the API) as the declared type, checked."""
+    def parse(self, value: Any, where: str, key: str | None = None) -> Any:
+        """``value`` (from YAML, the command line or the API) as the declared type, checked;
+        a UsageError names ``where`` (a file) and ``key`` (default: the option's name)."""
+        key = key or self.name
         if value is None:
             if self.default is None or self.type is LIST:
                 return self.default
-            raise UsageError(f"{where}: {self.name} must be {self.expected()}, got null")
+            raise UsageError(f"{where}: {key} must be {self.expected()}, got null")
         v = _convert(self.type, value)
         if v is _BAD:
-            raise UsageError(f"{where}: {self.name} must be {self.expected()}, got {value!r}")
+            raise UsageError(f"{where}: {key} must be {self.expected()}, got {value!r}")
         items = v if isinstance(v, tuple) else (v,)
         if self.choices:
             bad = [x for x in items if x not in self.choices]
             if bad:
-                raise UsageError(f"{where}: {self.name} must be one of {', '.join(self.choices)}; "
+                raise UsageError(f"{where}: {key} must be one of {', '.join(self.choices)}; "
                                  f"got {bad[0]!r}")
         if self.check is not None:
             ok, text = self.check
             if not all(ok(x) for x in items):
-                raise UsageError(f"{where}: {self.name} must be {text}, got {value!r}")
+                raise UsageError(f"{where}: {key} must be {text}, got {value!r}")
         return v
 
     def expected(self) -> str:
@@ -156,6 +161,13 @@ def _convert(kind: Any, value: Any) -> Any:
     raise TypeError(f"unknown option type {kind!r}")
 
 
+def as_number(value: Any) -> Any:
+    """``value`` as a finite float when it is a number or YAML's number-like string (``1e-2``,
+    which PyYAML 1.1 reads as a str), else ``value`` unchanged (for the caller to reject)."""
+    x = _convert(float, value) if not isinstance(value, bool) else _BAD
+    return value if x is _BAD else x
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, float):
         return value
@@ -185,126 +197,167 @@ NORMALIZATIONS = ("input", "batch", "layer")
 SPECTRUM: tuple[Option, ...] = (
     # what to load
     Option("checkpoint", PATH, None, "A condlab checkpoint (from `condlab train`) or a state_dict file.",
-      LOAD, flags=()),  # the command's argument CHECKPOINT
+           LOAD, flags=()),  # the command's argument CHECKPOINT
     Option("config", PATH, None, "A YAML file of these options (keys as option names); options given "
-      "here override it.", LOAD, field=False),
+           "here override it.", LOAD, field=False),
     Option("model", str, None, "A built-in model (linear, mlp, cnn, transformer) or "
-      "'package.module:factory'.", LOAD),
+           "'package.module:factory'.", LOAD),
     Option("model_args", MAPPING, {}, "The model's arguments (e.g. widths: [32], norm: batch).", LOAD,
-      flags=()),
+           flags=()),
     Option("model_config", PATH, None, "YAML of the model's arguments (e.g. widths: [32], norm: batch).",
-      LOAD, field=False),
+           LOAD, field=False),
     Option("weights", PATH, None, "Weights for --model: a state_dict, a dict holding one (model / "
-      "state_dict / model_state_dict, beside optimizer / optimizer_state_dict), a Lightning "
-      "checkpoint, or .safetensors.", LOAD),
+           "state_dict / model_state_dict, beside optimizer / optimizer_state_dict), a Lightning "
+           "checkpoint, or .safetensors.", LOAD),
     Option("strip_prefix", str, None, "Strip this prefix from the weights' keys (Lightning: "
-      "'model.'); keys without it are ignored.", LOAD,
-      default_text="detected when exactly one prefix fits"),
+           "'model.'); keys without it are ignored.", LOAD,
+           default_text="detected when exactly one prefix fits"),
     Option("trust_checkpoint", bool, False, "Allow loading a pickled full-module file (runs code from "
-      "it). Only this flag grants it; a file cannot.", LOAD, flags=("--trust-checkpoint",),
-      in_file=False),
+           "it). Only this flag grants it; a file cannot.", LOAD, flags=("--trust-checkpoint",),
+           in_file=False),
     Option("data", SPEC, None, "digits, iris, wine, breast_cancer, diabetes, a synthetic spec "
-      "(linreg:d=10,kappa=1e3), or a .npz/.csv/.pt file.", LOAD, default_text="the checkpoint's"),
+           "(linreg:d=10,kappa=1e3), or a .npz/.csv/.pt file.", LOAD, default_text="the checkpoint's"),
     Option("target", str, None, "The target column of a .csv file.", LOAD, default_text="the last"),
     Option("task", str, None, "classification or regression: overrides the guess from the "
-      "targets (integers with at most 20 values are class labels).", LOAD,
-      choices=("classification", "regression"), default_text="guessed"),
+           "targets (integers with at most 20 values are class labels).", LOAD,
+           choices=("classification", "regression"), default_text="guessed"),
     Option("loss", str, None, "The loss.", LOAD, choices=LOSSES,
-      default_text="the checkpoint's, else from the task"),
+           default_text="the checkpoint's, else from the task"),
     Option("batch_size", int, None, "Samples per batch; products are summed over batches weighted by "
-      "size (exact mean loss).", LOAD, check=POSITIVE, default_text="all samples in one batch"),
+           "size (exact mean loss).", LOAD, check=POSITIVE, default_text="all samples in one batch"),
     Option("max_samples", int, None, "Use the first N samples.", LOAD, check=POSITIVE,
-      default_text="all"),
+           default_text="all"),
     # the operator
     Option("curvature", str, "hessian", "hessian, or ggn (generalized Gauss-Newton J^T H_loss J).",
-      OPERATOR, choices=CURVATURES),
+           OPERATOR, choices=CURVATURES),
     Option("params", LIST, (), "Only parameters whose names match this glob (repeatable), e.g. '2.*'.",
-      OPERATOR, default_text="all"),
+           OPERATOR, default_text="all"),
     Option("bn_mode", str, "eval", "BatchNorm with running statistics (eval) or per-batch statistics "
-      "(batch).", OPERATOR, choices=("eval", "batch")),
+           "(batch).", OPERATOR, choices=("eval", "batch")),
     Option("dropout_mode", str, "eval", "Dropout off (eval) or on with one fixed mask per batch (fixed).",
-      OPERATOR, choices=("eval", "fixed")),
+           OPERATOR, choices=("eval", "fixed")),
     Option("dtype", str, "float32", "Floating-point type of the model, data and products.", OPERATOR,
-      choices=DTYPES),
-    Option("device", str, "cpu", "cpu, cuda, cuda:N or auto.", OPERATOR),
+           choices=DTYPES),
+    Option("device", str, "cpu", "cpu, cuda, cuda:N, mps or auto (cuda when available).",
+           OPERATOR, check=DEVICE),
     Option("seed", int, 0, "Seeds Lanczos, probes and model initialization.", OPERATOR, estimator=True),
     Option("damping", float, 0.0, "Measure A + damping * I.", OPERATOR, check=NONNEGATIVE,
-      estimator=True),
+           estimator=True),
     Option("product_block", int, 16, "Vectors per vmapped curvature product call (activations are "
-      "held once per vector).", OPERATOR, check=POSITIVE),
+           "held once per vector).", OPERATOR, check=POSITIVE),
     Option("threads", int, None, "CPU threads for torch.", OPERATOR, check=POSITIVE, field=False,
-      default_text="1 for small problems (P x N < 5e7), else torch's default"),
+           default_text="1 for small problems (P x N < 5e7), else torch's default"),
     # estimators
     Option("top", int, 5, "Largest eigenvalues to report.", ESTIMATORS, check=NONNEGATIVE,
-      estimator=True),
+           estimator=True),
     Option("bottom", int, 3, "Smallest eigenvalues to report.", ESTIMATORS, check=NONNEGATIVE,
-      estimator=True),
+           estimator=True),
     Option("tol", float, None, "Every reported pair has ||Av - lambda v|| <= tol * |lambda_max|.",
-      ESTIMATORS, check=UNIT_INTERVAL, default_text="1e-6 in float64, 1e-4 in float32",
-      estimator=True),
+           ESTIMATORS, check=UNIT_INTERVAL, default_text="1e-6 in float64, 1e-4 in float32",
+           estimator=True),
     Option("max_hvps", int, 1000, "Budget of curvature products for the eigenvalues.", ESTIMATORS,
-      check=POSITIVE, estimator=True),
+           check=POSITIVE, estimator=True),
     Option("max_basis", int, None, "Lanczos vectors kept before a thick restart.", ESTIMATORS,
-      check=POSITIVE, default_text="no restart", estimator=True),
+           check=POSITIVE, default_text="no restart", estimator=True),
     Option("block_size", int, None, "Block Lanczos block size b: eigenvalues repeated up to b times "
-      "are found with their multiplicity; 1 is single-vector Lanczos.", ESTIMATORS, check=POSITIVE,
-      default_text="8 on CPU, 16 on GPU, at most P/8", estimator=True),
+           "are found with their multiplicity; 1 is single-vector Lanczos.", ESTIMATORS, check=POSITIVE,
+           default_text="8 on CPU, 16 on GPU, at most P/8", estimator=True),
     Option("krylov_dtype", str, None, "Store the Krylov basis [P, max-basis] in this dtype (float32 "
-      "halves a float64 run's memory).", ESTIMATORS, choices=DTYPES, default_text="the operator's",
-      estimator=True),
+           "halves a float64 run's memory).", ESTIMATORS, choices=DTYPES, default_text="the operator's",
+           estimator=True),
     Option("krylov_device", str, None, "Keep the Krylov basis on this device, e.g. cpu for a large "
-      "model on a GPU.", ESTIMATORS, default_text="the operator's", estimator=True),
+           "model on a GPU.", ESTIMATORS, default_text="the operator's", estimator=True),
     Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * |lambda_max| count as "
-      "zero.", ESTIMATORS, check=BELOW_ONE, default_text="tol", estimator=True),
+           "zero.", ESTIMATORS, check=BELOW_ONE, default_text="tol", estimator=True),
     Option("trace", bool, False, "Estimate the trace with a standard error.", ESTIMATORS,
-      estimator=True),
+           estimator=True),
     Option("trace_method", str, "hutch++", "The trace estimator.", ESTIMATORS, choices=TRACE_METHODS,
-      estimator=True),
+           estimator=True),
     Option("probes", int, 100, "Products spent on the trace (and on a Hutchinson diagonal).",
-      ESTIMATORS, check=POSITIVE, estimator=True),
+           ESTIMATORS, check=POSITIVE, estimator=True),
     Option("density", bool, False, "Spectral density by stochastic Lanczos quadrature, written as a "
-      "CSV grid.", ESTIMATORS, estimator=True),
+           "CSV grid.", ESTIMATORS, estimator=True),
     Option("density_probes", int, 8, "Random starts of the spectral density.", ESTIMATORS,
-      check=POSITIVE, estimator=True),
+           check=POSITIVE, estimator=True),
     Option("density_steps", int, 80, "Lanczos steps per start of the spectral density.", ESTIMATORS,
-      check=POSITIVE, estimator=True),
+           check=POSITIVE, estimator=True),
     Option("per_layer", bool, False, "Also measure each parameter tensor's diagonal block.",
-      ESTIMATORS),
+           ESTIMATORS),
     Option("exact", bool, False, "Dense eigendecomposition (small models): exact nullity and "
-      "positive-part kappa.", ESTIMATORS, estimator=True),
+           "positive-part kappa.", ESTIMATORS, estimator=True),
     # settings beside the baseline
     Option("precond", LIST, (), "Also measure P^-1/2 A P^-1/2 for this diagonal preconditioner "
-      "(repeatable).", SETTINGS, choices=PRECONDITIONERS),
+           "(repeatable).", SETTINGS, choices=PRECONDITIONERS),
     Option("optimizer_state", PATH, None, "A torch optimizer state_dict for --precond optimizer.",
-      SETTINGS, default_text="the checkpoint's"),
+           SETTINGS, default_text="the checkpoint's"),
     Option("precond_batch_size", int, None, "Mini-batch size of the gradients behind --precond "
-      "adam/rmsprop/adagrad.", SETTINGS, check=POSITIVE,
-      default_text="--batch-size, else full batch"),
+           "adam/rmsprop/adagrad.", SETTINGS, check=POSITIVE,
+           default_text="--batch-size, else full batch"),
     Option("diag_estimator", str, "exact", "Exact diagonal, or Hutchinson with --probes samples.",
-      SETTINGS, choices=("exact", "hutchinson")),
+           SETTINGS, choices=("exact", "hutchinson")),
     Option("eps", float, None, "Added to the diagonal preconditioner.", SETTINGS, check=NONNEGATIVE,
-      default_text="the rule's: the optimizer's own, 1e-8 adam/rmsprop, 1e-10 adagrad, 0 gn/gn-sqrt/jacobi"),
+           default_text="the rule's: the optimizer's own, 1e-8 adam/rmsprop, 1e-10 adagrad, 0 gn/gn-sqrt/jacobi"),
     Option("basis", str, "identity", "Apply the diagonal rule in the identity basis or the eigenbasis "
-      "of G.", SETTINGS, choices=("identity", "eigen")),
+           "of G.", SETTINGS, choices=("identity", "eigen")),
     Option("weight_decay", float, 0.0, "Weight decay lambda.", SETTINGS, check=NONNEGATIVE),
     Option("decay", str, "none", "coupled (Adam + L2), decoupled (AdamW) or l1.", SETTINGS,
-      choices=("none", "coupled", "decoupled", "l1")),
+           choices=("none", "coupled", "decoupled", "l1")),
     Option("lr", float, None, "Learning rate: compare the preconditioned sharpness with the stability "
-      "threshold.", SETTINGS, check=POSITIVE, default_text="no stability check"),
+           "threshold.", SETTINGS, check=POSITIVE, default_text="no stability check"),
     Option("beta1", float, None, "Momentum of the method for the stability threshold.", SETTINGS,
-      check=BELOW_ONE, default_text="0.9 for adam, else 0"),
+           check=BELOW_ONE, default_text="0.9 for adam, else 0"),
     Option("norm", LIST, (), "Also measure after this normalization (repeatable).", SETTINGS,
-      choices=NORMALIZATIONS),
+           choices=NORMALIZATIONS),
     # output
     Option("format", str, "table", "table, csv or json.", OUTPUT, choices=FORMATS,
-      flags=("--format", "-f"), field=False),
+           flags=("--format", "-f"), field=False),
     Option("output", PATH, None, "Write here instead of stdout (CSV: eigenvalues go to "
-      "NAME_eigenvalues.csv); needs --format csv or json.", OUTPUT, flags=("--output", "-o"),
-      field=False, default_text="stdout"),
+           "NAME_eigenvalues.csv); needs --format csv or json.", OUTPUT, flags=("--output", "-o"),
+           field=False, default_text="stdout"),
     Option("density_output", PATH, "density.csv", "Where the density grid goes.", OUTPUT, field=False),
     Option("plot", PATH, None, "Plot the density to this PNG (needs matplotlib: pip install "
-      "'condlab[plot]').", OUTPUT, field=False),
+           "'condlab[plot]').", OUTPUT, field=False),
+    Option("force", bool, False, "Replace files that exist at --output, --density-output or "
+           "--plot.", OUTPUT, flags=("--force",), field=False),
 )
+
+
+# -- the keys of a `condlab train` config (YAML only) ----------------------------------------------
+TRAIN_OPTIMIZER = "a name or a mapping {name, **hyperparameters}"
+TRAIN: tuple[Option, ...] = (
+    Option("model", SPEC, None, "The model: a built-in name or a mapping {name, **arguments}.",
+           "train", default_text="required", flags=()),
+    Option("data", SPEC, None, "The dataset spec, as for `condlab spectrum --data`.", "train",
+           default_text="required", flags=()),
+    Option("loss", str, None, "The loss.", "train", choices=LOSSES, default_text="from the task",
+           flags=()),
+    Option("optimizer", SPEC, "adam", f"The optimizer: {TRAIN_OPTIMIZER}.", "train", flags=()),
+    Option("steps", int, 300, "Optimizer steps.", "train", check=POSITIVE, flags=()),
+    Option("batch_size", int, None, "Samples per step.", "train", check=POSITIVE,
+           default_text="full batch", flags=()),
+    Option("seed", int, 0, "Seeds initialization, batches and synthetic data.", "train", flags=()),
+    Option("max_samples", int, None, "Use the first N samples.", "train", check=POSITIVE,
+           default_text="all", flags=()),
+    Option("dtype", str, "float32", "Floating-point type of the model and data.", "train",
+           choices=DTYPES, flags=()),
+)
+
+
+def parse_mapping(options: Sequence[Option], raw: Any, where: str,
+                  required: Sequence[str] = ()) -> dict[str, Any]:
+    """A YAML mapping ``raw`` parsed by ``options``: unknown keys rejected by name, each value
+    parsed to its type and checked, defaults filled in, ``required`` keys demanded."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a mapping of settings, not a {type(raw).__name__}")
+    known = by_name(options)
+    unknown = [k for k in raw if k not in known]
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys "
+                         f"are {', '.join(known)}")
+    missing = [k for k in required if raw.get(k) is None]
+    if missing:
+        raise UsageError(f"{where} needs a {missing[0]!r} entry")
+    return {k: o.parse(raw[k], where) if k in raw else o.default for k, o in known.items()}
 
 
 def default_tol(dtype: Any) -> float:

@@ -341,6 +341,9 @@ def test_example_baseline_passes_on_a_fresh_checkpoint_and_fails_on_a_degraded_o
     (tmp_path / "configs").mkdir()
     shutil.copy(digits / "configs" / "check_baseline.yaml", tmp_path / "configs")
     r = invoke("check", tmp_path / "configs" / "check_baseline.yaml", "--junit", tmp_path / "r.xml")
+    assert r.exit_code == 2 and "--force" in r.output  # the first report is not replaced unasked
+    r = invoke("check", tmp_path / "configs" / "check_baseline.yaml", "--junit", tmp_path / "r.xml",
+               "--force")
     assert r.exit_code == 1, r.output
     assert "regressed" in r.stdout and "FAILED" in r.stdout
     assert int(ET.parse(tmp_path / "r.xml").getroot().get("failures")) >= 3

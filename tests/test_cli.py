@@ -282,13 +282,16 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_failed_write_keeps_the_old_file(ckpt, tmp_path, monkeypatch):
     path = tmp_path / "keep.json"
     path.write_text("precious")
-    import condlab.report.files as files
+    import condlab.files as files
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(files.os, "fsync", boom)
     r = invoke("spectrum", ckpt, "--format", "json", "-o", path, "--top", "1", "--bottom", "0")
+    _one_line_error(r, 2, "--force")  # an existing file is only replaced when asked
+    r = invoke("spectrum", ckpt, "--format", "json", "-o", path, "--top", "1", "--bottom", "0",
+               "--force")
     assert r.exit_code == 1
     assert path.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.json"]

@@ -25,6 +25,8 @@ def _help() -> str:
 
 def _sample(o: Option):
     """A valid value other than the default, as YAML would hold it."""
+    if o.name == "device":
+        return "auto"
     if o.choices:
         pick = next(c for c in o.choices if c != o.default)
         return [pick] if o.type is LIST else pick

@@ -39,9 +39,10 @@ _TOL_KEYS = ("rel", "abs", "direction")
 _REF_KEYS = ("setting", "metric")
 
 
-def load_baseline(path: str | Path, *, need_values: bool = True) -> Baseline:
+def load_baseline(path: str | Path, *, need_values: bool = True, trust: bool = False) -> Baseline:
     """Read and validate the baseline at ``path``. With ``need_values`` (a check, not an
-    update) every guard with a tolerance must have a stored ``value``."""
+    update) every guard with a tolerance must have a stored ``value``. ``trust`` (only from
+    the command line's --trust-checkpoint) allows pickled checkpoints; the file cannot."""
     import yaml
 
     path = Path(path)
@@ -54,10 +55,12 @@ def load_baseline(path: str | Path, *, need_values: bool = True) -> Baseline:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UsageError(f"'{path}' is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
-    return parse_baseline(data, path=path, text=text, need_values=need_values)
+    return parse_baseline(data, path=path, text=text, need_values=need_values, trust=trust)
 
 
-def parse_baseline(data: Any, *, path: Path, text: str = "", need_values: bool = True) -> Baseline:
+def parse_baseline(
+    data: Any, *, path: Path, text: str = "", need_values: bool = True, trust: bool = False
+) -> Baseline:
     """Validate the loaded YAML ``data`` of the file ``path`` (see the module docstring)."""
     if not isinstance(data, dict) or "checks" not in data:
         raise UsageError(f"'{path}' needs a top-level 'checks:' list (see docs/ci.md)")
@@ -67,7 +70,7 @@ def parse_baseline(data: Any, *, path: Path, text: str = "", need_values: bool =
         raise UsageError(f"'checks' in '{path}' must be a non-empty list of checks")
     checks, seen = [], set()
     for i, item in enumerate(items):
-        check = _check(item, i, path, need_values)
+        check = _check(item, i, path, need_values, trust)
         if check.name in seen:
             raise UsageError(f"two checks are named {check.name!r} in '{path}'; names must be unique")
         seen.add(check.name)
@@ -81,7 +84,7 @@ def _keys(d: dict, valid: tuple[str, ...], where: str) -> None:
             raise UsageError(f"unknown key {key!r} in {where}; valid keys: {', '.join(valid)}")
 
 
-def _check(item: Any, i: int, path: Path, need_values: bool) -> Check:
+def _check(item: Any, i: int, path: Path, need_values: bool, trust: bool) -> Check:
     if not isinstance(item, dict):
         raise UsageError(f"check #{i + 1} in '{path}' must be a mapping with name, spectrum, metrics")
     name = item.get("name")
@@ -93,7 +96,7 @@ def _check(item: Any, i: int, path: Path, need_values: bool) -> Check:
     if not isinstance(spec, dict):
         raise UsageError(f"{where} needs a 'spectrum' mapping of spectrum options")
     values, target = _resolve_paths(spec, path.parent, where)
-    cfg = build(SpectrumConfig, values, source=where)
+    cfg = build(SpectrumConfig, values, source=where, cli={"trust_checkpoint": True} if trust else None)
     metrics = item.get("metrics")
     if not isinstance(metrics, list) or not metrics:
         raise UsageError(f"{where} needs a non-empty 'metrics' list of guards")

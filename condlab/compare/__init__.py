@@ -68,7 +68,8 @@ def compare(
     t0 = time.perf_counter()
     log, existing = (None, [])
     if output is not None:
-        log, existing = open_log(Path(output), cfg.to_dict(), resume=resume, force=force)
+        log, existing = open_log(Path(output), cfg.to_dict(), resume=resume, force=force,
+                                 threads=threads)
     written = [0]
 
     def emit(row: dict) -> None:

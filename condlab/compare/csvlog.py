@@ -125,26 +125,43 @@ class CsvLog:
         self.close()
 
 
-def open_log(path: Path, config: dict, *, resume: bool, force: bool) -> tuple[CsvLog, list[dict]]:
-    """The log at ``path`` and the rows it already holds (``resume``), or a fresh one."""
+def open_log(
+    path: Path, config: dict, *, resume: bool, force: bool, threads: int | None = None
+) -> tuple[CsvLog, list[dict]]:
+    """The log at ``path`` and the rows it already holds (``resume``), or a fresh one.
+
+    ``NAME.config.json`` beside it records the config and ``threads``; a resume with another
+    config or thread count (which changes the numbers) or without that record is refused.
+    """
+    from condlab.files import atomic_write_text, check_output
+
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"--output '{path}' is a directory; give a file name such as results.csv")
-    if not path.parent.exists():
-        raise UsageError(f"output folder '{path.parent}' does not exist; create it first")
     side = config_path(path)
-    text = _json({"config": config})
+    record = {"config": config, "threads": threads}
+    text = _json(record)
     if resume and path.exists():
-        if side.exists() and json.loads(side.read_text(encoding="utf-8")).get("config") != json.loads(text)["config"]:
+        if not side.exists():
+            raise UsageError(
+                f"'{path}' has no {side.name} beside it, so condlab cannot tell which config "
+                "wrote its rows; drop --resume to start over, or restore that file"
+            )
+        old = json.loads(side.read_text(encoding="utf-8"))
+        if old.get("config") != json.loads(text)["config"]:
             raise UsageError(
                 f"'{path}' was written by a different config (see {side.name}); drop --resume to "
                 "start over, or choose another --output"
+            )
+        if old.get("threads") != threads:
+            raise UsageError(
+                f"'{path}' was written with --threads {old.get('threads') or 'default'}; resume "
+                "with the same --threads (thread counts change the last digits of every number)"
             )
         rows = read_rows(path, repair=True)
         return CsvLog(path, append=True), rows
     if path.exists() and not force:
         raise UsageError(f"'{path}' exists; pass --resume to continue it or --force to overwrite it")
-    side.write_text(text, encoding="utf-8")
+    check_output(path, force=force, flag="--output")
+    atomic_write_text(side, text)
     return CsvLog(path, append=False), []
 
 

@@ -28,21 +28,19 @@ survive ``weights_only`` loading.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import re
-import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from condlab.errors import CondlabError, UsageError
+from condlab.files import atomic_write, atomic_write_text
 
 FORMAT, VERSION = "condlab-checkpoint", 1
 # where common training scripts (and Lightning) keep the weights and the optimizer state
@@ -53,45 +51,9 @@ _PLAIN = (str, int, float, bool, type(None))  # exact types: subclasses need the
 
 
 # -- atomic writes ---------------------------------------------------------------------------
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """``write`` into a temp file beside ``path``, fsync, then ``os.replace`` it over ``path``.
-
-    On any failure the temp file is removed and ``path`` is left as it was. The parent
-    directory is created if missing. OSErrors become CondlabError.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            raise CondlabError(
-                f"cannot write '{path}': {e.strerror or e}; choose a writable path"
-            ) from e
-        if isinstance(e, Exception) and not isinstance(e, CondlabError):
-            raise CondlabError(
-                f"writing '{path}' failed ({type(e).__name__}: {_first_line(e)}); "
-                "the previous file, if any, is unchanged"
-            ) from e
-        raise
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: readers see the old file or the new one."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write(path, lambda f: f.write(data))
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -159,7 +121,7 @@ def save_checkpoint(path: str | Path, ckpt: dict) -> None:
     if not isinstance(ckpt, dict):
         raise UsageError(f"a checkpoint is a dict, got {type(ckpt).__name__}")
     _check_plain(ckpt, "")
-    _atomic_write(path, lambda f: torch.save(ckpt, f))
+    atomic_write(path, lambda f: torch.save(ckpt, f))
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -1,39 +1,19 @@
-"""Atomic writers for JSON and CSV: write a temporary file beside the target, then rename.
+"""Result files as text: JSON and CSV, and the name of a CSV's second file.
 
-A failed write never truncates or replaces what the user already has at ``path``.
+They are written with :func:`condlab.files.atomic_write_text` (one rule for every file).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from condlab.errors import UsageError
+from condlab.files import atomic_write_text
 
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"output path '{path}' is a directory; give a file name")
-    if not path.parent.exists():
-        raise UsageError(f"output folder '{path.parent}' does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+__all__ = ["atomic_write_text", "csv_text", "json_text", "sidecar"]
 
 
 def json_text(doc: dict) -> str:

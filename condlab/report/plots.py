@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from condlab.errors import UsageError
@@ -23,16 +21,11 @@ def _pyplot():
 
 
 def save_figure(fig, path: str | Path) -> None:
-    """Save atomically: a temporary file beside ``path``, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Save with :func:`condlab.files.atomic_write` (PNG unless the suffix names a format)."""
+    from condlab.files import atomic_write
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=120, bbox_inches="tight"))
 
 
 def plot_density(densities, path: str | Path) -> None:

@@ -23,10 +23,11 @@ from condlab.load.checkpoint import make_checkpoint
 from condlab.load.data import Dataset, load_dataset, make_batches
 from condlab.load.models import build_model, resolve_model_spec
 from condlab.losses import check_loss_fits, default_loss, loss_fn
+from condlab.options import TRAIN, parse_mapping
 from condlab.train.optimizers import build_optimizer, resolve_hparams
 
 Callback = Callable[[int, nn.Module, Optimizer, float], Any]
-CONFIG_KEYS = ("model", "data", "loss", "optimizer", "steps", "batch_size", "seed", "max_samples", "dtype")
+CONFIG_KEYS = tuple(o.name for o in TRAIN)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -143,32 +144,21 @@ def _forward(model: nn.Module, X: torch.Tensor, step: int) -> torch.Tensor:
         ) from e
 
 
-def train_from_config(cfg: dict, *, callback: Callback | None = None) -> tuple[TrainResult, dict]:
+def train_from_config(
+    cfg: dict, *, callback: Callback | None = None, where: str = "the train config"
+) -> tuple[TrainResult, dict]:
     """Run a ``condlab train`` config and return the result and a condlab checkpoint dict.
 
     Keys: ``model`` (spec; required), ``data`` (spec; required), ``loss`` (default by task),
     ``optimizer`` (``{name, **hparams}`` or a name; default adam), ``steps`` (300),
     ``batch_size`` (None: full batch), ``seed`` (0; initialization, batches and synthetic
-    data), ``max_samples`` (None), ``dtype`` (float32 | float64). Unknown keys are errors.
+    data), ``max_samples`` (None), ``dtype`` (float32 | float64): :data:`condlab.options.TRAIN`,
+    each value parsed to its type (``where`` names the file in errors); unknown keys are errors.
     ``callback`` is passed to ``train``.
     """
-    if not isinstance(cfg, dict):
-        raise UsageError(f"a train config is a mapping, got {type(cfg).__name__}")
-    unknown = [k for k in cfg if k not in CONFIG_KEYS]
-    if unknown:
-        raise UsageError(
-            f"unknown train config key(s) {', '.join(map(repr, unknown))}; "
-            f"valid keys are {', '.join(CONFIG_KEYS)}"
-        )
-    for key in ("model", "data"):
-        if key not in cfg:
-            raise UsageError(f"the train config needs a {key!r} entry")
-    seed, steps = cfg.get("seed", 0), cfg.get("steps", 300)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"seed must be an integer, got {seed!r}")
-    if cfg.get("dtype", "float32") not in DTYPES:
-        raise UsageError(f"dtype {cfg['dtype']!r} is not one of {', '.join(DTYPES)}")
-    dtype = DTYPES[cfg.get("dtype", "float32")]
+    cfg = parse_mapping(TRAIN, cfg, where, required=("model", "data"))
+    seed, steps = cfg["seed"], cfg["steps"]
+    dtype = DTYPES[cfg["dtype"]]
     opt_cfg = cfg.get("optimizer", "adam")
     opt_cfg = {"name": opt_cfg} if isinstance(opt_cfg, str) else opt_cfg
     if not isinstance(opt_cfg, dict) or not isinstance(opt_cfg.get("name"), str):

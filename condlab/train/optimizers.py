@@ -22,6 +22,7 @@ import torch
 from torch.optim import Optimizer
 
 from condlab.errors import UsageError
+from condlab.options import as_number
 
 _SGD = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
 _ADAM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}
@@ -67,6 +68,7 @@ def check_hparam(
     def bad(what: str) -> UsageError:
         return UsageError(f"optimizer {name!r}: {key}={value!r} must be {what}")
 
+    value = [as_number(b) for b in value] if isinstance(value, list) else as_number(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise bad("true or false")

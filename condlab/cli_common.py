@@ -1,0 +1,226 @@
+"""What every command of the CLI shares: the consoles, one-line errors, the progress bar,
+the typer flags made from the option schema, and the check of the files a command will write.
+
+Command modules (cli.py, cli_check.py, cli_compare.py) import from here; nothing here imports
+them, so the command modules form no import circle.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
+
+from condlab.errors import CondlabError
+
+
+class _OneLineErrors(TyperGroup):
+    """Typer's group, with its boxed usage errors turned into the one ``error:`` line that every
+    other error gets (exit 2), and Ctrl-C into one line and exit 130."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except KeyboardInterrupt:
+            rv = _interrupted()
+        except Exception as e:
+            if not hasattr(e, "format_message") or not hasattr(e, "exit_code"):
+                raise  # not a click error: handle_errors has seen it already
+            if type(e).__name__ == "NoArgsIsHelpError":  # a bare `condlab`: the help
+                sys.stdout.write(e.format_message() + "\n")
+                rv = 0
+            elif type(e).__name__ == "Abort":
+                rv = _interrupted()
+            else:
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                message = " ".join(e.format_message().split())
+                err.print(f"[bold red]error:[/] {escape(message)}{escape(hint)}", highlight=False,
+                          soft_wrap=True)
+                rv = e.exit_code
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _interrupted() -> int:
+    err.print("[bold red]error:[/] interrupted (Ctrl-C)", highlight=False)
+    return 130
+
+
+
+# results go to stdout; a pipe or file gets a wide table instead of rich's default 80 columns
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _fail(message: str, code: int, *, every_rank: bool = False) -> None:
+    """Under torchrun only rank 0 reports a CondlabError (every rank raises the same one);
+    an unexpected error is reported by every rank that hits it."""
+    from condlab.distributed import is_main, rank
+
+    if is_main():
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    elif every_rank:
+        err.print(f"[bold red]error (rank {rank()}):[/] {escape(message)}", highlight=False,
+                  soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn):
+    """One line and an exit code for every error below the CLI; a traceback only with --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            if _state["debug"]:
+                raise
+            raise typer.Exit(_interrupted()) from None
+        except CondlabError as e:
+            if _state["debug"]:
+                raise
+            _fail(str(e), e.exit_code)
+        except Exception as e:  # a bug or an unexpected library error: still one line
+            if _state["debug"]:
+                raise
+            _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+                  "(run again with --debug for the traceback)", 1, every_rank=True)
+
+    return wrapper
+
+
+
+# -- options from the schema ---------------------------------------------------------------------
+def _escape(text: str) -> str:
+    """Help text shown as written: rich markup would swallow ``[plot]`` or ``[default: 5]``."""
+    return text.replace("[", "\\[")
+
+
+def _parameter(o) -> inspect.Parameter:
+    """The typer option of one schema entry, its default shown as the schema states it."""
+    from condlab.options import LIST, PATH, SPEC
+
+    kind = {PATH: Path, LIST: str, SPEC: str}.get(o.type, o.type)
+    if o.choices:  # typer's choices are an Enum's values
+        kind = Enum(o.name, {c: c for c in o.choices}, type=str)
+    if o.type is LIST:
+        kind = list[kind]
+    info = typer.Option(
+        *o.cli_flags,
+        help=_escape(o.help),
+        rich_help_panel=o.group,
+        # a plain default as typer shows it ("[default: 5]"), else the schema's words in brackets
+        show_default=True if o.default_text is None and o.default not in (None, ()) and o.type is not bool
+        else _escape(o.shown_default),
+        metavar=o.metavar,
+    )
+    default = None if o.type is LIST else o.default
+    kind = kind if o.type is bool else Optional[kind]
+    return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[kind, info])
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def with_options(options):
+    """Give the command a flag per entry of ``options`` (the schema) that has one.
+
+    The command receives ``given``: the config fields set on the command line, by name (a
+    default is not "given", so a ``--config`` file's value stands), and ``flags``: the values
+    of the command's own options (``field=False``: where to write, what to read)."""
+
+    def decorate(fn):
+        import typing
+
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [p.replace(annotation=hints[p.name]) for p in sig.parameters.values()
+               if p.name not in ("given", "flags")]
+        extra = [_parameter(o) for o in options if o.cli_flags]
+
+        @functools.wraps(fn)
+        def wrapper(ctx: typer.Context, **kwargs):
+            given, flags = {}, {}
+            for o in options:
+                if o.name not in kwargs:
+                    continue
+                value = _plain(kwargs.pop(o.name))
+                if not o.field:
+                    flags[o.name] = value
+                elif getattr(ctx.get_parameter_source(o.name), "name", "") == "COMMANDLINE":
+                    given[o.name] = value
+            return fn(given=given, flags=flags, **kwargs)
+
+        context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=typer.Context)
+        params = [context, *own, *extra]
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+def _progress() -> Progress:
+    from condlab.distributed import is_main
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("HVPs"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not is_main(),  # under torchrun only rank 0 shows progress
+    )
+
+
+def _hvp_ticker(bar: Progress):
+    """``on_progress(setting, done, budget)``: one bar per setting, in curvature products."""
+    tasks: dict[str, int] = {}
+
+    def on_progress(setting: str, done: int, budget: int) -> None:
+        if setting not in tasks:
+            tasks[setting] = bar.add_task(setting, total=budget)
+        bar.update(tasks[setting], completed=min(done, budget))
+
+    return on_progress
+
+
+
+def _check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
+    """Every file the command will write, checked before any work (see condlab.files)."""
+    from condlab.files import check_output
+
+    for flag, path in paths.items():
+        if path is None:
+            continue
+        check_output(path, force=force, flag=flag.split()[0])
+        if path.suffix.lower() == ".png":
+            from condlab.report.plots import _pyplot
+
+            _pyplot()  # fail before the work when matplotlib is missing
+
+
