@@ -189,7 +189,7 @@ def test_atomic_writes(tmp_path, monkeypatch, writer, payload):
     def fail(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt_mod.os, "fsync", fail)
+    monkeypatch.setattr(os, "fsync", fail)
     with pytest.raises(CondlabError, match="No space left on device"):
         writer(path, payload * 2)
     assert path.read_bytes() == data and _listing(path.parent) == ["out.csv"]

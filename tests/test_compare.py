@@ -218,8 +218,14 @@ def test_resume_repairs_a_torn_line_and_refuses_another_config(tmp_path):
         compare(cfg, output=cut)
     doc = json.loads((tmp_path / "full.config.json").read_text())
     assert doc["config"]["optimizers"][0]["name"] == "adam"
+    with pytest.raises(UsageError, match="--threads"):  # other threads change the numbers
+        compare(cfg, output=cut, resume=True, threads=2)
+    (tmp_path / "cut.config.json").unlink()
+    with pytest.raises(UsageError, match="no cut.config.json"):  # which run wrote it is unknown
+        compare(cfg, output=cut, resume=True)
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
+    (tmp_path / "bad.config.json").write_bytes((tmp_path / "full.config.json").read_bytes())
     with pytest.raises(UsageError, match="not a condlab compare CSV"):
         compare(cfg, output=bad, resume=True)
 
