@@ -1,7 +1,7 @@
 """The settings measured beside the baseline.
 
-- preconditioners (issue 3): the same operator, wrapped as ``P^-1/2 A P^-1/2``;
-- normalizations (issue 4): another model (the normalized reparameterization) on the same,
+- preconditioners: the same operator, wrapped as ``P^-1/2 A P^-1/2``;
+- normalizations: another model (the normalized reparameterization) on the same,
   possibly transformed, data — a new Problem with its own operator.
 
 Each yields ``(setting name, operator or problem, extra record fields)``.
@@ -167,9 +167,12 @@ def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
     from condlab.build import make_problem
     from condlab.errors import UsageError
     from condlab.load.data import make_batches
-    from condlab.normalization import apply_normalization, predicted_nullity
+    from condlab.normalization import (
+        apply_normalization,
+        predicted_nullity,
+        softmax_shift_nullity,
+    )
     from condlab.operators.params import select_params
-    from condlab.spectrum import softmax_shift_nullity
 
     dtype = cfg.torch_dtype
     for kind in cfg.norm:

@@ -4,6 +4,8 @@
 
 Settings are measured in order: the baseline, then each preconditioner, then each
 normalization, then (``per_layer``) each parameter tensor's diagonal block of the baseline.
+Every setting is built before the first is measured: one that cannot be built (a zero
+diagonal, a missing optimizer state) fails the run before any eigenvalue is computed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from condlab.build import Loaded, load, make_problem, set_threads
 from condlab.config import SpectrumConfig
 from condlab.measure import Density, EstimatorSettings, measure
+from condlab.normalization import softmax_shift_nullity
 from condlab.operators.curvature import curvature_operator
 from condlab.report.records import SpectrumResult
 
@@ -27,20 +30,6 @@ class SpectrumReport:
     results: list[SpectrumResult]
     densities: list[Density]
     source: str
-
-
-def softmax_shift_nullity(model, loss: str) -> int:
-    """Null directions of cross-entropy's shift invariance (research.md): adding ``c u^T`` to a
-    final Linear head ``W`` (``c`` = all-ones over classes) leaves the softmax unchanged, one
-    direction per input column of ``[h, 1]``. Counted for a Sequential ending in a Linear."""
-    from torch import nn
-
-    if loss != "cross-entropy" or not isinstance(model, nn.Sequential) or not len(model):
-        return 0
-    head = model[-1]
-    if not isinstance(head, nn.Linear) or head.out_features < 2 or not head.weight.requires_grad:
-        return 0
-    return head.in_features + (1 if head.bias is not None else 0)
 
 
 def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResult:
@@ -142,11 +131,15 @@ def run_spectrum(
         regularized_baseline,
     )
 
+    # every setting is built (a preconditioner with a zero diagonal, a missing optimizer state,
+    # a model that cannot be normalized: each refused) before the first eigenvalue is computed
+    preconditioned = list(preconditioned_settings(cfg, problem, A, loaded))
+    normalized = list(normalized_settings(cfg, loaded))
     run("baseline", regularized_baseline(cfg, A), problem, predicted_nullity=null,
         details={"stability_method": "momentum" if cfg.beta1 else "gd", **objective(cfg)})
-    for name, op, kw in preconditioned_settings(cfg, problem, A, loaded):
+    for name, op, kw in preconditioned:
         run(name, op, problem, **kw)
-    for name, prob, kw in normalized_settings(cfg, loaded):
+    for name, prob, kw in normalized:
         op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.product_block))
         run(name, op, prob, **kw)
     results[:] = [with_stability(r, cfg) for r in results]

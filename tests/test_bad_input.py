@@ -46,6 +46,8 @@ BAD = [
     ("momentum of 1.5", (*S, "--beta1", "1.5"), {}, 2, "--beta1"),
     ("a negative eps", (*S, "--precond", "gn", "--eps", "-1"), {}, 2, "--eps"),
     ("an unknown preconditioner", (*S, "--precond", "newton"), {}, 2, "--precond"),
+    ("an optimizer preconditioner without its state", (*S, "--precond", "optimizer"), {}, 2,
+     "optimizer state"),
     ("an unknown normalization", (*S, "--norm", "group"), {}, 2, "--norm"),
     ("nothing to measure", (*S, "--top", "0", "--bottom", "0"), {}, 2, "nothing to measure"),
     ("no model and no checkpoint", ("spectrum", "--data", "iris"), {}, 2, "--model"),
@@ -149,6 +151,22 @@ def test_bad_input_is_one_line_before_any_work(what, args, files, code, words, t
     assert "Traceback" not in text and len(text.splitlines()) == 1, text
     assert text.startswith("error: ") and words in text, text
     assert _files(tmp_path) == before  # nothing written, nothing replaced
+
+
+@pytest.mark.parametrize("rule", ["gn", "gn-sqrt", "jacobi"])
+def test_a_zero_diagonal_is_refused_before_any_eigenvalue(rule, monkeypatch):
+    """Digits has constant pixels: with eps 0 these rules' P has zeros (building P takes
+    products; measuring any setting must not start)."""
+    import condlab.spectrum
+
+    def measure(*a, **k):
+        raise AssertionError("a setting was measured before the error")
+
+    monkeypatch.setattr(condlab.spectrum, "measure", measure)
+    r = CliRunner().invoke(app, ["spectrum", "--model", "linear", "--data", "digits", "--top", "2",
+                                 "--bottom", "0", "--precond", rule, "--eps", "0"])
+    assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "--eps" in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
 
 
 def table() -> str:

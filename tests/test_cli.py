@@ -66,7 +66,7 @@ def user_files(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("curvature", ["hessian", "ggn"])
 def test_unseen_model_matches_dense_eigendecomposition(user_files, curvature):
-    """The issue's done-when: an unseen model and data, float64, tol 1e-8, both ends."""
+    """An unseen model and data, float64, tol 1e-8, both ends."""
     tmp, model, X, y = user_files
     r = invoke(
         "spectrum", "--model", "mymodels:make", "--weights", "w.pt", "--data", "d.npz",

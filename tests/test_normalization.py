@@ -241,7 +241,7 @@ def test_linear_regression_condition_after_standardization():
 
 
 def test_matches_standard_scaler_in_a_float64_run_of_a_float32_model():
-    """The issue's acceptance case: a float32 model run in float64 on ill-scaled, non-centred data."""
+    """A float32 model run in float64 on ill-scaled, non-centred data."""
     from sklearn.preprocessing import StandardScaler
 
     X = (

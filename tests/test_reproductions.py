@@ -1,7 +1,7 @@
 """Each reproduction config at its --quick size, fixed seeds: the direction of every finding.
 
 The absolute figures are not checked (they belong to docs/reproductions.md, from the full
-size); only that each claim the issue lists comes out the way the paper says.
+size); only that each claim listed in docs/reproductions.md comes out the way the paper says.
 """
 
 from pathlib import Path

@@ -28,7 +28,7 @@ def kappa(Z: torch.Tensor) -> float:
 
 
 def test_input_standardization_gives_the_standardized_design():
-    """Issue 4 done-when: ill-scaled, non-centred linear regression, --norm input."""
+    """Input standardization: ill-scaled, non-centred linear regression, --norm input."""
     res = run_json(
         "spectrum", "--model", "linear", "--data", LINREG, "--loss", "mse", "--norm", "input",
         "--dtype", "float64", "--tol", "1e-10", "--format", "json", "--top", "2", "--bottom", "2",
@@ -84,7 +84,7 @@ def test_batchnorm_and_layernorm_settings_on_an_mlp():
 
 
 def test_gn_and_gn_sqrt_on_ill_scaled_linear_regression():
-    """Issue 3 done-when: kappa(D^-1/2 H D^-1/2) and kappa(D^-1/4 H D^-1/4), D = diag(H)."""
+    """Jacobi scaling: kappa(D^-1/2 H D^-1/2) and kappa(D^-1/4 H D^-1/4), D = diag(H)."""
     res = run_json(
         "spectrum", "--model", "linear", "--data", LINREG, "--loss", "mse", "--precond", "gn",
         "--precond", "gn-sqrt", "--dtype", "float64", "--tol", "1e-10", "--format", "json",
@@ -151,7 +151,7 @@ def _dense_adam_preconditioned(ckpt_path):
 
 
 def test_checkpoint_adam_state_matches_dense(adam_ckpt, tmp_path):
-    """Issue 3 done-when: the checkpoint's own Adam state, and the same via --optimizer-state."""
+    """Optimizer-state preconditioner: the checkpoint's own Adam state, and the same via --optimizer-state."""
     ev, ckpt = _dense_adam_preconditioned(adam_ckpt)
     args = ["spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64", "--tol",
             "1e-10", "--top", "3", "--bottom", "2", "--format", "json"]
@@ -182,7 +182,7 @@ def test_stability_against_the_threshold(adam_ckpt):
 
 
 def test_batchnorm_model_nullity_predicted_and_measured(tmp_path):
-    """Issue 4: a model with BatchNorm, measured as it is: the null space its normalization
+    """A model with BatchNorm, measured as it is: the null space its normalization
     creates (plus cross-entropy's softmax shift) predicted and measured exactly. Batch
     statistics: the next eigenvalue is 1.6e-9 of lambda_max, a clean gap (in eval mode at
     initialization the spectrum decays continuously to 1e-13 and leaves nothing to count)."""

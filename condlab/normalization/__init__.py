@@ -16,6 +16,7 @@ from condlab.normalization.invariance import (
     positive_condition_number,
     predicted_nullity,
     scale_invariant_groups,
+    softmax_shift_nullity,
 )
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "measured_nullity",
     "positive_condition_number",
     "predicted_nullity",
+    "softmax_shift_nullity",
     "scale_invariant_groups",
 ]

@@ -158,3 +158,15 @@ def positive_condition_number(eigenvalues: Tensor, rtol: float = 1e-10) -> float
     lam, tau = _threshold(eigenvalues, rtol)
     pos = lam[lam > tau]
     return float(pos.max() / pos.min()) if pos.numel() else math.nan
+
+
+def softmax_shift_nullity(model, loss: str) -> int:
+    """Null directions of cross-entropy's shift invariance (research.md): adding ``c u^T`` to a
+    final Linear head ``W`` (``c`` = all-ones over classes) leaves the softmax unchanged, one
+    direction per input column of ``[h, 1]``. Counted for a Sequential ending in a Linear."""
+    if loss != "cross-entropy" or not isinstance(model, nn.Sequential) or not len(model):
+        return 0
+    head = model[-1]
+    if not isinstance(head, nn.Linear) or head.out_features < 2 or not head.weight.requires_grad:
+        return 0
+    return head.in_features + (1 if head.bias is not None else 0)
