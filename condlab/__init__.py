@@ -52,6 +52,7 @@ _EXPORTS = {
     "Problem": "condlab.problem",
     "SpectrumResult": "condlab.report.records",
     "run_spectrum": "condlab.spectrum",
+    "Tracker": "condlab.tracking",
 }
 
 __all__ = sorted(_EXPORTS)

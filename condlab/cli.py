@@ -77,20 +77,15 @@ def spectrum(
 
     Example: condlab spectrum ckpt.pt --top 5 --bottom 3 --precond optimizer --format json
     """
-    from condlab.config import SpectrumConfig, build, read_yaml
     from condlab.distributed import init_from_env, is_main
     from condlab.spectrum import run_spectrum
 
     init_from_env()  # under torchrun: join the process group (a no-op in one process)
-    config, fmt, output, plot = flags["config"], Format(flags["format"]), flags["output"], flags["plot"]
+    fmt, output, plot = Format(flags["format"]), flags["output"], flags["plot"]
     density_output = flags["density_output"]
-    values: dict[str, Any] = read_yaml(config) if config else {}
     if checkpoint is not None:
         given["checkpoint"] = checkpoint
-    if flags["model_config"] is not None:
-        given["model_args"] = read_yaml(flags["model_config"])
-    cfg = build(SpectrumConfig, values, source=f"'{config}'" if config else "the options",
-                cli={k: v for k, v in given.items() if v != []})
+    cfg = spectrum_config(given, flags)
     if plot is not None and not cfg.density:
         raise UsageError("--plot draws the spectral density: add --density")
     if fmt == Format.table and output is not None:
@@ -123,6 +118,18 @@ def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
     from condlab.report.files import sidecar
 
     return sidecar(output, "eigenvalues") if output is not None and fmt == Format.csv else None
+
+
+def spectrum_config(given: dict, flags: dict):
+    """The SpectrumConfig of the ``--config`` file overridden by the options ``given``."""
+    from condlab.config import SpectrumConfig, build, read_yaml
+
+    config = flags["config"]
+    values: dict[str, Any] = read_yaml(config) if config else {}
+    if flags["model_config"] is not None:
+        given["model_args"] = read_yaml(flags["model_config"])
+    return build(SpectrumConfig, values, source=f"'{config}'" if config else "the options",
+                 cli={k: v for k, v in given.items() if v != []})
 
 
 def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
@@ -245,12 +252,14 @@ def main() -> None:
 
 
 def _register_commands() -> None:
-    """``check`` and ``compare`` live in their own modules; they register on the same app."""
+    """``check``, ``compare`` and ``track`` live in their own modules; they register on the same app."""
     from condlab.cli_check import register as register_check
     from condlab.cli_compare import register as register_compare
+    from condlab.cli_track import register as register_track
 
     register_check(app, handle_errors, out, err)
     register_compare(app, handle_errors, out, err)
+    register_track(app, handle_errors, out, err)
 
 
 _register_commands()

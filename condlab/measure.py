@@ -75,6 +75,7 @@ class Density:
 class Measurement:
     result: SpectrumResult
     density: Density | None
+    vectors: Tensor | None = None  # [P, top + bottom] Ritz vectors (Lanczos only): a warm start
 
 
 class _Observed(LinearOperator):
@@ -114,8 +115,13 @@ def measure(
     params_added: int | None = None,
     predicted_nullity: int | None = None,
     on_matvec: Callable[[int], None] | None = None,
+    start: Tensor | None = None,
 ) -> Measurement:
-    """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``)."""
+    """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
+
+    ``start``: Ritz vectors of a nearby operator (:attr:`Measurement.vectors` of the previous
+    checkpoint) to start Lanczos from; the returned ``vectors`` are this run's.
+    """
     s = settings.resolved(A.dtype)
     if s.krylov_device is not None:
         try:
@@ -130,7 +136,7 @@ def measure(
     top, bottom = min(s.top, P), min(s.bottom, P)
     fields: dict = {}
     krylov: dict = {}  # block size and the copies found, for the multiplicity flags
-    density = None
+    density = vectors = None
     if s.exact:
         if P > EXACT_LIMIT:
             raise UsageError(
@@ -171,7 +177,10 @@ def measure(
                 seed=s.seed,
                 basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
                 basis_device=s.krylov_device,
+                return_vectors=True,
+                start=start,
             )
+            vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
             fields.update(
                 eigenvalues_top=_floats(eig.eigenvalues_top),
                 residuals_top=_floats(eig.residuals_top),
@@ -244,7 +253,7 @@ def measure(
         predicted_nullity=predicted_nullity,
         **fields,
     )
-    return Measurement(result, density)
+    return Measurement(result, density, vectors)
 
 
 def _inertia(evals, density, cond, s: EstimatorSettings) -> dict:

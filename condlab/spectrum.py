@@ -11,7 +11,7 @@ diagonal, a missing optimizer state) fails the run before any eigenvalue is comp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from condlab.build import Loaded, load, make_problem, set_threads
 from condlab.config import SpectrumConfig
@@ -30,6 +30,7 @@ class SpectrumReport:
     results: list[SpectrumResult]
     densities: list[Density]
     source: str
+    vectors: dict = field(default_factory=dict)  # setting -> Ritz vectors [P, k] (warm starts)
 
 
 def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResult:
@@ -83,17 +84,21 @@ def run_spectrum(
     on_progress: Progress | None = None,
     loaded: Loaded | None = None,
     threads: int | None = None,
+    starts: dict | None = None,
 ) -> SpectrumReport:
     """Measure every setting ``cfg`` asks for; see the module docstring for the order.
 
     ``threads``: torch CPU threads; None picks one thread for small problems, where
     intra-op parallelism costs more than it gains, and torch's default otherwise.
+    ``starts``: setting -> Ritz vectors of a nearby model (the report's ``vectors`` from the
+    previous checkpoint of a run) to warm-start Lanczos from.
     """
     loaded = loaded or load(cfg)
     set_threads(threads, loaded)
     est = estimator_settings(cfg)
     results: list[SpectrumResult] = []
     densities: list[Density] = []
+    vectors: dict = {}
 
     def run(setting: str, A, problem, **kw) -> SpectrumResult:
         done = [0]
@@ -111,9 +116,12 @@ def run_spectrum(
             n_samples=problem.n_samples,
             modes=problem.modes,
             on_matvec=tick,
+            start=(starts or {}).get(setting),
             **kw,
         )
         results.append(m.result)
+        if m.vectors is not None:
+            vectors[setting] = m.vectors
         if m.density is not None:
             densities.append(m.density)
         return m.result
@@ -152,4 +160,4 @@ def run_spectrum(
             A = "G" if cfg.curvature == "ggn" else "H"
             label["objective"] = label["objective"].replace(A, f"{A}[{pname}]", 1)
             run(f"layer:{pname}", op, sub, layer=pname, details=label)
-    return SpectrumReport(cfg.to_dict(), results, densities, loaded.source)
+    return SpectrumReport(cfg.to_dict(), results, densities, loaded.source, vectors)

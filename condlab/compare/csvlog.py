@@ -32,8 +32,8 @@ STEP_COLUMNS = ("step", "status", "train_loss", "test_loss", "train_acc", "test_
                 "sharpness_ratio", "block_lambda_max", "block_kappa", "si_norm", "si_eff_lr",
                 "si_angle", "v_gn_spread", "v_h_spread", "gn_spread", "dist_l2", "dist_pw", "converged")
 COLUMNS = RUN_COLUMNS + STEP_COLUMNS
-_INTS = {"batch_size", "seed", "step", "nullity"}
-_STRS = {"variant", "optimizer", "method", "basis", "status"}
+_INTS = {"batch_size", "seed", "step", "nullity", "hvps"}
+_STRS = {"variant", "optimizer", "method", "basis", "status", "checkpoint", "setting"}
 _BOOLS = {"tuned", "converged"}
 
 
@@ -61,17 +61,17 @@ def _value(key: str, s: str) -> Any:
     return float(s)
 
 
-def format_row(row: dict) -> str:
-    """One CSV line (with its newline) in ``COLUMNS`` order."""
+def format_row(row: dict, columns: tuple[str, ...] = COLUMNS) -> str:
+    """One CSV line (with its newline) in ``columns`` order."""
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([_cell(k, row.get(k)) for k in COLUMNS])
+    csv.writer(buf, lineterminator="\n").writerow([_cell(k, row.get(k)) for k in columns])
     return buf.getvalue()
 
 
-def normalize(row: dict) -> dict:
+def normalize(row: dict, columns: tuple[str, ...] = COLUMNS) -> dict:
     """The row as it reads back from the CSV (every column, parsed)."""
-    line = next(csv.reader([format_row(row)]))
-    return {k: _value(k, s) for k, s in zip(COLUMNS, line, strict=True)}
+    line = next(csv.reader([format_row(row, columns)]))
+    return {k: _value(k, s) for k, s in zip(columns, line, strict=True)}
 
 
 def config_path(path: Path) -> Path:
@@ -94,16 +94,16 @@ def _json(doc: dict) -> str:
 class CsvLog:
     """Appends rows to ``path``; see the module docstring for the guarantees."""
 
-    def __init__(self, path: Path, *, append: bool):
-        self.path = path
+    def __init__(self, path: Path, *, append: bool, columns: tuple[str, ...] = COLUMNS):
+        self.path, self.columns = path, columns
         self._fh = open(path, "a" if append else "w", encoding="utf-8", newline="")
         if not append:
-            self._fh.write(",".join(COLUMNS) + "\n")
+            self._fh.write(",".join(columns) + "\n")
             self.sync()
         self._last_sync = time.monotonic()
 
     def write(self, row: dict) -> None:
-        self._fh.write(format_row(row))
+        self._fh.write(format_row(row, self.columns))
         self._fh.flush()
         if time.monotonic() - self._last_sync >= FSYNC_SECONDS:
             self.sync()
@@ -126,9 +126,11 @@ class CsvLog:
 
 
 def open_log(
-    path: Path, config: dict, *, resume: bool, force: bool, threads: int | None = None
+    path: Path, config: dict, *, resume: bool, force: bool, threads: int | None = None,
+    columns: tuple[str, ...] = COLUMNS, what: str = "compare",
 ) -> tuple[CsvLog, list[dict]]:
-    """The log at ``path`` and the rows it already holds (``resume``), or a fresh one.
+    """The log at ``path`` (with ``columns``) and the rows it already holds (``resume``), or a
+    fresh one.
 
     ``NAME.config.json`` beside it records the config and ``threads``; a resume with another
     config or thread count (which changes the numbers) or without that record is refused.
@@ -156,17 +158,19 @@ def open_log(
                 f"'{path}' was written with --threads {old.get('threads') or 'default'}; resume "
                 "with the same --threads (thread counts change the last digits of every number)"
             )
-        rows = read_rows(path, repair=True)
-        return CsvLog(path, append=True), rows
+        rows = read_rows(path, repair=True, columns=columns, what=what)
+        return CsvLog(path, append=True, columns=columns), rows
     if path.exists() and not force:
         raise UsageError(f"'{path}' exists; pass --resume to continue it or --force to overwrite it")
     check_output(path, force=force, flag="--output")
     atomic_write_text(side, text)
-    return CsvLog(path, append=False), []
+    return CsvLog(path, append=False, columns=columns), []
 
 
-def read_rows(path: Path, *, repair: bool = False) -> list[dict]:
-    """The parsed rows of a compare CSV; ``repair`` drops a torn last line from the file."""
+def read_rows(
+    path: Path, *, repair: bool = False, columns: tuple[str, ...] = COLUMNS, what: str = "compare"
+) -> list[dict]:
+    """The parsed rows of a ``what`` CSV; ``repair`` drops a torn last line from the file."""
     raw = Path(path).read_bytes()
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
@@ -177,8 +181,8 @@ def read_rows(path: Path, *, repair: bool = False) -> list[dict]:
     lines = raw.decode("utf-8").splitlines()
     if not lines:
         raise UsageError(f"'{path}' is empty; drop --resume to start over")
-    if tuple(lines[0].split(",")) != COLUMNS:
-        raise UsageError(f"'{path}' is not a condlab compare CSV (its header differs); choose "
+    if tuple(lines[0].split(",")) != columns:
+        raise UsageError(f"'{path}' is not a condlab {what} CSV (its header differs); choose "
                          "another --output or drop --resume")
-    return [{k: _value(k, s) for k, s in zip(COLUMNS, rec, strict=True)}
+    return [{k: _value(k, s) for k, s in zip(columns, rec, strict=True)}
             for rec in csv.reader(lines[1:])]

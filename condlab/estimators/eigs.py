@@ -254,6 +254,7 @@ def extreme_eigenpairs(
     return_vectors: bool = False,
     basis_dtype: torch.dtype | None = None,
     basis_device=None,
+    start: Tensor | None = None,
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -264,6 +265,11 @@ def extreme_eigenpairs(
     1 GiB); reaching it triggers a thick restart. ``basis_dtype``/``basis_device`` store ``V``
     elsewhere than ``A`` (see the module docstring). Deterministic given ``generator`` (or
     ``seed``).
+
+    ``start`` (a warm start): a vector ``[P]`` or the columns ``s_i`` of ``[P, k]`` (e.g. the
+    Ritz vectors of a nearby operator) to start from: column ``j`` of the first block is
+    ``sum_{i = j mod b} s_i / ||s_i|| + r_j / ||r_j||`` with ``r`` the random block, so no
+    eigendirection is missed.
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
@@ -277,7 +283,8 @@ def extreme_eigenpairs(
     while b > 1 and math.ceil(nwant / b) * b > max_matvecs:
         b -= 1  # the first blocks must hold the wanted pairs within the budget
     if P <= max_matvecs and (nwant >= P or P <= 2 * nwant + 8):
-        dec = lanczos(A, P, generator=gen)
+        v0 = _warm_block(start, random_probes(P, 1, gen, like=A)) if start is not None else None
+        dec = lanczos(A, P, generator=gen, v0=None if v0 is None else v0[:, 0])
         theta, S = torch.linalg.eigh(dec.tridiagonal())
         ritz = _Ritz(theta, S, (float(dec.betas[-1]) * S[-1]).abs())
         return _result(
@@ -297,8 +304,10 @@ def extreme_eigenpairs(
     eps = max(torch.finfo(A.dtype).eps, torch.finfo(vdtype).eps)
     V = torch.empty(P, cap, dtype=vdtype, device=vdevice)  # [P, cap]
     H = torch.zeros(cap, cap, dtype=torch.float64)
-    start = random_probes(P, b, gen, like=V)
-    Q, _ = torch.linalg.qr(start)  # [P, b]
+    first = random_probes(P, b, gen, like=V)
+    if start is not None:
+        first = _warm_block(start, first)
+    Q, _ = torch.linalg.qr(first)  # [P, b]
     C = torch.zeros(0, b, dtype=torch.float64)  # coupling of V to Q
     k = matvecs = restarts = dropped = 0
     anorm, ritz = 0.0, None
@@ -348,6 +357,21 @@ def _copies(theta: Tensor, converged: Tensor, values: Tensor, width: float) -> T
     """``[n]`` converged Ritz values within ``width`` of each of ``values``."""
     close = (theta[None, :] - values[:, None]).abs() <= width
     return (close & converged[None, :]).sum(dim=1)
+
+
+def _warm_block(start: Tensor, R: Tensor) -> Tensor:
+    """``[P, b]``: column ``j`` is ``sum_{i = j mod b} s_i / ||s_i|| + r_j / ||r_j||`` over the
+    columns ``s_i`` of ``start`` and ``r_j`` of the random block ``R``."""
+    P, b = R.shape
+    if start.ndim not in (1, 2) or start.shape[0] != P:
+        raise UsageError(f"start must have shape [{P}] or [{P}, k], got {tuple(start.shape)}")
+    S = (start[:, None] if start.ndim == 1 else start).to(dtype=R.dtype, device=R.device)
+    norms = torch.linalg.vector_norm(S, dim=0)
+    S = S[:, norms > 0] / norms[norms > 0]
+    out = R / torch.linalg.vector_norm(R, dim=0)
+    for i in range(S.shape[1]):
+        out[:, i % b] += S[:, i]
+    return out
 
 
 def _result(

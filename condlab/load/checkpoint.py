@@ -192,6 +192,12 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
 
     Without ``trust`` only ``weights_only=True`` loading is used, which runs no code from the file.
     """
+    return _classify(read_torch_file(path, trust=trust), Path(path))
+
+
+def read_torch_file(path: str | Path, *, trust: bool = False) -> Any:
+    """What ``torch.load`` returns (onto the CPU, ``weights_only`` unless ``trust``), with a
+    one-line UsageError for a missing, unreadable, corrupt or code-carrying file."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"checkpoint '{path}' does not exist")
@@ -218,7 +224,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
             f"'{path}' is not a readable torch file (corrupt or another format: "
             f"{type(e).__name__}: {_first_line(e)})"
         ) from None
-    return _classify(obj, path)
+    return obj
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -374,5 +380,6 @@ __all__ = [
     "make_checkpoint",
     "match_prefix",
     "model_from_checkpoint",
+    "read_torch_file",
     "save_checkpoint",
 ]

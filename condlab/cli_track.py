@@ -1,0 +1,85 @@
+"""``condlab track``: the CLI layer over :mod:`condlab.tracking.sweep` (parse, sweep, plot).
+
+Its loading and measuring options are ``condlab spectrum``'s, from the one option schema
+(:data:`condlab.options.SPECTRUM`, less the single-file ones), so the two commands cannot
+drift apart. Exit codes: 0 done (with a warning per skipped checkpoint), 1 a checkpoint failed
+under ``--on-error stop``, 2 a usage error found before any measurement.
+"""
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# spectrum's options that name one file's output, or the single checkpoint's optimizer state
+NOT_FOR_TRACK = ("checkpoint", "format", "output", "density", "density_output", "plot", "optimizer_state")
+G_TRACK = "Sweep"
+
+
+class OnError(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+def register(app: typer.Typer, handle_errors, out, err) -> None:
+    """Add ``track`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
+    from condlab import cli
+    from condlab.options import SPECTRUM
+
+    @app.command("track")
+    @handle_errors
+    @cli.with_options(tuple(o for o in SPECTRUM if o.name not in NOT_FOR_TRACK))
+    def track(
+        checkpoints: Annotated[list[str], typer.Argument(help="Checkpoint files: folders and/or quoted globs such as 'run/ckpt_*.pt'.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="The CSV the rows are appended to, one per checkpoint and setting.", rich_help_panel=G_TRACK)] = Path("track.csv"),
+        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep into --output: checkpoints already there are not measured again.", rich_help_panel=G_TRACK)] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing --output.", rich_help_panel=G_TRACK)] = False,
+        on_error: Annotated[OnError, typer.Option(help="A checkpoint that cannot be read or measured: stop (exit 1, rows so far kept) or skip it with a warning row.", rich_help_panel=G_TRACK)] = OnError.stop,
+        warm: Annotated[bool, typer.Option("--warm-start/--cold-start", help="Start Lanczos from the previous checkpoint's Ritz vectors.", rich_help_panel=G_TRACK)] = True,
+        plot: Annotated[Optional[Path], typer.Option("--plot", help="Plot lambda_max (with the stability threshold), kappa, the stability ratio and the trace against the step to this PNG (needs matplotlib).", rich_help_panel=G_TRACK)] = None,
+        *,
+        given: dict,
+        flags: dict,
+    ) -> None:
+        """Measure every checkpoint of a run in step order into a CSV, and plot it.
+
+        Takes spectrum's options (model, data, loss, curvature, --precond, --norm, estimators).
+        lr and beta1 come from each checkpoint's optimizer state unless given.
+        Example: condlab track 'run/ckpt_*.pt' --model mlp --data digits --precond optimizer --plot eos.png
+        """
+        from condlab.compare.csvlog import open_log
+        from condlab.errors import UsageError
+        from condlab.tracking.rows import COLUMNS
+        from condlab.tracking.sweep import Sweep, discover, run_sweep
+
+        if resume and force:
+            raise UsageError("--resume continues --output and --force replaces it: pass one")
+        if plot is not None and plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{plot}'")
+        cfg = cli.spectrum_config({**given, "checkpoint": checkpoints[0]}, flags)
+        found = discover(checkpoints, trust=cfg.trust_checkpoint)
+        record = {**cfg.to_dict(), "checkpoints": list(checkpoints), "warm_start": warm}
+        sweep = Sweep(cfg, found, warm=warm, threads=flags["threads"])
+        log, done = open_log(output, record, resume=resume, force=force, threads=flags["threads"],
+                             columns=COLUMNS, what="track")
+        with log, cli._progress() as bar:
+            task = bar.add_task("checkpoints", total=len(found))
+            bar.update(task, completed=len({r["checkpoint"] for r in done}))
+            summary = run_sweep(
+                sweep, log, done, on_error=on_error.value,
+                on_checkpoint=lambda i, n, c: bar.update(task, description=f"step {c.step}",
+                                                         completed=len(found) - n + i),
+            )
+        for line in summary.skipped:
+            err.print(f"[yellow]warning:[/] skipped {line}", highlight=False, soft_wrap=True)
+        done_text = f", {summary.resumed} already there" if summary.resumed else ""
+        err.print(f"measured {summary.measured} checkpoint(s){done_text} ({summary.hvps} curvature "
+                  f"products); wrote {output}", highlight=False)
+        if plot is not None:
+            from condlab.compare.csvlog import read_rows
+            from condlab.tracking.plots import plot_track
+
+            plot_track(read_rows(output, columns=COLUMNS, what="track"), plot,
+                       title=f"condlab track {' '.join(checkpoints)}")
+            err.print(f"wrote {plot}", highlight=False)

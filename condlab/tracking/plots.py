@@ -1,0 +1,51 @@
+"""Plots of a tracked run against the step (matplotlib, the ``plot`` extra, imported lazily)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from condlab.errors import UsageError
+
+
+def plot_track(rows: list[dict], path: str | Path, title: str = "") -> None:
+    """``lambda_max`` with each setting's stability threshold (dashed), ``kappa``, the stability
+    ratio (1 = the threshold) and, when measured, the trace, against the step; one line per
+    setting. Skipped checkpoints are left out."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'condlab[plot]'") from None
+    ok = [r for r in rows if r.get("status") == "ok"]
+    settings = list(dict.fromkeys(r["setting"] for r in ok))
+    panels = [("lambda_max", "lambda_max (dashed: threshold)", "log"), ("kappa", "kappa", "log"),
+              ("stability_ratio", "lambda_max / threshold", "linear")]
+    if any(r.get("trace") is not None for r in ok):
+        panels.append(("trace", "trace", "linear"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 2.1 * len(panels)), sharex=True, dpi=80)
+    for ax, (key, label, scale) in zip(axes, panels, strict=True):
+        for i, s in enumerate(settings):
+            pts = [(r["step"], r[key]) for r in ok if r["setting"] == s and r.get(key) is not None]
+            if not pts:
+                continue
+            color = f"C{i}"
+            ax.plot(*zip(*pts, strict=True), marker=".", color=color, label=s)
+            if key == "lambda_max":
+                th = [(r["step"], r["threshold"]) for r in ok if r["setting"] == s and r.get("threshold")]
+                if th:
+                    ax.plot(*zip(*th, strict=True), "--", color=color, label=f"{s} threshold")
+        if key == "stability_ratio":
+            ax.axhline(1.0, color="gray", lw=0.8)
+        if scale == "log" and all((r.get(key) or 0) > 0 for r in ok if r.get(key) is not None):
+            ax.set_yscale("log")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    axes[-1].set_xlabel("step")
+    if title:
+        axes[0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
