@@ -12,8 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-# spectrum's options that name one file's output, or the single checkpoint's optimizer state
-NOT_FOR_TRACK = ("checkpoint", "format", "output", "density", "density_output", "plot", "optimizer_state")
+# spectrum's options about one file: its weights, its optimizer state, where its report goes
+NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
+                 "density_output", "plot")
 G_TRACK = "Sweep"
 
 
