@@ -1,9 +1,9 @@
 """``condlab track``: the spectrum of every checkpoint of a run, in step order, into one CSV.
 
-Checkpoints are files matched by globs or found in folders. Each is read with
-``torch.load(weights_only=True)`` (pickled code only with ``trust``) as a condlab checkpoint, a
-plain ``state_dict``, or a dict such as ``{"model": state_dict, "optimizer": opt.state_dict(),
-"step": k}`` (also ``state_dict`` / ``model_state_dict`` / ``optimizer_state_dict`` keys). The
+Checkpoints are files matched by globs or found in folders. Each is read as
+:func:`condlab.load.checkpoint.load_checkpoint` reads it (``weights_only``; pickled code only
+with ``trust``): a condlab checkpoint, a plain ``state_dict``, a dict such as
+``{"model": state_dict, "optimizer": opt.state_dict(), "step": k}``, Lightning's layout. The
 step is the checkpoint's ``step`` (or ``global_step``, ``iteration``; a condlab checkpoint's
 ``train.steps``), else the last number in the file name. ``lr`` and ``beta1`` (Adam's
 ``betas[0]``, SGD's ``momentum``) come from each checkpoint's optimizer state unless given.
@@ -32,12 +32,19 @@ from torch import Tensor
 from condlab.build import Loaded, load
 from condlab.config import SpectrumConfig
 from condlab.errors import CondlabError, UsageError
-from condlab.load.checkpoint import FORMAT, load_weights, read_torch_file, save_checkpoint
+from condlab.load.checkpoint import (
+    FORMAT,
+    _classify,
+    load_weights,
+    match_prefix,
+    read_torch_file,
+    save_checkpoint,
+)
 from condlab.spectrum import run_spectrum
 from condlab.tracking.rows import error_row, optimizer_hparams, result_rows
 
 STEP_KEYS = ("step", "global_step", "iteration")
-SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")  # what a folder is searched for
+SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors")  # what a folder is searched for
 ON_ERROR = ("stop", "skip")
 
 
@@ -97,12 +104,6 @@ def step_from_name(path: Path) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
-    )
-
-
 def _step(value: Any, path: Path) -> int:
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
@@ -112,25 +113,17 @@ def _step(value: Any, path: Path) -> int:
 
 
 def contents(obj: Any, path: Path) -> Contents:
-    """The weights, optimizer state and step of what ``torch.load`` returned."""
-    if isinstance(obj, torch.nn.Module):
-        return Contents(obj.state_dict(), None, None, False)
-    if _is_state_dict(obj):
-        return Contents(dict(obj), None, None, False)
-    if not isinstance(obj, Mapping):
-        raise UsageError(f"'{path}' holds a {type(obj).__name__}; expected a checkpoint dict or a state_dict")
-    condlab = obj.get("format") == FORMAT
-    step = next((obj[k] for k in STEP_KEYS if obj.get(k) is not None), None)
-    if condlab and step is None:
-        step = (obj.get("train") or {}).get("steps")
-    weights = next((obj[k] for k in ("state_dict", "model_state_dict", "model") if _is_state_dict(obj.get(k))), None)
-    if weights is None:
-        keys = ", ".join(map(str, list(obj)[:8])) or "none"
-        raise UsageError(f"'{path}' holds a dict with keys {keys} but no weights; expected a "
-                         "'model', 'state_dict' or 'model_state_dict' entry holding a state_dict")
-    optimizer = obj.get("optimizer") or obj.get("optimizer_state_dict")
-    return Contents(dict(weights), optimizer if isinstance(optimizer, Mapping) else None,
-                    None if step is None else _step(step, path), condlab)
+    """The weights, optimizer state and step of what ``torch.load`` returned (any layout
+    :func:`condlab.load.checkpoint.load_checkpoint` reads)."""
+    ck = _classify(obj, path)
+    step = None
+    if isinstance(obj, Mapping):
+        step = next((obj[k] for k in STEP_KEYS if obj.get(k) is not None), None)
+        if step is None and ck["format"] == FORMAT:
+            step = (obj.get("train") or {}).get("steps")
+    optimizer = ck.get("optimizer")
+    return Contents(dict(ck["state_dict"]), optimizer if isinstance(optimizer, Mapping) else None,
+                    None if step is None else _step(step, path), ck["format"] == FORMAT)
 
 
 def read(path: Path, trust: bool = False) -> Contents:
@@ -219,7 +212,8 @@ class Sweep:
         dtypes = {v.dtype for v in c.state_dict.values() if v.is_floating_point()}
         if len(dtypes) == 1:  # keep the precision the weights were saved in (float64 stays float64)
             model = model.to(dtypes.pop())
-        model = load_weights(model, c.state_dict, source=str(path))
+        state, _ = match_prefix(c.state_dict, model, self.cfg.strip_prefix)
+        model = load_weights(model, state, source=str(path))
         return dataclasses.replace(self.base, model=model, checkpoint={"optimizer": c.optimizer},
                                    source=f"checkpoint {path}")
 
