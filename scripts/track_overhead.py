@@ -19,6 +19,7 @@ measurement. Rows: baseline (the Hessian: top 1, bottom 1 -> lambda_max and lamb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -35,6 +36,7 @@ SPECS = {
 def run(name: str, steps: int, every: int, tracker: str | None) -> dict:
     torch.manual_seed(0)
     data = condlab.load_dataset("digits")
+    data = dataclasses.replace(data, X=data.X.float())  # train in float32
     model = condlab.build_model(dict(SPECS[name]), tuple(data.X.shape[1:]), 10, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss = loss_fn("cross-entropy")

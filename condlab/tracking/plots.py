@@ -9,8 +9,8 @@ from condlab.errors import UsageError
 
 def plot_track(rows: list[dict], path: str | Path, title: str = "") -> None:
     """``lambda_max`` with each setting's stability threshold (dashed), ``kappa``, the stability
-    ratio (1 = the threshold) and, when measured, the trace, against the step; one line per
-    setting. Skipped checkpoints are left out."""
+    ratio (1 = the threshold) and the trace against the step, one line per setting; panels with
+    no value and skipped checkpoints are left out."""
     try:
         import matplotlib
 
@@ -22,9 +22,12 @@ def plot_track(rows: list[dict], path: str | Path, title: str = "") -> None:
     settings = list(dict.fromkeys(r["setting"] for r in ok))
     panels = [("lambda_max", "lambda_max (dashed: threshold)", "log"), ("kappa", "kappa", "log"),
               ("stability_ratio", "lambda_max / threshold", "linear")]
-    if any(r.get("trace") is not None for r in ok):
-        panels.append(("trace", "trace", "linear"))
-    fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 2.1 * len(panels)), sharex=True, dpi=80)
+    panels.append(("trace", "trace", "linear"))
+    # a panel without a value is left out (kappa of an indefinite Hessian, the trace unasked)
+    panels = [p for p in panels if any(r.get(p[0]) is not None for r in ok)] or panels[:1]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6.4, 2.1 * len(panels)), sharex=True, dpi=80,
+                             squeeze=False)
+    axes = axes[:, 0]
     for ax, (key, label, scale) in zip(axes, panels, strict=True):
         for i, s in enumerate(settings):
             pts = [(r["step"], r[key]) for r in ok if r["setting"] == s and r.get(key) is not None]
