@@ -17,6 +17,7 @@ from condlab.cli import app
 from condlab.compare.csvlog import CsvLog, read_rows
 from condlab.errors import UsageError
 from condlab.estimators import extreme_eigenpairs
+from condlab.losses import mse
 from condlab.tracking.rows import COLUMNS
 
 runner = CliRunner()
@@ -47,11 +48,11 @@ def train(tmp, optimizer: str, *, tracker_kw=None, condlab_format=False):
     model = make_model()
     opt = (torch.optim.Adam(model.parameters(), lr=0.02) if optimizer == "adam"
            else torch.optim.SGD(model.parameters(), lr=0.5))
-    tracker = Tracker(model, "cross-entropy", [(X, y)], every=EVERY, top=1, bottom=2, tol=1e-8,
+    tracker = Tracker(model, "mse", [(X, y)], every=EVERY, top=1, bottom=2, tol=1e-8,
                       **(tracker_kw or {}))
     for step in range(1, STEPS + 1):
         opt.zero_grad()
-        nn.functional.cross_entropy(model(X), y).backward()
+        mse(model(X), y).backward()
         opt.step()
         tracker.step(opt)
         if step % EVERY == 0:
@@ -64,13 +65,14 @@ def train(tmp, optimizer: str, *, tracker_kw=None, condlab_format=False):
 
 def load_opts(tmp, curvature="ggn"):
     return ["--model", "mlp", "--model-config", tmp / "model.yaml", "--data", tmp / "data.npz",
-            "--curvature", curvature, *EST]
+            "--loss", "mse", "--curvature", curvature, *EST]
 
 
 @pytest.fixture(scope="module")
 def adam_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adam")
-    return tmp, train(tmp, "adam", tracker_kw={"curvature": "ggn"})  # PSD: kappa is defined
+    # the GGN of MSE (no softmax shift) with more outputs than parameters: kappa is resolved
+    return tmp, train(tmp, "adam", tracker_kw={"curvature": "ggn"})
 
 
 def test_warm_start_reaches_the_same_eigenvalues_in_fewer_products():
