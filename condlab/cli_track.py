@@ -26,6 +26,7 @@ class OnError(str, Enum):
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``track`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
     from condlab import cli
+    from condlab.cli_common import _check_outputs
     from condlab.options import SPECTRUM
 
     @app.command("track")
@@ -35,7 +36,6 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         checkpoints: Annotated[list[str], typer.Argument(help="Checkpoint files: folders and/or quoted globs such as 'run/ckpt_*.pt'.", show_default=False)],
         output: Annotated[Path, typer.Option("--output", "-o", help="The CSV the rows are appended to, one per checkpoint and setting.", rich_help_panel=G_TRACK)] = Path("track.csv"),
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep into --output: checkpoints already there are not measured again.", rich_help_panel=G_TRACK)] = False,
-        force: Annotated[bool, typer.Option("--force", help="Replace an existing --output.", rich_help_panel=G_TRACK)] = False,
         on_error: Annotated[OnError, typer.Option(help="A checkpoint that cannot be read or measured: stop (exit 1, rows so far kept) or skip it with a warning row.", rich_help_panel=G_TRACK)] = OnError.stop,
         warm: Annotated[bool, typer.Option("--warm-start/--cold-start", help="Start Lanczos from the previous checkpoint's Ritz vectors.", rich_help_panel=G_TRACK)] = True,
         plot: Annotated[Optional[Path], typer.Option("--plot", help="Plot lambda_max (with the stability threshold), kappa, the stability ratio and the trace against the step to this PNG (needs matplotlib).", rich_help_panel=G_TRACK)] = None,
@@ -54,10 +54,12 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         from condlab.tracking.rows import COLUMNS
         from condlab.tracking.sweep import Sweep, discover, run_sweep
 
+        force = flags["force"]
         if resume and force:
             raise UsageError("--resume continues --output and --force replaces it: pass one")
         if plot is not None and plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{plot}'")
+        _check_outputs({"--plot": plot}, force=force or resume)  # redrawn from the whole CSV
         cfg = cli.spectrum_config({**given, "checkpoint": checkpoints[0]}, flags)
         found = discover(checkpoints, trust=cfg.trust_checkpoint)
         record = {**cfg.to_dict(), "checkpoints": list(checkpoints), "warm_start": warm}
