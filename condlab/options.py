@@ -168,6 +168,12 @@ def as_number(value: Any) -> Any:
     return value if x is _BAD else x
 
 
+def as_integer(value: Any) -> Any:
+    """``value`` as an int when it is one or a whole number (``1e3``, ``300.0``), else unchanged."""
+    x = _convert(int, value)
+    return value if x is _BAD else x
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, float):
         return value

@@ -21,6 +21,8 @@ S = ("spectrum", "--model", "linear", "--data", "iris")  # a valid problem: noth
 CFG = ("spectrum", "--model", "linear", "--data", "iris", "--config", "c.yaml")
 BASELINE = "checks:\n  - name: a\n    spectrum: {model: linear, data: iris}\n    metrics: [{metric: lambda_max, min: 0}]\n"
 TRAIN = "model: linear\ndata: iris\nsteps: 2\n"
+COMPARE = ("model: {name: linear}\ndata: {name: linreg, n: 64, d: 4}\nsteps: 1e1\n"
+           "optimizers: [{name: adam, lr: 1e-2}]\n")
 
 # (what is wrong, arguments, files in the folder, exit code, words the line must hold)
 BAD = [
@@ -97,6 +99,12 @@ BAD = [
      {"b.yaml": BASELINE.replace("top: 0", "").replace("data: iris}", "data: iris, tol: x}")},
      2, "tol"),
     ("compare: a missing config", ("compare", "c.yaml"), {}, 2, "does not exist"),
+    ("compare: steps as a word", ("compare", "c.yaml"), {"c.yaml": COMPARE.replace("steps: 1e1",
+                                                                                "steps: ten")},
+     2, "steps"),
+    ("compare: lr as a word", ("compare", "c.yaml"), {"c.yaml": COMPARE.replace("lr: 1e-2",
+                                                                             "lr: fast")},
+     2, "lr"),
     ("compare: --resume without --output", ("compare", "configs/compare_b_linreg.yaml",
                                              "--resume"), {}, 2, "--output"),
     ("compare: --resume with --force", ("compare", "configs/compare_b_linreg.yaml", "--resume",

@@ -103,3 +103,19 @@ def test_yaml_numbers_and_booleans_are_typed():
     for bad in ({"trace": "no"}, {"top": 2.5}, {"top": "five"}, {"tol": "abc"}, {"tol": 2.0}):
         with pytest.raises(UsageError, match="'c.yaml'"):
             build(SpectrumConfig, {"model": "linear", **bad}, source="'c.yaml'")
+
+
+def test_every_config_reads_yaml_numbers_as_numbers():
+    """PyYAML 1.1 reads 1e-2 (no dot) as a string: train, compare and track configs take it."""
+    import yaml
+
+    from condlab.compare.config import parse_config
+    from condlab.options import TRAIN, parse_mapping
+
+    train = parse_mapping(TRAIN, yaml.safe_load("model: linear\ndata: iris\nsteps: 1e2\n"), "t")
+    assert train["steps"] == 100 and isinstance(train["steps"], int)
+    raw = yaml.safe_load("model: {name: linear}\ndata: {name: linreg, n: 64, d: 4}\nsteps: 1e1\n"
+                         "track: {every: 5, tol: 1e-3}\noptimizers: [{name: adam, lr: 1e-2}]\n")
+    assert isinstance(raw["optimizers"][0]["lr"], str)  # what PyYAML gives
+    cfg = parse_config(raw)
+    assert cfg.steps == 10 and cfg.track.tol == 1e-3 and cfg.optimizers[0].lrs == (1e-2,)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from condlab.errors import UsageError
+from condlab.options import as_integer, as_number
 from condlab.train.diag_optimizers import resolve_hparams
 from condlab.train.track import TrackSettings
 
@@ -130,6 +131,7 @@ def _fail(where: str, msg: str) -> UsageError:
 
 
 def _number(where: str, key: str, v: Any, *, lo: float = -math.inf, strict: bool = False) -> float:
+    v = as_number(v)  # YAML 1.1 reads 1e-2 as a string
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
         v <= lo if strict else v < lo
     ):
@@ -138,6 +140,7 @@ def _number(where: str, key: str, v: Any, *, lo: float = -math.inf, strict: bool
 
 
 def _int(where: str, key: str, v: Any, lo: int = 0) -> int:
+    v = as_integer(v)
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
         raise _fail(where, f"{key}={v!r} must be an integer >= {lo}")
     return v

@@ -43,6 +43,7 @@ from torch import Tensor
 from condlab.errors import UsageError
 from condlab.measure import EstimatorSettings, measure
 from condlab.operators.curvature import CURVATURES, curvature_operator
+from condlab.options import as_integer, as_number
 from condlab.preconditioners import preconditioned_operator
 from condlab.stability import stability_threshold
 
@@ -83,6 +84,12 @@ class TrackSettings:
         if unknown:
             raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         vals = dict(raw)
+        for key in ("tol", "null_threshold"):  # YAML 1.1 reads 1e-3 as a string
+            if key in vals:
+                vals[key] = as_number(vals[key])
+        for key in ("every", "max_hvps", "bottom", "samples"):
+            if key in vals:
+                vals[key] = as_integer(vals[key])
         for key in ("block", "scale_invariant"):
             v = vals.get(key) or ()
             vals[key] = (v,) if isinstance(v, str) else tuple(v)
