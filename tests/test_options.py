@@ -18,7 +18,7 @@ FIELDS = [o for o in SPECTRUM if o.field]
 
 
 def _help() -> str:
-    r = CliRunner().invoke(app, ["spectrum", "--help"], env={"TERMINAL_WIDTH": "400"})
+    r = CliRunner().invoke(app, ["spectrum", "--help"], env={"TERMINAL_WIDTH": "400", "COLUMNS": "400"})
     assert r.exit_code == 0, r.output
     return r.output
 
