@@ -146,8 +146,8 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
         unconverged = [r.setting for r in report.results if not r.converged]
         if unconverged:
             err.print(
-                f"[yellow]warning:[/] not converged within --max-hvps: {', '.join(unconverged)}; "
-                "raise --max-hvps or loosen --tol", highlight=False,
+                f"[yellow]warning:[/] a true residual is above tol * ||A||: {', '.join(unconverged)}; "
+                "raise --max-hvps, loosen --tol, or use --dtype float64", highlight=False,
             )
     elif format == Format.json:
         doc = document(command, report.config, report.results, source=report.source)

@@ -17,12 +17,14 @@ from torch import Tensor
 from condlab.distributed import peak_memory_mb
 from condlab.errors import CondlabError, UsageError
 from condlab.estimators import (
+    ExtremeEigs,
     condition_number,
     extreme_eigenpairs,
     hutchinson,
     hutchpp,
     slq_density,
 )
+from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.operators.base import LinearOperator
 from condlab.options import SPECTRUM, default_tol, fields_of
 from condlab.report.records import SpectrumResult
@@ -36,12 +38,6 @@ class _EstimatorMethods:
             if o.estimator:
                 object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "EstimatorSettings"))
 
-    @property
-    def threshold_rel(self) -> float:
-        # an eigenvalue converged to residual <= tol * |lambda_max| and larger than that in
-        # magnitude is distinguishable from zero; smaller ones are not
-        return self.null_threshold if self.null_threshold is not None else self.tol
-
     def resolved(self, dtype) -> EstimatorSettings:
         """These settings with ``tol`` (when None) set to the default for ``dtype``."""
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
@@ -52,8 +48,11 @@ EstimatorSettings = dataclasses.make_dataclass(
     frozen=True, namespace={"__module__": __name__},
 )
 EstimatorSettings.__doc__ = """How to estimate: the fields of :data:`condlab.options.SPECTRUM`
-marked ``estimator``, with the same defaults and checks. ``tol`` is relative: every reported
-pair has ``||A v - lambda v|| <= tol * |lambda_max|`` (default: 1e-6 in float64, else 1e-4)."""
+marked ``estimator``, with the same defaults and checks. ``tol`` is relative: a pair is flagged
+converged when its true residual ``||A v - lambda v||`` (measured after the run) is
+``<= tol * ||A||`` (default: 1e-6 in float64, else 1e-4). The null threshold is separate:
+``NOISE_FACTOR * eps(dtype) * ||A||`` (:mod:`condlab.estimators.condition`), or
+``null_threshold * ||A||`` when given."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +113,16 @@ def measure(
     function_change: float | None = None,
     params_added: int | None = None,
     predicted_nullity: int | None = None,
+    nullity_bound: tuple[int, str] | None = None,
+    scale: float | None = None,
     on_matvec: Callable[[int], None] | None = None,
     start: Tensor | None = None,
 ) -> Measurement:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
 
-    ``start``: Ritz vectors of a nearby operator (:attr:`Measurement.vectors` of the previous
-    checkpoint) to start Lanczos from; the returned ``vectors`` are this run's.
+                start=start,
+            )
+            vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
     """
     s = settings.resolved(A.dtype)
     if s.krylov_device is not None:
@@ -130,6 +132,9 @@ def measure(
             raise UsageError(
                 f"unknown krylov device {s.krylov_device!r}; use cpu, cuda or cuda:N"
             ) from None
+    if not s.exact and s.top + s.bottom > 0:
+        check_tol(s.tol, A.dtype)
+    bound = nullity_bound if not s.damping else None
     op = _Observed(A, s.damping, on_matvec)
     P = op.shape[0]
     t0 = time.perf_counter()
@@ -149,8 +154,17 @@ def measure(
         resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
         ev, rs = evals.tolist(), resid.tolist()
         cond = condition_number(
-            ev[::-1][:top], ev[:bottom], threshold_rel=s.threshold_rel, exact_spectrum=evals
+            ev[::-1][:top],
+            ev[:bottom],
+            threshold_rel=s.null_threshold,
+            dtype=op.dtype,
+            exact_spectrum=evals,
+            scale=scale,
         )
+        method = "exact (dense eigendecomposition)"
+        if bound is not None and cond.nullity is not None and cond.nullity < bound[0]:
+            # a rank bound is a theorem: fewer eigenvalues in the band means the noise is larger
+            method += f"; below the rank bound {bound[0]}: null eigenvalues exceed the threshold"
         fields.update(
             eigenvalues_top=ev[::-1][:top],
             residuals_top=rs[::-1][:top],
@@ -160,11 +174,13 @@ def measure(
             converged_bottom=[True] * bottom,
             lambda_max=ev[-1],
             lambda_min=ev[0],
-            nullity_method="exact (dense eigendecomposition)",
+            nullity_method=method,
+            multiplicity_resolved=True,
         )
         if s.trace:
             fields.update(trace=float(evals.sum()), trace_stderr=0.0, trace_method="exact")
     else:
+        cond = None
         if top + bottom > 0:
             eig = extreme_eigenpairs(
                 op,
@@ -181,16 +197,6 @@ def measure(
                 start=start,
             )
             vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
-            fields.update(
-                eigenvalues_top=_floats(eig.eigenvalues_top),
-                residuals_top=_floats(eig.residuals_top),
-                converged_top=[bool(c) for c in eig.converged_top],
-                eigenvalues_bottom=_floats(eig.eigenvalues_bottom),
-                residuals_bottom=_floats(eig.residuals_bottom),
-                converged_bottom=[bool(c) for c in eig.converged_bottom],
-                lambda_max=float(eig.lambda_max),
-                lambda_min=float(eig.lambda_min),
-            )
             krylov = {
                 "block_size": eig.block_size,
                 "copies_top": [int(c) for c in eig.copies_top],
@@ -198,15 +204,32 @@ def measure(
                 "may_repeat_top": [bool(c) for c in eig.may_repeat_top],
                 "may_repeat_bottom": [bool(c) for c in eig.may_repeat_bottom],
             }
-            cond = condition_number(
-                eig.eigenvalues_top,
-                eig.eigenvalues_bottom,
-                threshold_rel=s.threshold_rel,
-                lambda_max=eig.lambda_max,
-                lambda_min=eig.lambda_min,
-            )
-        else:
-            cond = None
+            checked = true_residuals(op, eig, s.tol, scale)
+            fields.update(checked.fields)
+            fields.update(multiplicity(eig, P, bound))
+            if top and bottom:
+                cond = condition_number(
+                    eig.eigenvalues_top,
+                    eig.eigenvalues_bottom,
+                    threshold_rel=s.null_threshold,
+                    dtype=op.dtype,
+                    errors_top=checked.errors_top,
+                    errors_bottom=checked.errors_bottom,
+                    lambda_max=eig.lambda_max,
+                    lambda_min=eig.lambda_min,
+                    scale=scale,
+                )
+            else:
+                missing = ("--bottom 0 measures only the top end", "lambda_min needs --bottom >= 1") \
+                    if top else ("--top 0 measures only the bottom end", "lambda_max needs --top >= 1")
+                fields.update(
+                    lambda_min=None if not bottom else fields["lambda_min"],
+                    lambda_max=None if not top else fields["lambda_max"],
+                    condition_definition=(
+                        f"not measured: {missing[0]}, whose last Ritz value is not an eigenvalue; "
+                        f"kappa and {missing[1]}"
+                    ),
+                )
         if s.trace:
             estimator = hutchpp if s.trace_method == "hutch++" else hutchinson
             tr = estimator(op, s.probes, seed=s.seed)
@@ -218,11 +241,14 @@ def measure(
             op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed
         )
         density = Density(setting, _floats(d.grid), _floats(d.density))
-    inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s)
+    inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s, op.dtype)
     if cond is not None:
         fields.update(
             condition_number=_opt_float(cond.value),
             condition_definition=cond.definition,
+            condition_resolved=cond.resolved,
+            condition_bound=_opt_float(cond.bound),
+            condition_error=_opt_float(cond.error),
             definiteness=cond.definiteness,
             threshold=_opt_float(cond.threshold),
             lambda_min_positive=_opt_float(cond.lambda_min_positive),
@@ -230,6 +256,8 @@ def measure(
         )
         if cond.nullity is not None and "nullity_method" not in fields:
             fields["nullity_method"] = "counted from the computed eigenvalues"
+    if bound is not None:
+        fields.update(nullity_lower_bound=bound[0], nullity_bound_reason=bound[1])
     result = SpectrumResult(
         setting=setting,
         curvature=curvature,
@@ -256,7 +284,7 @@ def measure(
     return Measurement(result, density, vectors)
 
 
-def _inertia(evals, density, cond, s: EstimatorSettings) -> dict:
+def _inertia(evals, density, cond, s: EstimatorSettings, dtype: torch.dtype) -> dict:
     """The negative-eigenvalue count and mass, exactly or by SLQ, when either is at hand."""
     from condlab.estimators.inertia import inertia_from_quadrature, inertia_from_spectrum
 
@@ -266,10 +294,108 @@ def _inertia(evals, density, cond, s: EstimatorSettings) -> dict:
         threshold = cond.threshold
     else:
         scale = evals.abs().max() if evals is not None else density.nodes.abs().max()
-        threshold = s.threshold_rel * float(scale)
+        rel = s.null_threshold if s.null_threshold is not None else noise_rel(dtype)
+        threshold = rel * float(scale)
     if evals is not None:
         return inertia_from_spectrum(evals, threshold)
     return inertia_from_quadrature(density.nodes, density.weights, density.dim, threshold)
+
+
+def check_tol(tol: float, dtype: torch.dtype) -> None:
+    """Refuse a tolerance below the residual the dtype's arithmetic can reach."""
+    floor = noise_rel(dtype)
+    if tol < floor:
+        name = dtype_name(dtype)
+        fix = "or use --dtype float64" if dtype != torch.float64 else "(float64's limit)"
+        raise UsageError(
+            f"--tol {tol:g} is below what {name} arithmetic resolves: residuals cannot fall "
+            f"below about {floor:.1e} * ||A|| in {name}; use --tol >= {floor:.1e} {fix}"
+        )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    fields: dict  # the record's eigenvalue, residual and convergence fields
+    errors_top: list[float]  # error bound of each Ritz value: min(r, r^2 / gap)
+    errors_bottom: list[float]
+
+
+def true_residuals(
+    op: LinearOperator, eig: ExtremeEigs, tol: float, scale: float | None = None
+) -> _Checked:
+    """The residual ``||A y - theta y||`` of every returned pair, from one block of products.
+
+    A Krylov solver's residual estimate (``beta |s_k|``) assumes exact arithmetic; in float32
+    it can read 0 while the true residual is ~1e-5 ``||A||``. The pair is flagged converged when
+    its true residual is ``<= tol * ||A||``; its eigenvalue's error bound is ``min(r, r^2 / gap)``
+    (Weyl, Kato-Temple), ``gap`` the distance to the nearest other computed eigenvalue.
+    """
+    Yt, Yb = eig.vectors_top, eig.vectors_bottom
+    Y = torch.cat([Yt, Yb], dim=1).to(op.dtype).to(op.device)  # [P, top + bottom]
+    theta = torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]).to(torch.float64)
+    finite = torch.isfinite(theta)
+    res = torch.full_like(theta, float("inf"))
+    if bool(finite.any()):
+        Yf = Y[:, finite]
+        AY = op @ Yf
+        R = AY - Yf * theta[finite].to(Yf.dtype)
+        norms = torch.linalg.vector_norm(Yf, dim=0).clamp_min(torch.finfo(Yf.dtype).tiny)
+        res[finite] = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
+    anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
+    values = theta[finite].unique()
+    errors = []
+    for x, r in zip(theta.tolist(), res.tolist()):
+        others = values[values != x]
+        gap = float((others - x).abs().min()) - r if others.numel() else 0.0
+        errors.append(min(r, r * r / gap) if gap > r else r)
+    n = len(eig.eigenvalues_top)
+    conv = [bool(r <= tol * anorm) for r in res.tolist()]
+    return _Checked(
+        fields=dict(
+            eigenvalues_top=_floats(eig.eigenvalues_top),
+            residuals_top=res[:n].tolist(),
+            converged_top=conv[:n],
+            eigenvalues_bottom=_floats(eig.eigenvalues_bottom),
+            residuals_bottom=res[n:].tolist(),
+            converged_bottom=conv[n:],
+            lambda_max=float(eig.lambda_max),
+            lambda_min=float(eig.lambda_min),
+        ),
+        errors_top=errors[:n],
+        errors_bottom=errors[n:],
+    )
+
+
+def multiplicity(eig: ExtremeEigs, P: int, bound: tuple[int, str] | None) -> dict:
+    """Whether the listed eigenvalues show every copy of a repeated eigenvalue.
+
+    A Krylov run with block size ``b`` (``eig.block_size``, 1 for single-vector Lanczos) sees at
+    most ``b`` directions of one eigenspace, so a multiplicity above ``b`` is not resolved: the
+    list shows such an eigenvalue fewer times than it occurs. Resolved when the run reached the
+    full dimension ``P``, or when no listed value's cluster reached ``b`` copies
+    (``eig.may_repeat_*``) and no proven nullity exceeds ``b``.
+    """
+    b = int(getattr(eig, "block_size", 1) or 1)
+    if eig.max_basis >= P and eig.matvecs >= P and eig.restarts == 0:
+        return dict(multiplicity_resolved=True, block_size=b)
+    flags = [getattr(eig, f"may_repeat_{end}", None) for end in ("top", "bottom")]
+    may = any(bool(f.any()) for f in flags if f is not None) if any(
+        f is not None for f in flags) else True
+    if bound is not None and bound[0] > b:
+        note = (
+            f"not resolved: the null space has dimension >= {bound[0]} ({bound[1]}) but a Krylov "
+            f"run of block size {b} lists at most {b} copies of an eigenvalue; the bottom list "
+            f"skips the other copies (ask for --exact on a small model)"
+        )
+    elif may:
+        note = (
+            f"may not be resolved: a Krylov run of block size {b} lists an eigenvalue of "
+            f"multiplicity above {b} at most {b} times; a value whose cluster reached {b} copies "
+            f"(details may_repeat_*) can occur more often than listed"
+        )
+    else:
+        return dict(multiplicity_resolved=True, block_size=b)
+    return dict(multiplicity_resolved=False, multiplicity_note=note, block_size=b)
 
 
 def _floats(x) -> list[float]:

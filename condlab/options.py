@@ -258,7 +258,8 @@ SPECTRUM: tuple[Option, ...] = (
            estimator=True),
     Option("bottom", int, 3, "Smallest eigenvalues to report.", ESTIMATORS, check=NONNEGATIVE,
            estimator=True),
-    Option("tol", float, None, "Every reported pair has ||Av - lambda v|| <= tol * |lambda_max|.",
+    Option("tol", float, None, "Convergence: a pair is flagged converged when its true residual "
+           "||Av - lambda v|| <= tol * ||A||; a tol below the dtype's noise is refused.",
            ESTIMATORS, check=UNIT_INTERVAL, default_text="1e-6 in float64, 1e-4 in float32",
            estimator=True),
     Option("max_hvps", int, 1000, "Budget of curvature products for the eigenvalues.", ESTIMATORS,
@@ -273,8 +274,9 @@ SPECTRUM: tuple[Option, ...] = (
            estimator=True),
     Option("krylov_device", str, None, "Keep the Krylov basis on this device, e.g. cpu for a large "
            "model on a GPU.", ESTIMATORS, default_text="the operator's", estimator=True),
-    Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * |lambda_max| count as "
-           "zero.", ESTIMATORS, check=BELOW_ONE, default_text="tol", estimator=True),
+    Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * ||A|| count as "
+           "zero.", ESTIMATORS, check=BELOW_ONE, default_text="16 eps(dtype), the arithmetic noise",
+           estimator=True),
     Option("trace", bool, False, "Estimate the trace with a standard error.", ESTIMATORS,
            estimator=True),
     Option("trace_method", str, "hutch++", "The trace estimator.", ESTIMATORS, choices=TRACE_METHODS,

@@ -33,6 +33,30 @@ class SpectrumReport:
     vectors: dict = field(default_factory=dict)  # setting -> Ritz vectors [P, k] (warm starts)
 
 
+def ggn_nullity_bound(problem, curvature: str) -> tuple[int, str] | None:
+    """A lower bound on a GGN's nullity from its rank, for any model.
+
+    ``G = sum_n J_n^T H_n J_n`` has rank at most ``sum_n rank(H_n)``: ``C - 1`` per sample for
+    softmax cross-entropy over ``C`` logits (``H_n = diag(p) - p p^T``), ``M`` for mean squared
+    error over ``M`` outputs. So ``nullity >= P - N (C - 1)`` (cross-entropy) or ``P - N M``.
+    None for the Hessian, other losses, or a bound that is not positive.
+    """
+    import torch
+
+    if curvature != "ggn" or problem.loss_name not in ("cross-entropy", "mse") or not problem.batches:
+        return None
+    X, _ = problem.batches[0]
+    with torch.no_grad():
+        out = problem.outputs(problem.theta, X, 0)
+    per_sample = int(out.numel()) // max(1, int(X.shape[0]))
+    N, P = problem.n_samples, problem.n_params
+    if problem.loss_name == "cross-entropy":
+        rank, why = N * (per_sample - 1), f"a cross-entropy GGN has rank <= N (C - 1) = {N} x {per_sample - 1}"
+    else:
+        rank, why = N * per_sample, f"an MSE GGN has rank <= N x outputs = {N} x {per_sample}"
+    return (P - rank, f"P - {rank}: {why}") if P > rank else None
+
+
 def with_stability(result: SpectrumResult, cfg: SpectrumConfig) -> SpectrumResult:
     """Add the preconditioned sharpness against the method's stability threshold.
 
@@ -143,21 +167,30 @@ def run_spectrum(
     # a model that cannot be normalized: each refused) before the first eigenvalue is computed
     preconditioned = list(preconditioned_settings(cfg, problem, A, loaded))
     normalized = list(normalized_settings(cfg, loaded))
+
+    # a rank bound holds for A and for P^-1/2 A P^-1/2, not once weight decay adds lambda I
+    def bound(prob):
+        return None if cfg.weight_decay and cfg.decay != "l1" else ggn_nullity_bound(prob, cfg.curvature)
+
     run("baseline", regularized_baseline(cfg, A), problem, predicted_nullity=null,
-        details={"stability_method": "momentum" if cfg.beta1 else "gd", **objective(cfg)})
+        details={"stability_method": "momentum" if cfg.beta1 else "gd", **objective(cfg)},
+        nullity_bound=bound(problem))
     for name, op, kw in preconditioned:
-        run(name, op, problem, **kw)
+        run(name, op, problem, nullity_bound=bound(problem), **kw)
     for name, prob, kw in normalized:
         op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.product_block))
-        run(name, op, prob, **kw)
+        run(name, op, prob, nullity_bound=bound(prob), **kw)
     results[:] = [with_stability(r, cfg) for r in results]
 
     if cfg.per_layer:
+        base = results[0]
+        scale = max(abs(base.lambda_max or 0.0), abs(base.lambda_min or 0.0)) or None
         for pname in problem.spec.names:
             sub = problem.restrict([pname])
             op = regularized_baseline(cfg, curvature_operator(sub, cfg.curvature, cfg.product_block))
             label = objective(cfg)
             A = "G" if cfg.curvature == "ggn" else "H"
             label["objective"] = label["objective"].replace(A, f"{A}[{pname}]", 1)
-            run(f"layer:{pname}", op, sub, layer=pname, details=label)
+            run(f"layer:{pname}", op, sub, layer=pname, details=label, scale=scale,
+                nullity_bound=bound(sub))
     return SpectrumReport(cfg.to_dict(), results, densities, loaded.source, vectors)

@@ -354,3 +354,24 @@ def test_same_seed_same_numbers_bitwise(digits):
     first, second = (run_checks(base) for _ in range(2))
     news = [[g.new for c in run.checks for g in c.guards] for run in (first, second)]
     assert news[0] == news[1] and all(x is not None for x in news[0])
+
+
+@pytest.mark.parametrize(
+    "spectrum, metric, why",
+    [
+        ("top: 1, bottom: 0", "condition_number", "top-only run: kappa is not measured"),
+        ("top: 1, bottom: 2, tol: 1.0e-12, max_hvps: 3", "lambda_max", "unconverged"),
+    ],
+)
+def test_update_never_stores_an_untrustworthy_value(iris, tmp_path, spectrum, metric, why):
+    base = tmp_path / "base.yaml"
+    shutil.copy(iris / "iris.pt", tmp_path / "iris.pt")
+    text = (
+        "checks:\n  - name: iris\n"
+        f"    spectrum: {{checkpoint: iris.pt, dtype: float64, {spectrum}}}\n"
+        f"    metrics:\n      - {{metric: {metric}, tolerance: {{rel: 0.01}}}}\n"
+    )
+    base.write_text(text)
+    r = invoke("check", base, "--update")
+    assert r.exit_code == 1, (why, r.output)
+    assert base.read_text() == text and "not updated" in r.output

@@ -493,3 +493,22 @@ def test_scale_invariant_groups_follow_bn_mode():
     ]
     assert [g["name"] for g in scale_invariant_groups(model, bn_mode="eval")] == ["4.weight"]
     assert predicted_nullity(model, bn_mode="eval") == 3 * 2 + 24 + 2
+
+
+def test_streamed_moments_merge_chunks_exactly_past_4096_samples():
+    """The pairwise merge across chunks (4096 + 904 samples) against one-pass float64 moments,
+    on features whose mean dwarfs their spread (where a naive merge loses digits)."""
+    from condlab.normalization.stats import CHUNK, Moments, chunks
+
+    g = torch.Generator().manual_seed(0)
+    a = 1e4 + torch.randn(5000, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.01, 5.0])
+    b = 3.0 * a + torch.randn(5000, 3, generator=g, dtype=torch.float64)
+    assert len(list(chunks(a))) == 2 and CHUNK < 5000
+    m = Moments()
+    for ca, cb in zip(chunks(a), chunks(b)):
+        m.update(ca, cb)
+    assert m.n == 5000
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    torch.testing.assert_close(m.mean_a, mu_a, rtol=1e-14, atol=0)
+    torch.testing.assert_close(m.var_a, ((a - mu_a) ** 2).mean(0), rtol=1e-10, atol=0)
+    torch.testing.assert_close(m.cov_ab, ((a - mu_a) * (b - mu_b)).mean(0), rtol=1e-10, atol=0)

@@ -1,22 +1,44 @@
 r"""Condition numbers of a symmetric matrix from its extreme eigenvalues, with their definition.
 
-Quantity: with ``threshold = threshold_rel * max(|lambda_max|, |lambda_min|)`` (eigenvalues
-within ``+-threshold`` of 0 count as zero; for a Hessian this is ``threshold_rel * lambda_max``):
+Null criterion. An operator evaluated in floating point is ``A + E`` with ``||E|| <= t``, the
+arithmetic noise, and by Weyl's inequality every computed eigenvalue may be off by ``t``. So
 
-- positive definite (``lambda_min > threshold``): ``kappa = lambda_max / lambda_min``;
-- positive semi-definite (``|lambda_min| <= threshold``): the positive-part condition number
-  ``kappa_+ = lambda_max / lambda_min+``, ``lambda_min+`` = smallest eigenvalue above the
-  threshold. From Lanczos this is the smallest reported bottom eigenvalue above the threshold:
-  single-vector Lanczos finds a repeated (null) eigenvalue once, so the bottom Ritz values read
-  ``0, lambda_min+, ..``;
-- indefinite (``lambda_min < -threshold < threshold < lambda_max``): ``kappa_+`` needs
+    t = NOISE_FACTOR * eps(dtype) * ||A||          (||A|| = max(|lambda_max|, |lambda_min|))
+
+is the threshold: an eigenvalue with ``|lambda| <= t`` cannot be told from 0 in that dtype and
+counts as null; every larger one is resolved and never counted null. ``NOISE_FACTOR`` was
+measured on real operators (digits MLP Hessian and GGN, a CNN; float32 and float64; see
+``scripts/bench_null_criterion.py`` and the README). It does not depend on the convergence
+tolerance. A Lanczos estimate ``theta`` with residual ``r`` carries its own error
+``u = min(r, r^2 / gap)`` (Weyl / Kato-Temple, ``gap`` the distance to the nearest other
+computed eigenvalue), so for it the band is ``|theta| <= t + u``. ``threshold_rel`` (the CLI's
+``--null-threshold``) replaces ``NOISE_FACTOR * eps`` by a value of the user's choice.
+
+Resolution. A ratio whose denominator ``lambda`` is within ``RESOLVE_FACTOR`` times its band
+(``lambda < RESOLVE_FACTOR (t + u)``) is not resolved: its relative error could exceed
+``1 / RESOLVE_FACTOR``. Then the value is None and the definition says
+``kappa > bound: not resolved in float32; use --dtype float64`` (``bound`` a lower bound on the
+true value). A reported value carries ``error``, the bound on its relative error from the same
+bands.
+
+Quantity, by definiteness:
+
+- positive definite (``lambda_min`` above its band): ``kappa = lambda_max / lambda_min``;
+- positive semi-definite (``lambda_min`` within its band): the positive-part condition number
+  ``kappa_+ = lambda_max / lambda_min+``, ``lambda_min+`` = smallest eigenvalue above its band.
+  From Lanczos this is the smallest reported bottom eigenvalue above the band: single-vector
+  Lanczos finds a repeated (null) eigenvalue once, so the bottom Ritz values read
+  ``0, lambda_min+, ..``. ``kappa_+`` is only as good as the gap between the null band and
+  ``lambda_min+``: if the spectrum runs down into the noise, eigenvalues counted null may be
+  genuine small positives, and the resolution rule above reports it as not resolved;
+- indefinite (``lambda_min`` below its band, ``lambda_max`` above): ``kappa_+`` needs
   ``lambda_min+``, which is interior to the spectrum; it is computed only from an exact spectrum
   (dense ``eigvalsh``), otherwise the value is None. ``negative_ratio = |lambda_min| / lambda_max``
   says how negative the curvature is;
 - negative (semi-)definite and zero matrices mirror the above.
 
-The nullity (eigenvalues with ``|lambda| <= threshold``) is exact from an exact spectrum, else
-whatever the caller passes (e.g. an SLQ estimate from ``density_mass``), else None.
+The nullity (eigenvalues with ``|lambda| <= t``) is exact from an exact spectrum, else
+whatever the caller passes (e.g. a lower bound from the rank of a GGN), else None.
 """
 
 from __future__ import annotations
@@ -29,29 +51,45 @@ from torch import Tensor
 
 from condlab.errors import UsageError
 
+# ||A_dtype - A||_2 <= NOISE_FACTOR * eps(dtype) * ||A|| on every operator measured by
+# scripts/bench_null_criterion.py (largest: 13.4, a trained CNN's float32 Hessian)
+NOISE_FACTOR = 16.0
+RESOLVE_FACTOR = 10.0  # a ratio is reported when its denominator is >= 10x its error band
+
+
+def noise_rel(dtype: torch.dtype) -> float:
+    """The null threshold relative to ``||A||`` for arithmetic in ``dtype``."""
+    return NOISE_FACTOR * torch.finfo(dtype).eps
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
 
 @dataclass(frozen=True)
 class Condition:
     """A condition number, the sentence that defines it, and the eigenvalues it came from."""
 
-    value: float | None  # None when undefined from the given eigenvalues (see definition)
+    value: float | None  # None when undefined or not resolved (see definition)
     definition: str
     definiteness: str  # 'positive definite' | 'positive semi-definite' | 'indefinite' | ...
     lambda_max: float
     lambda_min: float
-    lambda_min_positive: float | None  # smallest eigenvalue > threshold, when known
+    lambda_min_positive: float | None  # smallest eigenvalue above the null band, when known
     threshold: float  # absolute: threshold_rel * max(|lambda_max|, |lambda_min|)
     nullity: int | None  # eigenvalues with |lambda| <= threshold, when known
     nullity_is_lower_bound: bool
     negative_ratio: float | None = None  # |lambda_min| / lambda_max when lambda_min < -threshold
-    threshold_rel: float = 1e-6
+    threshold_rel: float = 0.0
     exact: bool = False  # computed from a full spectrum
+    resolved: bool = True  # False: the value is None because the arithmetic cannot resolve it
+    bound: float | None = None  # not resolved: a lower bound on the true value
+    error: float | None = None  # relative error bound of ``value`` from the null bands
 
 
 def _values(x) -> Tensor:
-    """Finite entries of a sequence or tensor as float64 (ghost slots are NaN)."""
-    t = torch.as_tensor(x if x is not None else [], dtype=torch.float64).reshape(-1).cpu()
-    return t[torch.isfinite(t)]
+    """Entries of a sequence or tensor as float64 (ghost slots are NaN)."""
+    return torch.as_tensor(x if x is not None else [], dtype=torch.float64).reshape(-1).cpu()
 
 
 def _nullity_words(nullity: int | None, lower_bound: bool) -> str:
@@ -60,47 +98,73 @@ def _nullity_words(nullity: int | None, lower_bound: bool) -> str:
     return f"{'at least ' if lower_bound else ''}{nullity} eigenvalues within +-threshold"
 
 
+def _with_errors(values, errors) -> tuple[Tensor, Tensor]:
+    """Finite values and their error bounds (0 when not given), same order."""
+    v = _values(values)
+    e = _values(errors) if errors is not None else torch.zeros_like(v)
+    if e.numel() != v.numel():
+        raise UsageError(f"{e.numel()} error bounds for {v.numel()} eigenvalues")
+    keep = torch.isfinite(v)
+    return v[keep], e[keep].nan_to_num(nan=float("inf"))
+
+
 def condition_number(
     eigenvalues_top: Sequence[float] | Tensor,
     eigenvalues_bottom: Sequence[float] | Tensor,
     *,
-    threshold_rel: float = 1e-6,
+    threshold_rel: float | None = None,
+    dtype: torch.dtype = torch.float64,
+    errors_top: Sequence[float] | Tensor | None = None,
+    errors_bottom: Sequence[float] | Tensor | None = None,
     lambda_max: float | None = None,
     lambda_min: float | None = None,
     exact_spectrum: Tensor | None = None,
     nullity: int | None = None,
     nullity_is_lower_bound: bool = False,
+    scale: float | None = None,
 ) -> Condition:
     """The condition number that fits the definiteness of ``A``, with its definition.
 
     ``eigenvalues_top`` (descending) and ``eigenvalues_bottom`` (ascending) are Lanczos
-    estimates; ``lambda_max``/``lambda_min`` override their ends; ``exact_spectrum [P]`` (all
-    eigenvalues) overrides everything and makes the result exact. ``nullity`` is used when no
-    exact spectrum is given.
+    estimates with optional error bounds ``errors_*`` (``min(r, r^2 / gap)``); ``lambda_max``/
+    ``lambda_min`` override their ends; ``exact_spectrum [P]`` (all eigenvalues) overrides
+    everything and makes the result exact. ``dtype``: the arithmetic the eigenvalues were
+    computed in (sets the default null threshold, see the module docstring). ``nullity`` is
+    used when no exact spectrum is given. ``scale``: the norm of the whole operator when ``A``
+    is a block of it (a layer), so a block of rounding noise reads as zero, not as a spectrum.
     """
-    if not threshold_rel >= 0:
+    if threshold_rel is not None and not threshold_rel >= 0:
         raise UsageError(f"threshold_rel must be >= 0, got {threshold_rel}")
+    rel = noise_rel(dtype) if threshold_rel is None else float(threshold_rel)
     exact = exact_spectrum is not None
-    top, bottom = _values(eigenvalues_top), _values(eigenvalues_bottom)
+    top, etop = _with_errors(eigenvalues_top, errors_top)
+    bottom, ebot = _with_errors(eigenvalues_bottom, errors_bottom)
     if exact:
         spectrum = _values(exact_spectrum)
+        spectrum = spectrum[torch.isfinite(spectrum)]
         if spectrum.numel() == 0:
             raise UsageError("exact_spectrum is empty")
         top, bottom = spectrum.sort(descending=True).values, spectrum.sort().values
-        lmax, lmin = float(spectrum.max()), float(spectrum.min())
-    else:
-        if lambda_min is None and bottom.numel() == 0:
-            raise UsageError("a condition number needs the bottom eigenvalues (or lambda_min)")
-        if lambda_max is None and top.numel() == 0:
-            raise UsageError("a condition number needs the top eigenvalues (or lambda_max)")
-        both = torch.cat([top, bottom])
-        lmax = float(lambda_max) if lambda_max is not None else float(both.max())
-        lmin = float(lambda_min) if lambda_min is not None else float(both.min())
-    t = threshold_rel * max(abs(lmax), abs(lmin))
+        etop, ebot = torch.zeros_like(top), torch.zeros_like(bottom)
+    elif lambda_min is None and bottom.numel() == 0:
+        raise UsageError("a condition number needs the bottom eigenvalues (or lambda_min)")
+    elif lambda_max is None and top.numel() == 0:
+        raise UsageError("a condition number needs the top eigenvalues (or lambda_max)")
+    both, eboth = torch.cat([top, bottom]), torch.cat([etop, ebot])
+    lmax = float(lambda_max) if lambda_max is not None else float(both.max())
+    lmin = float(lambda_min) if lambda_min is not None else float(both.min())
+
+    def err(x: float) -> float:
+        """The error bound of the computed value closest to ``x`` (0 for an exact spectrum)."""
+        if exact or both.numel() == 0:
+            return 0.0
+        return float(eboth[(both - x).abs().argmin()])
+
+    t = rel * max(abs(lmax), abs(lmin), abs(scale or 0.0))
     if exact:
         nullity, nullity_is_lower_bound = int((spectrum.abs() <= t).sum()), False
 
-    def result(value, definition, definiteness, lmin_pos=None, ratio=None, null=nullity):
+    def result(value, definition, definiteness, lmin_pos=None, ratio=None, null=nullity, **kw):
         return Condition(
             value=value,
             definition=definition,
@@ -112,56 +176,86 @@ def condition_number(
             nullity=null,
             nullity_is_lower_bound=nullity_is_lower_bound and null is not None,
             negative_ratio=ratio,
-            threshold_rel=threshold_rel,
+            threshold_rel=rel,
             exact=exact,
+            **kw,
         )
+
+    def ratio_or_bound(num: float, den: float, msg: str, definiteness: str, lmin_pos=None,
+                       ratio=None, null=nullity):
+        """``num / den`` when ``den`` is resolved to ``1 / RESOLVE_FACTOR``, else a bound."""
+        bn, bd = t + err(num), t + err(den)
+        if abs(den) >= RESOLVE_FACTOR * bd:
+            error = bd / abs(den) + bn / abs(num)
+            return result(num / den, f"{msg}; relative error <= {error:.1g}", definiteness,
+                          lmin_pos, ratio, null, error=error)
+        bound = max(abs(num) - bn, 0.0) / (abs(den) + bd)
+        name = dtype_name(dtype)
+        if bd - t > t:
+            fix = "the estimate's error dominates: tighten --tol"
+        elif dtype != torch.float64:
+            fix = "use --dtype float64"
+        else:
+            fix = "float64 arithmetic cannot resolve it"
+        extra = f" plus the estimate's error {bd - t:.2g}" if bd > t else ""
+        words = (
+            f"kappa > {bound:.2g}: not resolved in {name}; {fix} ({msg}; the denominator "
+            f"{den:.3g} is within {RESOLVE_FACTOR:g}x its error band {bd:.2g}: the {name} noise "
+            f"{t:.2g}{extra})"
+        )
+        return result(None, words, definiteness, lmin_pos, ratio, null, resolved=False,
+                      bound=bound)
 
     null_words = _nullity_words(nullity, nullity_is_lower_bound)
     src = " (exact spectrum)" if exact else ""
-    if lmax <= t and lmin >= -t:
-        msg = f"undefined: every eigenvalue is within the threshold {t:.2g} of 0"
+    thr = f"threshold {t:.2g} = {rel / torch.finfo(dtype).eps:.3g} eps({dtype_name(dtype)}) ||A||"
+    b_min, b_max = t + err(lmin), t + err(lmax)
+    if abs(lmax) <= b_max and abs(lmin) <= b_min:
+        whole = " of the whole operator" if scale and abs(scale) > max(abs(lmax), abs(lmin)) else ""
+        msg = f"undefined: structurally zero, every eigenvalue is within the null band{whole} ({thr})"
         return result(None, msg, "zero")
-    if lmin > t:
+    if lmin > b_min:
         msg = f"lambda_max / lambda_min (positive definite){src}"
-        return result(lmax / lmin, msg, "positive definite", lmin, null=0)
-    if lmax < -t:
+        return ratio_or_bound(lmax, lmin, msg, "positive definite", lmin, null=0)
+    if lmax < -b_max:
         msg = f"lambda_min / lambda_max (negative definite){src}"
-        return result(lmin / lmax, msg, "negative definite", null=0)
-    above = bottom[bottom > t]
+        return ratio_or_bound(lmin, lmax, msg, "negative definite", null=0)
+    above = bottom[bottom > t + ebot]
     lmin_pos = float(above.min()) if above.numel() else None
-    if lmin >= -t:  # positive semi-definite
+    if lmin >= -b_min:  # positive semi-definite
         if lmin_pos is None:
             msg = (
-                f"undefined from these eigenvalues: every reported bottom eigenvalue is within the "
-                f"threshold {t:.2g} of 0; ask for more bottom eigenvalues or the exact spectrum"
+                f"undefined from these eigenvalues: every reported bottom eigenvalue is within "
+                f"the null band ({thr}); ask for more bottom eigenvalues or the exact spectrum"
             )
             return result(None, msg, "positive semi-definite")
         msg = (
-            f"positive part: lambda_max / lambda_min+, lambda_min+ = smallest eigenvalue > "
-            f"{t:.2g} (threshold){src}; {null_words}"
+            f"positive part: lambda_max / lambda_min+, lambda_min+ = smallest eigenvalue above "
+            f"the null band ({thr}){src}; {null_words}"
         )
-        return result(lmax / lmin_pos, msg, "positive semi-definite", lmin_pos)
+        return ratio_or_bound(lmax, lmin_pos, msg, "positive semi-definite", lmin_pos)
     ratio = abs(lmin) / lmax if lmax > 0 else None
-    if lmax <= t:  # negative semi-definite: mirror of the positive case
-        below = top[top < -t]
+    if lmax <= b_max:  # negative semi-definite: mirror of the positive case
+        below = top[top < -(t + etop)]
         lmax_neg = float(below.max()) if below.numel() else None
         msg = (
-            f"negative part: lambda_min / lambda_max-, lambda_max- = largest eigenvalue < "
-            f"{-t:.2g} (threshold){src}; {null_words}"
+            f"negative part: lambda_min / lambda_max-, lambda_max- = largest eigenvalue below "
+            f"the null band ({thr}){src}; {null_words}"
         )
-        value = lmin / lmax_neg if lmax_neg is not None else None
-        return result(value, msg, "negative semi-definite")
+        if lmax_neg is None:
+            return result(None, msg, "negative semi-definite")
+        return ratio_or_bound(lmin, lmax_neg, msg, "negative semi-definite")
     if exact and lmin_pos is not None:
         n_neg = int((spectrum < -t).sum())
         msg = (
-            f"positive part: lambda_max / lambda_min+, lambda_min+ = smallest eigenvalue > "
-            f"{t:.2g} (threshold) (exact spectrum); indefinite: {n_neg} eigenvalues below "
+            f"positive part: lambda_max / lambda_min+, lambda_min+ = smallest eigenvalue above "
+            f"the null band ({thr}) (exact spectrum); indefinite: {n_neg} eigenvalues below "
             f"-threshold and {null_words} are left out"
         )
-        return result(lmax / lmin_pos, msg, "indefinite", lmin_pos, ratio)
+        return ratio_or_bound(lmax, lmin_pos, msg, "indefinite", lmin_pos, ratio)
     msg = (
-        f"undefined: indefinite (lambda_min = {lmin:.3g} < -{t:.2g} = -threshold), so the "
-        f"smallest positive eigenvalue is interior to the spectrum and Lanczos at the ends does "
-        f"not reach it; use --exact or --damping (|lambda_min| / lambda_max = {ratio:.3g})"
+        f"undefined: indefinite (lambda_min = {lmin:.3g} < -{b_min:.2g}, below the null band), so "
+        f"the smallest positive eigenvalue is interior to the spectrum and Lanczos at the ends "
+        f"does not reach it; use --exact or --damping (|lambda_min| / lambda_max = {ratio:.3g})"
     )
     return result(None, msg, "indefinite", ratio=ratio)

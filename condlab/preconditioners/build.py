@@ -180,12 +180,44 @@ def build_preconditioner(
             d = d.clamp_min(0)
             diag = (d if name == "gn" else d.sqrt()) + eps
         formula = _FORMULAS[(name, basis)]
+        if meta.get("estimator") != "hutchinson":  # a sampled diagonal's zeros are noise
+            _refuse_structural_zeros(diag, name, problem, U is not None)
     hint = None
     if meta.get("estimator") == "hutchinson":
         hint = "Hutchinson estimates of small diagonals can be <= 0: more --probes also helps"
     check_diagonal(diag, f"the {name} preconditioner ({formula}, eps={eps:g})", hint)
     return Preconditioner(
         name=name, diag=diag, formula=formula, eps=eps, source=source, basis=U, meta=meta
+    )
+
+
+def _refuse_structural_zeros(diag: Tensor, name: str, problem, eigen: bool) -> None:
+    """A curvature diagonal at rounding-noise level is a structural zero, not a scale.
+
+    ``|P_i| <= NOISE_FACTOR eps(dtype) max_j |P_j|`` cannot be told from 0 in the arithmetic
+    (``max_j |P_j| <= ||A||``: the operator's scale); dividing by it would report eigenvalues of
+    ``1 / noise`` (e.g. 3e17 for conv biases before a train-mode BatchNorm). Refused, naming the
+    parameter tensors, with the fix.
+    """
+    from condlab.estimators.condition import noise_rel
+
+    scale = float(diag.abs().max()) if diag.numel() else 0.0
+    tiny = diag.abs() <= noise_rel(diag.dtype) * scale
+    n = int(tiny.sum())
+    if not n:
+        return
+    where = ""
+    spec = getattr(problem, "spec", None)
+    if spec is not None and not eigen:
+        hit = [f"{nm} ({int(tiny[spec.slice(nm)].sum())})" for nm in spec.names
+               if bool(tiny[spec.slice(nm)].any())]
+        where = f" in {', '.join(hit[:6])}{', ...' if len(hit) > 6 else ''}"
+    coords = "eigen-directions of G" if eigen else "coordinates"
+    raise UsageError(
+        f"the {name} preconditioner's diagonal is a structural zero (rounding noise, <= "
+        f"{noise_rel(diag.dtype):.1e} x its largest entry {scale:.3g}) on {n} of {diag.numel()} "
+        f"{coords}{where}: they have no curvature; pass --eps above {noise_rel(diag.dtype) * scale:.1e}"
+        + ("" if eigen else ", or leave them out with --params")
     )
 
 

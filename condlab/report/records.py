@@ -69,9 +69,17 @@ class SpectrumResult:
     converged_top: list[bool] | None = None
     converged_bottom: list[bool] | None = None
     definiteness: str | None = None
-    threshold: float | None = None
+    threshold: float | None = None  # null threshold: |lambda| <= threshold counts as zero
+    condition_resolved: bool | None = None  # False: the dtype cannot resolve kappa (see bound)
+    condition_bound: float | None = None  # not resolved: kappa is above this
+    condition_error: float | None = None  # bound on the relative error of condition_number
     lambda_min_positive: float | None = None
     nullity_method: str | None = None
+    nullity_lower_bound: int | None = None  # proven (a GGN's rank), whatever the estimate
+    nullity_bound_reason: str | None = None
+    multiplicity_resolved: bool | None = None  # False: repeated eigenvalues may be listed once
+    multiplicity_note: str | None = None
+    block_size: int | None = None  # Krylov block size: copies of an eigenvalue it can list
     trace_method: str | None = None
     damping: float = 0.0
     function_change: float | None = None  # normalized settings: max |f_new - f_old| on the data

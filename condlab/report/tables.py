@@ -33,6 +33,21 @@ def _negatives(r: SpectrumResult) -> str:
     return ">=1" if r.definiteness == "indefinite" else "0"
 
 
+def _kappa(r: SpectrumResult) -> str:
+    """κ, or ``> bound`` (yellow) when the dtype cannot resolve it."""
+    if r.condition_number is None and r.condition_resolved is False and r.condition_bound:
+        return f"[yellow]> {fmt(r.condition_bound, 2)}[/]"
+    return fmt(r.condition_number)
+
+
+def _nullity(r: SpectrumResult) -> str:
+    if r.nullity is not None:
+        return str(r.nullity)
+    if r.nullity_lower_bound is not None:
+        return f"≥ {r.nullity_lower_bound}"
+    return "-"
+
+
 def _stability(r: SpectrumResult) -> str:
     s = r.details.get("stability")
     return "-" if not s else f"{s['ratio']:.3g}"
@@ -66,9 +81,8 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
     table.add_column("ok", justify="center")
     for r in results:
         trace = "-" if r.trace is None else f"{fmt(r.trace)} ± {fmt(r.trace_stderr, 2)}"
-        nullity = "-" if r.nullity is None else str(r.nullity)
         same = r is base
-        row = [r.setting, str(r.details.get("objective", r.curvature)), fmt(r.condition_number)]
+        row = [r.setting, str(r.details.get("objective", r.curvature)), _kappa(r)]
         if compare:
             row.append("" if same else _ratio(r.condition_number, base.condition_number))
         if stab:
@@ -78,7 +92,7 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
         if compare:
             scaled = r.preconditioner is not None
             row.append("" if same else ("n/a" if scaled else _ratio(r.lambda_max, base.lambda_max)))
-        row += [nullity, trace, f"{r.hvp_count}/{r.seconds:.2f}"]
+        row += [_nullity(r), trace, f"{r.hvp_count}/{r.seconds:.2f}"]
         row.append("[green]yes[/]" if r.converged else "[red]no[/]")
         table.add_row(*row)
     return table
@@ -119,6 +133,11 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
                 f"({r.details.get('optimizer_decay')}); this row leaves it out "
                 "(--weight-decay, --decay to include it)"
             )
+    for r in results:  # repeated eigenvalues and proven null spaces, once per distinct text
+        for note in (r.multiplicity_note, r.nullity_bound_reason and (
+                f"nullity >= {r.nullity_lower_bound}: {r.nullity_bound_reason}")):
+            if note and not any(line.endswith(f": {note}") for line in lines):
+                lines.append(f"{r.setting}: {note}")
     indefinite = [r for r in results if r.definiteness == "indefinite"]
     for r in indefinite:
         n = r.details.get("negative_count")

@@ -55,7 +55,6 @@ SCALE_TOL = 1e-3  # relative change of the loss when the scale-invariant group i
 DENSE_LIMIT = 3000
 BLOCK = 64  # columns per vmapped curvature product
 NULL_DIAG = 1e-8  # adam_alignment skips coordinates with (U^T G U)_ii <= 1e-8 max_i (U^T G U)_ii
-EXACT_NULL = 1e-10  # with an exact spectrum: |lambda| <= 1e-10 lambda_max counts as zero  # parameters: above this exact / adam_alignment / fixed_points are refused
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class TrackSettings:
     tol: float = 1e-3
     max_hvps: int = 80
     bottom: int = 1  # smallest eigenvalues asked of Lanczos (>= 2 to see past a null space)
-    null_threshold: float | None = None  # default: 1e-10 with exact, else tol
+    null_threshold: float | None = None  # default: the dtype's noise (condlab.estimators.condition)
     samples: int | None = None  # first N training samples (None: all)
     block: tuple[str, ...] = ()  # globs, or ["last"]: the last layer's parameters
     scale_invariant: tuple[str, ...] = ()
@@ -191,11 +190,8 @@ class Tracker:
     def conditioning(self, theta: Tensor, opt: DiagOptimizer, state: State) -> dict[str, Any]:
         s = self.s
         prob = at(self.problem, theta)
-        null = s.null_threshold
-        if null is None:
-            null = EXACT_NULL if s.exact else None  # Lanczos: eigenvalues are known to ~tol
         est = EstimatorSettings(top=1, bottom=s.bottom, tol=s.tol, max_hvps=s.max_hvps, exact=s.exact,
-                                null_threshold=null, seed=0)
+                                null_threshold=s.null_threshold, seed=0)
         # exact: P products on a tiny model, where tracing a linearization costs more than it saves
         cache = "auto" if not s.exact else False
         A = curvature_operator(prob, s.curvature, block_size=BLOCK, cache=cache)
