@@ -122,13 +122,17 @@ def test_true_residuals_are_measured_and_refused_below_the_dtype():
 
 
 def test_repeated_eigenvalues_are_flagged_when_not_resolved():
-    lam = torch.cat([torch.tensor([-2.0, -2.0, -2.0]), torch.linspace(0.0, 1.0, 200)]).double()
+    """-2 four times: block size 2 lists at most 2 copies and must say so; block size 8 finds
+    all four and says they are resolved; the dense truth agrees."""
+    lam = torch.cat([torch.full((4,), -2.0), torch.linspace(0.0, 1.0, 200)]).double()
     A = spectral_matrix(lam, seed=5)
-    r = measure(A, EstimatorSettings(top=1, bottom=3, tol=1e-10)).result
-    assert r.multiplicity_resolved is False and r.block_size == 1
-    assert "block size 1" in r.multiplicity_note
-    exact = measure(A, EstimatorSettings(top=1, bottom=3, exact=True)).result
-    assert exact.multiplicity_resolved and exact.eigenvalues_bottom == pytest.approx([-2.0] * 3)
+    r = measure(A, EstimatorSettings(top=1, bottom=4, tol=1e-10, block_size=2)).result
+    assert r.multiplicity_resolved is False and r.block_size == 2
+    assert "block size 2" in r.multiplicity_note
+    wide = measure(A, EstimatorSettings(top=1, bottom=4, tol=1e-10, block_size=8)).result
+    assert wide.multiplicity_resolved and wide.eigenvalues_bottom == pytest.approx([-2.0] * 4)
+    exact = measure(A, EstimatorSettings(top=1, bottom=4, exact=True)).result
+    assert exact.multiplicity_resolved and exact.eigenvalues_bottom == pytest.approx([-2.0] * 4)
 
 
 def test_ggn_rank_bound_holds_for_a_non_sequential_model():
@@ -141,7 +145,7 @@ def test_ggn_rank_bound_holds_for_a_non_sequential_model():
     G = dense_ggn(p)
     exact = measure(DenseOperator(G), EstimatorSettings(top=1, bottom=1, exact=True)).result
     assert exact.nullity >= n
-    r = measure(GGNOperator(p), EstimatorSettings(top=1, bottom=3, tol=1e-8),
+    r = measure(GGNOperator(p), EstimatorSettings(top=1, bottom=3, tol=1e-8, block_size=4),
                 nullity_bound=(n, why)).result
     assert r.nullity_lower_bound == n and r.multiplicity_resolved is False
     assert f">= {n}" in r.multiplicity_note
