@@ -59,7 +59,12 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         import os
 
         from condlab.compare import compare, load_config
-        from condlab.compare.render import findings_table, grid_table, summary_table
+        from condlab.compare.render import (
+            edge_notes,
+            findings_table,
+            grid_table,
+            summary_table,
+        )
 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError(
@@ -100,6 +105,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         for table in (grid_table(report), findings_table(report)):
             if table is not None:
                 out.print(table)
+        for line in edge_notes(report):
+            out.print(f"  [yellow]{line}[/]", highlight=False)
         out.print(
             f"  kappa: the positive-part condition number lambda_max / lambda_min+ of "
             f"{cfg.track.curvature} (exact: {cfg.track.exact}); P^-1/2 A P^-1/2 uses each "

@@ -66,7 +66,7 @@ def objective(cfg: SpectrumConfig, *, preconditioned: bool = False, normalized: 
     adds ``lam I`` inside the preconditioner, decoupled decay outside it)."""
     A = "G" if cfg.curvature == "ggn" else "H"
     if normalized:
-        A += "(norm.)"
+        A += "(folded)"
     lam = cfg.weight_decay if cfg.decay in ("coupled", "decoupled") and cfg.weight_decay else None
     shift = "+λI" if lam else ""
     if not preconditioned:

@@ -27,19 +27,30 @@ def _one(findings: dict, start: str):
 @pytest.mark.parametrize("name", ["b_linreg", "b_logreg"])
 def test_paper_b_quadrants(name):
     f = _findings(name)
-    # full batch, identity basis: Adam beats both GN^-1 and GN^-1/2 (block-wise covariance)
+    # full batch, identity basis: with GN without momentum, Adam (beta1 0.9) beats both; with
+    # the momentum matched (GN with beta1 0.9) the finding flips on logistic regression (and,
+    # at this quick size, on linear regression: docs/reproductions.md has the full-size race)
     for gn in ("GN^-1 ", "GN^-1/2 "):
-        assert _one(f, f"B: full batch, identity basis: Adam needs fewer steps than {gn}").agrees
-    # stochastic regime: Adam's P proportional to GN^-1/2's in the eigenbasis, where diag(G) varies
+        claim = f"B: full batch, identity basis: Adam needs fewer steps than {gn}"
+        unmatched = [x for c, x in f.items() if c.startswith(claim) and "without momentum" in c]
+        matched = [x for c, x in f.items() if c.startswith(claim) and "momentum matched" in c]
+        assert len(unmatched) == len(matched) == 1
+        assert unmatched[0].agrees
+        if name == "b_logreg":
+            assert matched[0].agrees is False
+            assert _one(f, claim + "to loss 0.545: momentum changes").agrees is None
+    # stochastic regime: Adam's P proportional to GN^-1/2's in the eigenbasis, where diag(G)
+    # varies (at this quick size linear regression's spread, 3.3, sits just above the theory
+    # threshold sqrt(9.5) = 3.1; at full size it is 1.84 against 3.05)
     eigen = _one(f, "B: mini-batch, eigen basis")
-    assert eigen.agrees
+    assert eigen.agrees is (True if name == "b_logreg" else False)
     # identity basis: diag(G) is flat for block-wise covariance, the check is reported only
     assert _one(f, "B: mini-batch, identity basis").agrees is None
-    quadrant = _one(f, "B: full batch, eigenbasis")
+    quadrant = [x for c, x in f.items() if c.startswith("B: full batch, eigenbasis")]
     if name == "b_linreg":  # Newton on a quadratic
-        assert quadrant.agrees
+        assert quadrant and all(x.agrees for x in quadrant)
     else:  # reported; it does not reproduce on this instance (docs/reproductions.md)
-        assert isinstance(quadrant.agrees, bool)
+        assert quadrant and all(x.agrees is False for x in quadrant)
 
 
 def test_paper_a_decay():
@@ -65,5 +76,5 @@ def test_paper_c_intrinsic_learning_rate():
     assert angle.agrees and abs(angle.value - 1) < 0.1
     assert _one(f, "C (derived): the equilibrium effective lr scales as").agrees
     assert _one(f, "C (derived): ||w||^2 at equilibrium scales as").agrees
-    steps = _one(f, "C: steps to equilibrium scale as 1/(lr*wd)")
-    assert steps.agrees and -1.4 < steps.value < -0.6
+    steps = _one(f, "C (derived, reported): steps for the effective lr")
+    assert steps.agrees is None and -1.25 < steps.value < -0.75

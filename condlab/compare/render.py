@@ -79,8 +79,21 @@ def grid_table(report: CompareReport) -> Table | None:
             if crit == "steps_to_target" and math.isinf(primary) and math.isfinite(tie):
                 score = f"never (loss {fmt(tie, 3)})"
             cells.append(f"{lr:g}{'*' if lr == c.lr else ''}: {score}")
+        if c.edge:
+            cells.append(f"(best at the {c.edge} edge)")
         table.add_row(*(([c.variant] if many else []) + [c.optimizer, ", ".join(cells)]))
     return table
+
+
+def edge_notes(report: CompareReport) -> list[str]:
+    """One line per tuned entry whose chosen lr is at an end of its grid."""
+    many = len(report.config.variants) > 1
+    return [
+        f"lr grid: {c.optimizer}{f' ({c.variant})' if many else ''} is best at the {c.edge} lr "
+        f"{c.lr:g} of its grid: its optimum may lie outside; widen the grid"
+        for c in report.choices
+        if c.edge
+    ]
 
 
 def findings_table(report: CompareReport) -> Table | None:

@@ -141,6 +141,15 @@ class Choice:
     def tuned(self) -> bool:
         return len(self.grid) > 1
 
+    @property
+    def edge(self) -> str | None:
+        """``"lowest"`` / ``"highest"`` when the chosen lr is at an end of a tuned grid (the
+        optimum may lie outside it), else None."""
+        lrs = [lr for lr, _ in self.grid]
+        if not self.tuned or not math.isfinite(dict(self.grid)[self.lr][0]):
+            return None
+        return "lowest" if self.lr == min(lrs) else ("highest" if self.lr == max(lrs) else None)
+
     def median(self, attr: str) -> float | None:
         vals = [getattr(r, attr) for r in self.runs]
         if any(v is None for v in vals):
