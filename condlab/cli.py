@@ -96,6 +96,8 @@ def spectrum(
         force=flags["force"],
     )
 
+    if flags["list_params"]:
+        return _list_params(cfg)
     with _progress() as bar:
         report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
@@ -111,6 +113,24 @@ def spectrum(
 
             plot_density(report.densities, plot)
             err.print(f"wrote {plot}", highlight=False)
+
+
+def _list_params(cfg) -> None:
+    """The parameters of the model ``cfg`` loads, as ``--params`` globs see them."""
+    import fnmatch
+
+    from rich.table import Table
+
+    from condlab.build import load
+
+    model = load(cfg).model
+    table = Table("name", "shape", "size", "trainable", "selected", title="parameters",
+                  title_justify="left")
+    for name, p in model.named_parameters():
+        chosen = not cfg.params or any(fnmatch.fnmatchcase(name, g) for g in cfg.params)
+        table.add_row(name, str(list(p.shape)), str(p.numel()), "yes" if p.requires_grad else "no",
+                      "yes" if chosen and p.requires_grad else "no")
+    out.print(table)
 
 
 def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
@@ -135,10 +155,19 @@ def spectrum_config(given: dict, flags: dict):
 def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
     from condlab.report.files import csv_text, json_text
     from condlab.report.records import document
-    from condlab.report.tables import definitions, notes, spectrum_table
+    from condlab.report.tables import (
+        definitions,
+        eigenvalue_lines,
+        legend,
+        notes,
+        spectrum_table,
+    )
 
     if format == Format.table:
         out.print(spectrum_table(report.results, title=f"condlab spectrum: {report.source}"))
+        out.print(f"  {legend(report.results)}", highlight=False)
+        for line in eigenvalue_lines(report.results):
+            out.print(f"  {line}", highlight=False)
         for line in definitions(report.results):
             out.print(f"  kappa, {line}", highlight=False)
         for line in notes(report.results):
@@ -232,8 +261,13 @@ def list_(
     else:
         raise UsageError(f"unknown listing {what!r}; choose models or datasets")
     table = Table("name", "description", title=f"built-in {what}", title_justify="left")
+    if what == "models":  # and the arguments each takes (YAML for --model-config)
+        from condlab.load.models import model_arguments
+
+        args = model_arguments()
+        table.add_column("arguments (--model-config) and defaults")
     for name, desc in lister().items():
-        table.add_row(name, desc)
+        table.add_row(name, desc, *([args[name]] if what == "models" else []))
     out.print(table)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -59,8 +60,9 @@ def _interrupted() -> int:
 
 
 
-# results go to stdout; a pipe or file gets a wide table instead of rich's default 80 columns
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+# results go to stdout; a pipe or file gets 140 columns (not rich's 80) unless COLUMNS says
+out = Console(soft_wrap=True,
+              width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 err = Console(stderr=True)
 _state = {"debug": False}
 

@@ -238,6 +238,9 @@ SPECTRUM: tuple[Option, ...] = (
            OPERATOR, choices=CURVATURES),
     Option("params", LIST, (), "Only parameters whose names match this glob (repeatable), e.g. '2.*'.",
            OPERATOR, default_text="all"),
+    Option("list_params", bool, False, "List the model's parameter names, shapes and whether "
+           "--params selects them, then stop (nothing is measured).", OPERATOR,
+           flags=("--list-params",), field=False),
     Option("bn_mode", str, "eval", "BatchNorm with running statistics (eval) or per-batch statistics "
            "(batch).", OPERATOR, choices=("eval", "batch")),
     Option("dropout_mode", str, "eval", "Dropout off (eval) or on with one fixed mask per batch (fixed).",

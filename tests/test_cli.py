@@ -139,6 +139,11 @@ def test_table_output_names_the_definition(ckpt):
     r = invoke("spectrum", ckpt, "--top", "3", "--bottom", "2", "--dtype", "float64", "--trace")
     assert r.exit_code == 0, r.output
     assert "lambda_max" in r.stdout and "baseline" in r.stdout and "kappa" in r.stdout
+    # a legend for every column, and the eigenvalues that were asked for, not only lambda_max
+    assert "columns: κ = condition number" in r.stdout and "ok = every requested" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if "eigenvalues, baseline: top" in x)
+    top, bottom = line.split(": top ")[1].split("; bottom ")
+    assert len(top.split(", ")) == 3 and len(bottom.split(", ")) == 2
 
 
 def test_csv_with_eigenvalue_sidecar(ckpt, tmp_path):
@@ -322,3 +327,19 @@ def test_density_plot(ckpt, tmp_path):
 def test_plot_needs_density(ckpt, tmp_path):
     r = invoke("spectrum", ckpt, "--plot", tmp_path / "x.png")
     _one_line_error(r, 2, "--density")
+
+
+def test_list_params_shows_what_params_selects_and_measures_nothing(monkeypatch):
+    import condlab.spectrum
+
+    monkeypatch.setattr(condlab.spectrum, "run_spectrum", None)  # must not be reached
+    r = invoke("spectrum", "--model", "mlp", "--data", "iris", "--list-params", "--params", "0.*")
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[1]: line.split()[-2] for line in r.stdout.splitlines()
+            if line.startswith("│ ") and "." in line.split()[1]}
+    assert rows == {"0.weight": "yes", "0.bias": "yes", "2.weight": "no", "2.bias": "no"}
+
+
+def test_list_models_shows_their_arguments():
+    r = invoke("list", "models")
+    assert r.exit_code == 0 and "widths=[32]" in r.stdout and "d_model=16" in r.stdout

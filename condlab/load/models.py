@@ -295,6 +295,12 @@ def list_models() -> dict[str, str]:
     return {name: desc for name, (_, desc, _) in MODELS.items()}
 
 
+def model_arguments() -> dict[str, str]:
+    """``{name: "arg=default, ..."}``: the arguments each built-in model takes (``--model-config``)."""
+    return {name: ", ".join(f"{k}={d!r}" for k, (d, _) in schema.items())
+            for name, (_, _, schema) in MODELS.items()}
+
+
 def resolve_model_spec(spec: dict | str) -> dict:
     """The spec with defaults filled in and kwargs validated (a factory spec is returned as is).
 

@@ -160,6 +160,43 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
     return lines
 
 
+def legend(results: Sequence[SpectrumResult]) -> str:
+    """What each column of :func:`spectrum_table` holds, for the columns it shows."""
+    compare = any(r.preconditioner or r.normalization for r in results[1:])
+    parts = ["κ = condition number (its definition below)"]
+    if compare:
+        parts.append("κ ratio = κ / the first row's κ")
+    if any(r.details.get("stability") for r in results):
+        parts.append("stab. = λ_max of P^-1 A / the method's stability threshold")
+    parts.append("neg. = eigenvalues below -threshold")
+    if compare:
+        parts.append("λ_max ratio = λ_max / the first row's")
+    parts += ["null = eigenvalues within ±threshold of 0", "trace ± its standard error",
+              "HVPs/s = curvature products / seconds",
+              "ok = every requested eigenpair met --tol (no: estimates, raise --max-hvps)"]
+    return "columns: " + "; ".join(parts)
+
+
+def eigenvalue_lines(results: Sequence[SpectrumResult]) -> list[str]:
+    """The eigenvalues each setting was asked for (``--top``, ``--bottom``), largest first at the
+    top end and smallest first at the bottom; ``*`` marks one that did not meet ``--tol``."""
+
+    def values(vals, ok) -> str:
+        return ", ".join(f"{v:.6g}{'' if c else '*'}" for v, c in zip(vals, ok))
+
+    lines = []
+    for r in results:
+        ends = [f"top {values(r.eigenvalues_top, r.converged_top)}" if r.eigenvalues_top else "",
+                f"bottom {values(r.eigenvalues_bottom, r.converged_bottom)}"
+                if r.eigenvalues_bottom else ""]
+        if any(ends):
+            lines.append(f"eigenvalues, {r.setting}: " + "; ".join(e for e in ends if e))
+    if any(not all(r.converged_top or [True]) or not all(r.converged_bottom or [True])
+           for r in results):
+        lines.append("* = not converged to --tol within --max-hvps (an estimate)")
+    return lines
+
+
 def eigenvalue_table(result: SpectrumResult) -> Table:
     """The eigenvalues of one setting with their residuals and convergence flags."""
     table = Table(title=f"eigenvalues: {result.setting}", title_justify="left")
