@@ -278,7 +278,7 @@ SPECTRUM: tuple[Option, ...] = (
     Option("krylov_device", str, None, "Keep the Krylov basis on this device, e.g. cpu for a large "
            "model on a GPU.", ESTIMATORS, default_text="the operator's", estimator=True),
     Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * ||A|| count as "
-           "zero.", ESTIMATORS, check=BELOW_ONE, default_text="16 eps(dtype), the arithmetic noise",
+           "zero.", ESTIMATORS, check=BELOW_ONE, default_text="32 eps(dtype), the arithmetic noise",
            estimator=True),
     Option("trace", bool, False, "Estimate the trace with a standard error.", ESTIMATORS,
            estimator=True),

@@ -7,6 +7,7 @@ import torch
 
 from condlab.errors import UsageError
 from condlab.estimators import condition_number, extreme_eigenpairs
+from condlab.estimators.condition import NOISE_FACTOR
 
 
 def spectral_matrix(eigenvalues, seed=0):
@@ -48,7 +49,7 @@ def test_positive_semi_definite_with_a_60_percent_null_space():
     assert c.definiteness == "positive semi-definite"
     assert c.value == pytest.approx(6.0 / 0.02, rel=1e-8)
     assert c.lambda_min_positive == pytest.approx(0.02, rel=1e-8)
-    assert c.threshold == pytest.approx(16 * 2.0**-52 * 6.0, rel=1e-8) and c.nullity is None
+    assert c.threshold == pytest.approx(NOISE_FACTOR * 2.0**-52 * 6.0, rel=1e-8) and c.nullity is None
     assert "lambda_max / lambda_min+" in c.definition and "not estimated" in c.definition
     exact = condition_number([], [], exact_spectrum=torch.linalg.eigvalsh(A))
     assert exact.value == pytest.approx(6.0 / 0.02, rel=1e-10)

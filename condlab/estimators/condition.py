@@ -52,8 +52,9 @@ from torch import Tensor
 from condlab.errors import UsageError
 
 # ||A_dtype - A||_2 <= NOISE_FACTOR * eps(dtype) * ||A|| on every operator measured by
-# scripts/bench_null_criterion.py (largest: 13.4, a trained CNN's float32 Hessian)
-NOISE_FACTOR = 16.0
+# scripts/bench_null_criterion.py (largest: 25.3, a trained digits MLP's float32 Hessian); an
+# empirical factor, not a proof: an operator whose products cancel more can be noisier
+NOISE_FACTOR = 32.0
 RESOLVE_FACTOR = 10.0  # a ratio is reported when its denominator is >= 10x its error band
 
 
