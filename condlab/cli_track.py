@@ -83,6 +83,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             from condlab.compare.csvlog import read_rows
             from condlab.tracking.plots import plot_track
 
-            plot_track(read_rows(output, columns=COLUMNS, what="track"), plot,
-                       title=f"condlab track {' '.join(checkpoints)}")
+            rows = read_rows(output, columns=COLUMNS, what="track")
+            steps = sorted({r["step"] for r in rows if r["step"] is not None})
+            plot_track(rows, plot, title=f"condlab track: {len(steps)} checkpoints, "
+                       f"steps {steps[0]}-{steps[-1]}" if steps else "condlab track")
             err.print(f"wrote {plot}", highlight=False)

@@ -11,7 +11,7 @@ labels (the loss of Cohen et al.'s edge-of-stability experiments), float64, savi
 Then, per run, the command the README shows::
 
     condlab track RUN --model mlp --model-config RUN/model.yaml --data digits --max-samples 512 \
-        --loss mse --dtype float64 --top 1 --bottom 1 --max-hvps 300 [--precond optimizer] \
+        --loss mse --dtype float64 --top 1 --bottom 0 --max-hvps 300 [--precond optimizer] \
         -o RUN/track.csv --plot docs/eos_RUN.png
 
     python scripts/track_eos.py --out runs/eos        # writes docs/eos_gd.png, docs/eos_adam.png
@@ -40,7 +40,7 @@ def train(run: Path, optimizer: str, lr: float, steps: int, every: int) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "model.yaml").write_text("widths: [32]\nactivation: tanh\n")
     for step in range(steps + 1):
-        if step % every == 0:
+        if step % every == 0 and (step > 0 or optimizer == "gd"):  # Adam has no state at step 0
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
                        run / f"ckpt_{step:05d}.pt")
         if step == steps:
@@ -55,7 +55,7 @@ def train(run: Path, optimizer: str, lr: float, steps: int, every: int) -> None:
 def track(run: Path, png: Path, precond: bool) -> None:
     cmd = ["condlab", "track", str(run), "--model", "mlp", "--model-config", str(run / "model.yaml"),
            "--data", "digits", "--max-samples", "512", "--loss", "mse", "--dtype", "float64",
-           "--top", "1", "--bottom", "1",
+           "--top", "1", "--bottom", "0",
            "--max-hvps", "300", "-o", str(run / "track.csv"), "--force", "--plot", str(png)]
     if precond:
         cmd += ["--precond", "optimizer"]
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/eos"))
     ap.add_argument("--docs", type=Path, default=Path("docs"))
     ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--every", type=int, default=25)
+    ap.add_argument("--every", type=int, default=50)
     a = ap.parse_args()
     torch.set_num_threads(1)
     train(a.out / "gd", "gd", 1.0, a.steps, a.every)

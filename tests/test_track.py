@@ -157,6 +157,16 @@ def test_an_interrupted_sweep_resumes_to_the_same_bytes(adam_run, tmp_path, monk
     assert part.read_bytes() == full.read_bytes()
 
 
+def test_a_csv_inside_the_checkpoint_folder_is_not_taken_for_a_checkpoint(adam_run, tmp_path):
+    tmp, _ = adam_run
+    for name in ("ckpt_0050.pt", "ckpt_0100.pt"):
+        (tmp_path / name).write_bytes((tmp / name).read_bytes())
+    args = ["track", tmp_path, "-o", tmp_path / "track.csv", *load_opts(tmp)]
+    assert invoke(*args).exit_code == 0
+    r = invoke(*args, "--resume")
+    assert r.exit_code == 0 and "measured 0 checkpoint(s), 2 already there" in r.output, r.output
+
+
 def test_warm_starts_match_cold_starts_and_save_products(adam_run, tmp_path):
     tmp, _ = adam_run
     cold, warm = tmp_path / "cold.csv", tmp_path / "warm.csv"

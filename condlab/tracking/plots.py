@@ -20,7 +20,7 @@ def plot_track(rows: list[dict], path: str | Path, title: str = "") -> None:
         raise UsageError("--plot needs matplotlib: pip install 'condlab[plot]'") from None
     ok = [r for r in rows if r.get("status") == "ok"]
     settings = list(dict.fromkeys(r["setting"] for r in ok))
-    panels = [("lambda_max", "lambda_max (dashed: threshold)", "log"), ("kappa", "kappa", "log"),
+    panels = [("lambda_max", "lambda_max", "log"), ("kappa", "kappa", "log"),
               ("stability_ratio", "lambda_max / threshold", "linear")]
     panels.append(("trace", "trace", "linear"))
     # a panel without a value is left out (kappa of an indefinite Hessian, the trace unasked)
@@ -41,8 +41,9 @@ def plot_track(rows: list[dict], path: str | Path, title: str = "") -> None:
                     ax.plot(*zip(*th, strict=True), "--", color=color, label=f"{s} threshold")
         if key == "stability_ratio":
             ax.axhline(1.0, color="gray", lw=0.8)
-        if scale == "log" and all((r.get(key) or 0) > 0 for r in ok if r.get(key) is not None):
-            ax.set_yscale("log")
+        values = [r[key] for r in ok if r.get(key) is not None]
+        if scale == "log" and min(values) > 0 and max(values) > 20 * min(values):
+            ax.set_yscale("log")  # only when the values span more than a factor of 20
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")

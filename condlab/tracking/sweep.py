@@ -11,7 +11,7 @@ step is the checkpoint's ``step`` (or ``global_step``, ``iteration``; a condlab 
 Every checkpoint is measured exactly as ``condlab spectrum`` would (:func:`run_spectrum`), with
 Lanczos warm-started from the previous checkpoint's Ritz vectors of the same setting
 (``warm``). Its rows are appended to the CSV and fsync'ed before the next checkpoint starts,
-and the Ritz vectors go to ``NAME.warm.pt`` beside it, so a resumed sweep continues the same
+and the Ritz vectors go to ``NAME.warm`` beside it, so a resumed sweep continues the same
 chain of warm starts and writes the same bytes as an uninterrupted one.
 """
 
@@ -181,8 +181,9 @@ def discover(patterns: Sequence[str], *, trust: bool = False) -> list[Checkpoint
 
 # -- measuring ---------------------------------------------------------------------------------
 def warm_path(csv_path: Path) -> Path:
-    """Where a sweep keeps the Ritz vectors of its last checkpoint: ``NAME.warm.pt``."""
-    return csv_path.with_name(csv_path.stem + ".warm.pt")
+    """Where a sweep keeps the Ritz vectors of its last checkpoint: ``NAME.warm`` (a torch
+    file whose suffix no checkpoint search picks up, should the CSV sit beside them)."""
+    return csv_path.with_name(csv_path.stem + ".warm")
 
 
 class Sweep:
@@ -261,9 +262,7 @@ def run_sweep(
             on_checkpoint(i, len(todo), ckpt)
         try:
             rows, vectors = sweep.measure(ckpt, starts, on_progress)
-        except UsageError:
-            raise
-        except CondlabError as e:
+        except CondlabError as e:  # also a usage error that only this checkpoint raises
             if on_error == "stop":
                 raise CondlabError(
                     f"checkpoint '{ckpt.path}': {e} (the rows before it are in '{log.path}'; fix or "
@@ -284,7 +283,7 @@ def run_sweep(
 
 def _resume_starts(sweep: Sweep, done: list[str], state_path: Path, summary: SweepSummary,
                    on_progress) -> dict | None:
-    """The warm start after the last checkpoint already in the CSV: from ``NAME.warm.pt`` if it
+    """The warm start after the last checkpoint already in the CSV: from ``NAME.warm`` if it
     is that checkpoint's, else re-measured (rows not written again) from the last one it holds."""
     if not sweep.warm or not done:
         return None
