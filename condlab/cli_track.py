@@ -14,7 +14,7 @@ import typer
 
 # spectrum's options about one file: its weights, its optimizer state, where its report goes
 NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
-                 "density_output", "plot")
+                 "density_output", "plot", "list_params")
 G_TRACK = "Sweep"
 
 
