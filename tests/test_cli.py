@@ -343,3 +343,14 @@ def test_list_params_shows_what_params_selects_and_measures_nothing(monkeypatch)
 def test_list_models_shows_their_arguments():
     r = invoke("list", "models")
     assert r.exit_code == 0 and "widths=[32]" in r.stdout and "d_model=16" in r.stdout
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
+    import condlab.spectrum
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(condlab.spectrum, "run_spectrum", interrupted)
+    r = invoke("spectrum", "--model", "linear", "--data", "iris")
+    assert r.exit_code == 130 and r.output.strip() == "error: interrupted (Ctrl-C)", r.output
