@@ -165,6 +165,8 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
 
     if format == Format.table:
         out.print(spectrum_table(report.results, title=f"condlab spectrum: {report.source}"))
+        if report.loss:
+            out.print(f"  {report.loss['description']}", highlight=False)
         out.print(f"  {legend(report.results)}", highlight=False)
         for line in eigenvalue_lines(report.results):
             out.print(f"  {line}", highlight=False)
@@ -179,7 +181,7 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
                 "raise --max-hvps, loosen --tol, or use --dtype float64", highlight=False,
             )
     elif format == Format.json:
-        doc = document(command, report.config, report.results, source=report.source)
+        doc = document(command, report.config, report.results, source=report.source, loss=report.loss)
         _write_or_print(json_text(doc), output)
     else:
         _write_or_print(csv_text([r.scalar_row() for r in report.results]), output)

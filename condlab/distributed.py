@@ -200,8 +200,10 @@ class StreamedBatches(Sequence):
     def __getitem__(self, b):
         if isinstance(b, slice):
             return [self[i] for i in range(*b.indices(len(self)))]
+        from condlab.load.structure import map_tensors
+
         X, y = self.host[b]
-        return X.to(self.device), y.to(self.device)
+        return map_tensors(X, lambda t: t.to(self.device)), y.to(self.device)
 
 
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:

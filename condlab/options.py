@@ -193,7 +193,7 @@ SETTINGS = "Preconditioners and normalization"
 OUTPUT = "Output"
 
 CURVATURES = ("hessian", "ggn")
-LOSSES = ("cross-entropy", "mse")
+LOSSES = ("cross-entropy", "mse")  # condlab train's losses
 DTYPES = ("float32", "float64")
 FORMATS = ("table", "csv", "json")
 TRACE_METHODS = ("hutch++", "hutchinson")
@@ -206,8 +206,8 @@ SPECTRUM: tuple[Option, ...] = (
            LOAD, flags=()),  # the command's argument CHECKPOINT
     Option("config", PATH, None, "A YAML file of these options (keys as option names); options given "
            "here override it.", LOAD, field=False),
-    Option("model", str, None, "A built-in model (linear, mlp, cnn, transformer) or "
-           "'package.module:factory'.", LOAD),
+    Option("model", str, None, "A built-in model (linear, mlp, cnn, transformer), "
+           "'package.module:factory', or a Hugging Face config: 'hf-config:PATH'.", LOAD),
     Option("model_args", MAPPING, {}, "The model's arguments (e.g. widths: [32], norm: batch).", LOAD,
            flags=()),
     Option("model_config", PATH, None, "YAML of the model's arguments (e.g. widths: [32], norm: batch).",
@@ -222,13 +222,25 @@ SPECTRUM: tuple[Option, ...] = (
            "it). Only this flag grants it; a file cannot.", LOAD, flags=("--trust-checkpoint",),
            in_file=False),
     Option("data", SPEC, None, "digits, iris, wine, breast_cancer, diabetes, a synthetic spec "
-           "(linreg:d=10,kappa=1e3), or a .npz/.csv/.pt file.", LOAD, default_text="the checkpoint's"),
+           "(linreg:d=10,kappa=1e3), a .npz/.csv/.pt file, or 'package.module:factory'.", LOAD,
+           default_text="the checkpoint's"),
     Option("target", str, None, "The target column of a .csv file.", LOAD, default_text="the last"),
     Option("task", str, None, "classification or regression: overrides the guess from the "
            "targets (integers with at most 20 values are class labels).", LOAD,
            choices=("classification", "regression"), default_text="guessed"),
-    Option("loss", str, None, "The loss.", LOAD, choices=LOSSES,
-           default_text="the checkpoint's, else from the task"),
+    Option("loss", str, None, "cross-entropy, sequence-cross-entropy, mse, bce, or "
+           "'package.module:fn'.", LOAD,
+           default_text="the checkpoint's, else from the task and targets"),
+    Option("ignore_index", int, -100, "Targets with this value are left out of the "
+           "cross-entropies (padding).", LOAD),
+    Option("label_smoothing", float, 0.0, "Label smoothing of the cross-entropies.", LOAD,
+           check=BELOW_ONE),
+    Option("input_keys", LIST, (), "Dict samples: an entry passed to the model as a keyword "
+           "argument (repeatable, or comma-separated).", LOAD, default_text="all but the target"),
+    Option("target_key", str, None, "Dict samples: the entry holding the targets.", LOAD,
+           default_text="labels, label, targets, target or y"),
+    Option("output_key", str, None, "The entry of a dict / Hugging Face ModelOutput (or the "
+           "index in a tuple) that the loss takes.", LOAD, default_text="logits; a tuple's first"),
     Option("batch_size", int, None, "Samples per batch; products are summed over batches weighted by "
            "size (exact mean loss).", LOAD, check=POSITIVE, default_text="all samples in one batch"),
     Option("max_samples", int, None, "Use the first N samples.", LOAD, check=POSITIVE,

@@ -1,12 +1,16 @@
 """The Problem: a model's mean loss as a pure function of a flat parameter vector.
 
-    L(theta) = (1/N) sum_i loss(f(x_i; theta), y_i)
-             = sum_b (n_b / N) * L_b(theta),   L_b the mean loss over batch b of n_b samples.
+    L(theta) = (1/n) sum_i loss(f(x_i; theta), y_i)
+             = sum_b (n_b / n) * L_b(theta),   L_b the mean loss over batch b of count n_b.
 
-Batches are fixed, in order, and weighted by their size, so the curvature is that of the mean
-loss over all samples however the data are split (``mse`` is the mean over all output elements,
-which is again weight ``n_b / N`` per batch). ``theta [P]`` holds the selected parameters only;
-the others and all buffers are held fixed.
+Batches are fixed, in order, and weighted by the count their loss divides by (samples, or the
+non-ignored tokens of a token-mean loss: see :mod:`condlab.losses`), so the curvature is that of
+the mean loss over the whole dataset however the data are split. ``theta [P]`` holds the
+selected parameters only; the others and all buffers are held fixed.
+
+Inputs are a tensor, a dict of tensors (passed as keyword arguments) or a tuple (positional);
+integer inputs (token ids) stay integers. The model may return a tensor, a dict or Hugging
+Face ``ModelOutput`` (``output_key``, default ``logits``) or a tuple (its first element).
 
 Normalization layers and dropout run in an explicit, recorded mode:
 
@@ -28,16 +32,18 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad
+from torch.func import grad
 
 from condlab.distributed import StreamedBatches, all_reduce_max, all_reduce_sum, raise_if_any
 from condlab.errors import CondlabError, UsageError
-from condlab.losses import loss_fn
+from condlab.load.structure import batch_len, call_model, map_tensors, select_output, tensors
+from condlab.losses import Loss, make_loss
 from condlab.operators.params import ParamSpec, select_params
 
 BN_MODES = ("eval", "batch")
 DROPOUT_MODES = ("eval", "fixed")
 _BatchNorm = nn.modules.batchnorm._BatchNorm  # every BatchNorm flavour (lazy, sync included)
+_CROSS_ENTROPIES = ("cross-entropy", "sequence-cross-entropy")
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
@@ -111,7 +117,7 @@ class Problem:
         self,
         model: nn.Module,
         batches: Sequence[tuple[Tensor, Tensor]],
-        loss: str,
+        loss: str | Loss,
         *,
         params: Sequence[str] | None = None,
         bn_mode: str = "eval",
@@ -121,6 +127,8 @@ class Problem:
         seed: int = 0,
         n_total: int | None = None,
         batch_offset: int = 0,
+        count_total: int | None = None,
+        output_key: str | None = None,
     ):
         if bn_mode not in BN_MODES:
             raise UsageError(f"unknown BatchNorm mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}")
@@ -130,8 +138,10 @@ class Problem:
             )
         if not batches and not n_total:  # a rank of a distributed run may hold no batches
             raise UsageError("the dataset is empty; pass data with at least one sample")
-        self.loss_name = loss
-        self._loss = loss_fn(loss)
+        self.loss_spec = loss if isinstance(loss, Loss) else make_loss(loss)
+        self.loss_name = self.loss_spec.name
+        self._loss = self.loss_spec.fn
+        self.output_key = output_key
         self.device = resolve_device(device)
         self.dtype = dtype
         self.seed = int(seed)
@@ -150,10 +160,18 @@ class Problem:
         # batches stay where they were given (the host) and move to the device one at a time
         self.batches = StreamedBatches(host, self.device)
         self.batch_offset = int(batch_offset)  # global index of batch 0 (a rank's shard)
-        self.sizes = [int(X.shape[0]) for X, _ in host]
-        # n_total: samples over all ranks of a distributed run (this rank holds a shard)
+        self.sizes = [batch_len(X) for X, _ in host]
+        self.counts = [self.loss_spec.count(y) for _, y in host]
+        # n_total, count_total: samples and loss counts over all ranks of a distributed run
+        # (this rank holds a shard)
         self.n_samples = int(n_total) if n_total is not None else sum(self.sizes)
-        self.weights = [n / self.n_samples for n in self.sizes]
+        self.n_count = int(count_total) if count_total is not None else sum(self.counts)
+        if self.n_count <= 0 and (self.batches or n_total):
+            raise UsageError(
+                f"every target equals the ignore index {self.loss_spec.ignore_index}: there is "
+                "nothing to measure; check --ignore-index and the targets"
+            )
+        self.weights = [n / self.n_count for n in self.counts]
         self.randomness = "same" if self.uses_dropout else "error"
         # a batch's samples interact: per-sample computations must go through whole batches
         self.couples_samples = couples_samples(self.model, bn_mode, dropout_mode)
@@ -179,16 +197,18 @@ class Problem:
                     m.train()
         return model  # parameters with requires_grad=False stay fixed: not part of the operator
 
-    def _cast_batch(self, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        X = torch.as_tensor(X)
-        X = X.to(self.dtype) if X.is_floating_point() else X
+    def _cast_batch(self, X, y: Tensor) -> tuple:
+        X = map_tensors(X, lambda t: t.to(self.dtype) if t.is_floating_point() else t)
+        if not isinstance(X, (Tensor, dict, tuple)):
+            X = torch.as_tensor(X)
+            X = X.to(self.dtype) if X.is_floating_point() else X
         y = torch.as_tensor(y)
-        if self.loss_name == "cross-entropy":
+        if self.loss_name in _CROSS_ENTROPIES:
             if y.is_floating_point():
                 if not torch.equal(y, y.round()):
                     raise UsageError(
-                        "cross-entropy needs integer class labels but y has fractional values; "
-                        "use --loss mse for regression targets"
+                        f"{self.loss_name} needs integer class labels but y has fractional "
+                        "values; use --loss mse for regression targets"
                     )
                 y = y.long()
         elif y.is_floating_point():
@@ -211,7 +231,8 @@ class Problem:
     def _check_labels(self, out: Tensor | None) -> None:
         """Class labels are used as given: each must be one of the model's classes ``0..C-1``
         (cross-entropy, and mse on one-hot encoded labels)."""
-        classes = self.loss_name == "cross-entropy" or (
+        ce = self.loss_name in _CROSS_ENTROPIES
+        classes = ce or (
             out is not None and out.ndim == 2 and out.shape[1] > 1
             and not self.batches.host[0][1].is_floating_point() and self.batches.host[0][1].ndim == 1
         )
@@ -219,8 +240,10 @@ class Problem:
         span, bad = torch.zeros(2, dtype=torch.long), torch.zeros(0, dtype=torch.long)
         if out is not None and classes:
             ys = torch.cat([yb.reshape(-1) for _, yb in self.batches.host])
-            bad = torch.unique(ys[(ys < 0) | (ys >= out.shape[1])])
-            span = torch.tensor([int(bad.numel() > 0), out.shape[1]])
+            if ce:  # the cross-entropies leave the ignore index (padding) out
+                ys = ys[ys != self.loss_spec.ignore_index]
+            bad = torch.unique(ys[(ys < 0) | (ys >= out.shape[-1])])
+            span = torch.tensor([int(bad.numel() > 0), out.shape[-1]])
         any_bad, num_classes = all_reduce_max(span).tolist()
         if any_bad:
             named = ", ".join(str(v) for v in bad[:5].tolist()) + (" ..." if len(bad) > 5 else "")
@@ -236,22 +259,70 @@ class Problem:
         try:
             with torch.no_grad():
                 out = self.outputs(self.theta, X, 0)
+        except CondlabError as e:
+            return None, e
         except Exception as e:  # shape errors surface as RuntimeError / ValueError
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return None, CondlabError(self._misfit(X, e))
+        name = self.loss_name
+        if name == "cross-entropy" and (out.ndim != 2 or y.ndim != 1):
+            hint = "; use --loss sequence-cross-entropy for [N, T, V] outputs" if out.ndim == 3 else ""
             return None, CondlabError(
-                f"data with samples of shape {list(X.shape[1:])} do not fit the model ({msg}); "
-                "check --data and the model's input size"
+                f"cross-entropy needs model outputs [N, classes] and labels [N], got outputs "
+                f"{list(out.shape)} and labels {list(y.shape)}{hint}"
             )
-        if self.loss_name == "cross-entropy" and out.ndim != 2:
+        if name == "sequence-cross-entropy" and (
+            out.ndim != y.ndim + 1 or tuple(out.shape[:-1]) != tuple(y.shape)
+        ):
             return None, CondlabError(
-                f"cross-entropy needs model outputs of shape [N, classes], got {list(out.shape)}"
+                f"sequence-cross-entropy needs outputs [N, T, V] and targets [N, T], got outputs "
+                f"{list(out.shape)} and targets {list(y.shape)}; check --output-key and --target-key"
             )
-        if self.loss_name != "cross-entropy" and y.is_floating_point() and y.numel() != out.numel():
+        if name in ("mse", "bce") and y.is_floating_point() and y.numel() != out.numel():
             return None, CondlabError(
-                f"mse targets have {y[0].numel()} values per sample but the model outputs "
+                f"{name} targets have {y[0].numel()} values per sample but the model outputs "
                 f"{out[0].numel()}; match the model's output size to the targets"
             )
+        if not self.loss_spec.custom:  # the built-ins are scalar means on these shapes
+            return out, None
+        try:
+            with torch.no_grad():
+                value = self._loss(out, y)
+        except CondlabError as e:
+            return None, e
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return None, CondlabError(
+                f"loss {name!r} fails on outputs {list(out.shape)} and targets {list(y.shape)}: "
+                f"{msg}; check --loss, --output-key and --target-key"
+            )
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            return None, CondlabError(
+                f"loss {name!r} returned {shape}, not a scalar; it must return the mean loss "
+                "of the batch (reduce with .mean())"
+            )
         return out, None
+
+    def _misfit(self, X, e: Exception) -> str:
+        """Why inputs ``X`` do not fit the model: token ids out of range, or shapes."""
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        ids = [t for t in tensors(X) if not t.is_floating_point() and t.numel()]
+        rows = sorted({m.num_embeddings for m in self.model.modules() if isinstance(m, nn.Embedding)})
+        if ids and rows and isinstance(e, IndexError | RuntimeError) and "index" in msg.lower():
+            lo = min(int(t.min()) for t in ids)
+            hi = max(int(t.max()) for t in ids)
+            return (
+                f"token ids span {lo}..{hi} but the model's embeddings have "
+                f"{', '.join(map(str, rows))} rows; ids must lie in 0..{rows[0] - 1} "
+                "(a larger vocab in the model, or a tokenizer that matches it)"
+            )
+        shapes = {k: list(v.shape[1:]) for k, v in X.items()} if isinstance(X, dict) else (
+            [list(t.shape[1:]) for t in X] if isinstance(X, tuple) else list(X.shape[1:])
+        )
+        return (
+            f"data with samples of shape {shapes} do not fit the model ({msg}); "
+            "check --data and the model's input size"
+        )
 
     # -- functions of theta --------------------------------------------------------------------
     def _rng(self, batch_index: int):
@@ -260,10 +331,12 @@ class Problem:
             return contextlib.nullcontext()
         return _seeded(self.seed * 1_000_003 + self.batch_offset + batch_index, self.device)
 
-    def outputs(self, theta: Tensor, X: Tensor, batch_index: int = 0) -> Tensor:
-        """Model outputs on ``X`` with the selected parameters set to ``theta``."""
+    def outputs(self, theta: Tensor, X, batch_index: int = 0) -> Tensor:
+        """Model outputs on ``X`` with the selected parameters set to ``theta`` (the tensor the
+        loss takes: see :func:`condlab.load.structure.select_output`)."""
         with self._rng(batch_index), differentiable_attention():
-            return functional_call(self.model, (self.spec.unflatten(theta), self.fixed), (X,))
+            out = call_model(self.model, (self.spec.unflatten(theta), self.fixed), X)
+        return select_output(out, self.output_key)
 
     def output_loss(self, out: Tensor, y: Tensor) -> Tensor:
         """The batch-mean loss as a function of the model outputs."""

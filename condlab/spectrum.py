@@ -31,6 +31,7 @@ class SpectrumReport:
     densities: list[Density]
     source: str
     vectors: dict = field(default_factory=dict)  # setting -> Ritz vectors [P, k] (warm starts)
+    loss: dict | None = None  # the loss and how its batches were weighted
 
 
 def ggn_nullity_bound(problem, curvature: str) -> tuple[int, str] | None:
@@ -48,7 +49,9 @@ def ggn_nullity_bound(problem, curvature: str) -> tuple[int, str] | None:
     X, _ = problem.batches[0]
     with torch.no_grad():
         out = problem.outputs(problem.theta, X, 0)
-    per_sample = int(out.numel()) // max(1, int(X.shape[0]))
+    from condlab.load.structure import batch_len
+
+    per_sample = int(out.numel()) // max(1, batch_len(X))
     N, P = problem.n_samples, problem.n_params
     if problem.loss_name == "cross-entropy":
         rank, why = N * (per_sample - 1), f"a cross-entropy GGN has rank <= N (C - 1) = {N} x {per_sample - 1}"
@@ -193,4 +196,18 @@ def run_spectrum(
             label["objective"] = label["objective"].replace(A, f"{A}[{pname}]", 1)
             run(f"layer:{pname}", op, sub, layer=pname, details=label, scale=scale,
                 nullity_bound=bound(sub))
-    return SpectrumReport(cfg.to_dict(), results, densities, loaded.source, vectors)
+    return SpectrumReport(cfg.to_dict(), results, densities, loaded.source, vectors, loss_record(problem))
+
+
+def loss_record(problem) -> dict:
+    """What the loss was and how batches were weighted, for the table and the JSON."""
+    spec = problem.loss_spec
+    return {
+        "name": spec.name,
+        "batch_weighting": "tokens" if spec.weighting == "tokens" else "samples",
+        "ignore_index": spec.ignore_index if spec.weighting == "tokens" else None,
+        "label_smoothing": spec.label_smoothing,
+        "batches": len(problem.sizes),
+        "count": problem.n_count,
+        "description": spec.describe(),
+    }

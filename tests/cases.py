@@ -131,3 +131,46 @@ def autograd_jacobian(model: nn.Module, X) -> tuple[torch.Tensor, torch.Tensor]:
     rows = [torch.autograd.grad(out.reshape(-1)[i], params, retain_graph=True)
             for i in range(out.numel())]
     return out.detach(), torch.stack([torch.cat([t.reshape(-1) for t in r]) for r in rows])
+
+
+# -- dense truths by plain autograd (one backward per row), independent of condlab's operators --
+def _flat_grad(value, params, create_graph=False):
+    gs = torch.autograd.grad(value, params, create_graph=create_graph, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(gs, params)])
+
+
+def double_backward_hessian(loss, params):
+    """``d^2 loss() / d params^2 [P, P]``: the gradient with a graph, then one backward per row."""
+    g = _flat_grad(loss(), params, create_graph=True)
+    return torch.stack([_flat_grad(g[i], params) if g[i].requires_grad else torch.zeros_like(g)
+                        for i in range(g.numel())])
+
+
+def double_backward_ggn(outputs, loss_of_outputs, params):
+    """``J^T H_out J``: ``J`` of ``outputs()`` w.r.t. ``params`` row by row, ``H_out`` the
+    double-backward Hessian of ``loss_of_outputs(out)`` in the outputs."""
+    out = outputs()
+    flat = out.reshape(-1)
+    J = torch.stack([_flat_grad(flat[i], params) for i in range(flat.numel())])  # [M, P]
+    o = out.detach().clone().requires_grad_(True)
+    H_out = double_backward_hessian(lambda: loss_of_outputs(o), [o])  # [M, M]
+    return J.T @ H_out @ J
+
+
+def finite_difference_column(loss, params, j, h=1e-5):
+    """Column ``j`` of the Hessian by central differences of the gradient."""
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def grad_at(x):
+        with torch.no_grad():
+            start = 0
+            for p in params:
+                p.copy_(x[start : start + p.numel()].reshape(p.shape))
+                start += p.numel()
+        return _flat_grad(loss(), params)
+
+    e = torch.zeros_like(flat)
+    e[j] = h
+    col = (grad_at(flat + e) - grad_at(flat - e)) / (2 * h)
+    grad_at(flat)  # restore
+    return col

@@ -27,9 +27,6 @@ CASES = [
     ({"name": "cnn", "channels": [3], "norm": "batch"}, (2, 5, 5), 4),
     ({"name": "cnn", "channels": [3], "norm": "layer", "image_shape": [1, 3, 4]}, (12,), 2),
     ({"name": "cnn", "channels": [2]}, (4, 4), 3),
-    ({"name": "transformer", "d_model": 8, "heads": 2, "layers": 1}, (64,), 10),
-    ({"name": "transformer", "d_model": 4, "heads": 1, "layers": 2}, (3, 5), 2),
-    ({"name": "transformer", "d_model": 6, "heads": 3, "layers": 1, "seq_len": 2}, (6,), 1),
 ]
 IDS = [f"{s['name']}-{i}" for i, (s, _, _) in enumerate(CASES)]
 
@@ -106,19 +103,42 @@ def test_mlp_names_match_a_hand_written_sequential():
     assert torch.equal(model(torch.ones(2, 64)), ref(torch.ones(2, 64)))
 
 
-def test_attention_matches_torch_sdpa():
-    model = build_model({"name": "transformer", "d_model": 8, "heads": 2, "layers": 1}, (64,), 3, seed=0)
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_matches_torch_sdpa(causal):
+    spec = {"name": "transformer", "d_model": 8, "heads": 2, "layers": 1, "causal": causal}
+    model = build_model(spec, (8,), 3, seed=0)
     attn = model.blocks[0].attn.double()
     x = torch.randn(3, 8, 8, dtype=torch.float64)
     q, k, v = attn.qkv(x).split(8, dim=-1)
     q, k, v = (t.reshape(3, 8, 2, 4).transpose(1, 2) for t in (q, k, v))
-    ref = attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(3, 8, 8))
-    torch.testing.assert_close(attn(x), ref)
+    att = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(attn(x), attn.proj(att.transpose(1, 2).reshape(3, 8, 8)))
 
 
-def test_transformer_default_tokens_for_digits():
-    model = build_model({"name": "transformer"}, (64,), 10)
-    assert (model.seq_len, model.features) == (8, 8)
+@pytest.mark.parametrize("causal", [True, False])
+def test_token_transformer_is_causal_or_bidirectional(causal):
+    """A causal LM's logits at t < T-1 ignore token T-1; a bidirectional one's do not."""
+    spec = {"name": "transformer", "d_model": 8, "layers": 2, "causal": causal}
+    model = build_model(spec, (6,), 11, seed=0).double()
+    ids = torch.randint(0, 11, (4, 6), generator=torch.Generator().manual_seed(0))
+    other = ids.clone()
+    other[:, -1] = (ids[:, -1] + 1) % 11
+    a, b = model(ids), model(other)
+    assert a.shape == (4, 6, 11)
+    assert torch.equal(a[:, :-1], b[:, :-1]) == causal
+    assert not torch.equal(a[:, -1], b[:, -1])
+
+
+def test_token_transformer_heads():
+    tied = build_model({"name": "transformer", "vocab": 9}, (5,), 9, seed=0)
+    assert tied.head is None and tied(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5, 9)
+    n_tied = sum(p.numel() for p in tied.parameters())
+    untied = build_model({"name": "transformer", "vocab": 9, "tied": False}, (5,), 9, seed=0)
+    assert sum(p.numel() for p in untied.parameters()) == n_tied + 16 * 9 + 9
+    pooled = build_model({"name": "transformer", "vocab": 9, "pool": "mean", "tied": False}, (5,), 3)
+    assert pooled(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 3)
+    with pytest.raises(TypeError, match="integer token ids"):
+        tied(torch.zeros(2, 5))
 
 
 def test_list_models_names_and_descriptions():
@@ -147,8 +167,10 @@ def test_resolve_fills_defaults():
         ({"name": "transformer", "layers": 1.5}, (4,), "layers"),
         ({"name": "cnn"}, (10,), "image_shape"),
         ({"name": "cnn", "image_shape": [1, 3, 3]}, (10,), "image_shape"),
-        ({"name": "transformer", "seq_len": 3}, (64,), "seq_len=3"),
         ({"name": "transformer", "d_model": 10, "heads": 3}, (64,), "heads=3"),
+        ({"name": "transformer"}, (8, 8), "token ids of shape [N, T]"),
+        ({"name": "transformer", "vocab": 5, "pool": "mean"}, (8,), "tied: false"),
+        ({"name": "transformer", "max_len": 4}, (8,), "max_len=4"),
         ({"widths": [3]}, (4,), "'name'"),
     ],
 )

@@ -41,7 +41,9 @@ import torch
 from torch import Tensor
 
 from condlab.errors import UsageError
+from condlab.load.structure import map_tensors, take
 from condlab.load.synthetic import SYNTHETIC, _synthetic
+from condlab.load.userdata import is_factory_spec, load_user_data
 
 TASKS = ("classification", "regression")
 FILE_SUFFIXES = (".npz", ".csv", ".pt")
@@ -62,12 +64,22 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(self.X.shape[0])
+        return int(self.y.shape[0]) if self.y is not None else sum(len(y) for _, y in self.batches)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one sample (no batch dimension)."""
+        if not isinstance(self.X, Tensor):
+            raise UsageError(
+                f"data {self.name!r} has structured inputs ({type(self.X).__name__}); "
+                "this needs one input tensor"
+            )
         return tuple(self.X.shape[1:])
+
+    @property
+    def batches(self) -> list:
+        """The fixed batches of a user's DataLoader, else empty."""
+        return self.meta.get("batches", [])
 
     @property
     def num_outputs(self) -> int:
@@ -79,11 +91,12 @@ class Dataset:
     def to(self, dtype: torch.dtype) -> Dataset:
         """A copy with ``X`` (and regression ``y``) cast to the floating dtype ``dtype``."""
         y = self.y.to(dtype) if self.y.is_floating_point() else self.y
-        return replace(self, X=self.X.to(dtype), y=y)
+        X = map_tensors(self.X, lambda t: t.to(dtype) if t.is_floating_point() else t)
+        return replace(self, X=X, y=y)
 
     def subset(self, index: Tensor, spec: dict) -> Dataset:
         """The rows ``index``, described by ``spec``."""
-        return replace(self, X=self.X[index], y=self.y[index], spec=spec)
+        return replace(self, X=take(self.X, index), y=self.y[index], spec=spec)
 
 
 # -- spec parsing ----------------------------------------------------------------------------
@@ -312,6 +325,8 @@ def load_dataset(
     ``task`` (classification or regression) overrides the spec's task or the guess from ``y``.
     A spec key ``split: {test_fraction, seed, part}`` selects one part of ``train_test_split``.
     """
+    if is_factory_spec(spec) or (isinstance(spec, dict) and is_factory_spec(spec.get("name"))):
+        return _user_dataset(spec, max_samples)
     opts = parse_spec(spec)
     limit = opts.pop("max_samples", None)
     max_samples = limit if max_samples is None else max_samples
@@ -386,6 +401,39 @@ def load_dataset(
     return ds
 
 
+def _user_dataset(spec: str | dict, max_samples: int | None) -> Dataset:
+    """A dataset from the user's factory; spec ``{"name": "mod:fn", "input_keys": [...],
+    "target_key": ..., "max_samples": ...}`` or the import path alone."""
+    opts = dict(spec) if isinstance(spec, dict) else {"name": spec.strip()}
+    path = opts.pop("name")
+    keys, target_key = opts.pop("input_keys", None), opts.pop("target_key", None)
+    max_samples = opts.pop("max_samples", None) if max_samples is None else max_samples
+    opts.pop("max_samples", None)
+    if opts:
+        raise UsageError(
+            f"data factory spec has unknown key(s) {', '.join(sorted(opts))}; "
+            "use name, input_keys, target_key, max_samples"
+        )
+    X, y, batches = load_user_data(path, input_keys=keys, target_key=target_key, max_samples=max_samples)
+    labels = [y] if y is not None else [b[1] for b in batches]
+    integer = not labels[0].is_floating_point()
+    num_classes = None
+    if integer:
+        ids = torch.cat([t.reshape(-1) for t in labels])
+        ids = ids[ids >= 0]  # negative ids are ignore_index padding
+        num_classes = int(ids.max()) + 1 if ids.numel() else 1
+    out_spec = {"name": path, **({"input_keys": list(keys)} if keys else {}),
+                **({"target_key": target_key} if target_key else {}),
+                **({"max_samples": max_samples} if max_samples is not None else {})}
+    meta = {"batches": batches} if batches is not None and (y is None or len(batches) > 1) else {}
+    if y is None:  # a DataLoader of differently padded batches: no single tensor of samples
+        X = None
+    return Dataset(
+        X=X, y=y, task="classification" if integer else "regression",
+        num_classes=num_classes, name=path, spec=out_spec, meta=meta,
+    )
+
+
 def _features(X: Any, source: str) -> np.ndarray:
     X = np.asarray(X)
     if X.dtype.kind not in "biuf" or X.ndim < 2:
@@ -405,13 +453,21 @@ def make_batches(dataset: Dataset, batch_size: int | None) -> list[tuple[Tensor,
 
     ``None`` or ``batch_size >= N`` gives one batch of all samples.
     """
+    if dataset.batches:
+        if batch_size is not None:
+            raise UsageError(
+                f"data {dataset.name!r} is a DataLoader with its own batches; drop --batch-size "
+                "(or set the DataLoader's batch_size)"
+            )
+        return list(dataset.batches)
     n = len(dataset)
     if batch_size is None or (isinstance(batch_size, int) and batch_size >= n):
         return [(dataset.X, dataset.y)]
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch size must be a positive integer or none, got {batch_size!r}")
     return [
-        (dataset.X[i : i + batch_size], dataset.y[i : i + batch_size]) for i in range(0, n, batch_size)
+        (take(dataset.X, slice(i, i + batch_size)), dataset.y[i : i + batch_size])
+        for i in range(0, n, batch_size)
     ]
 
 

@@ -170,11 +170,12 @@ class _Reshape(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention in plain ops: ``softmax(Q K^T / sqrt(d_h)) V``, no mask."""
+    """Multi-head self-attention in plain ops, ``softmax(Q K^T / sqrt(d_h) + mask) V``: every
+    curvature product (forward-over-reverse AD, double backward) runs through it."""
 
-    def __init__(self, d_model: int, heads: int):
+    def __init__(self, d_model: int, heads: int, causal: bool):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
@@ -182,18 +183,21 @@ class SelfAttention(nn.Module):
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x [B, T, D]
         q, k, v = (t.reshape(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
-        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D // self.heads), dim=-1)
-        out = (att @ v).transpose(1, 2).reshape(B, T, D)  # [B, H, T, d_h] -> [B, T, D]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(D // self.heads)  # [B, H, T, T]
+        if self.causal:  # position t attends to positions <= t
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        out = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
         return self.proj(out)
 
 
 class Block(nn.Module):
-    """A pre-LN encoder block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
+    """A pre-LN block: ``x + attn(ln(x))``, then ``x + mlp(ln(x))``."""
 
-    def __init__(self, d_model: int, heads: int, mlp_ratio: int, activation: str):
+    def __init__(self, d_model: int, heads: int, mlp_ratio: int, activation: str, causal: bool):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, heads)
+        self.attn = SelfAttention(d_model, heads, causal)
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, mlp_ratio * d_model),
@@ -206,44 +210,63 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class TinyTransformer(nn.Module):
-    """Tokens ``[B, T, F]`` -> linear embedding + learned positions -> blocks -> LN -> mean -> head."""
+class TokenTransformer(nn.Module):
+    """Token ids ``[B, T]`` -> token + learned position embeddings -> pre-LN blocks (causal or
+    bidirectional attention) -> LayerNorm -> head.
 
-    def __init__(self, seq_len, features, num_outputs, *, d_model, heads, layers, mlp_ratio, activation):
+    ``pool='none'``: logits per position ``[B, T, num_outputs]`` (a language model with
+    ``sequence-cross-entropy``); ``'mean'``: the mean over positions, ``[B, num_outputs]`` (a
+    sequence classifier). ``tied``: the head is the transpose of the token embedding (needs
+    ``num_outputs == vocab``).
+    """
+
+    def __init__(self, vocab, num_outputs, *, max_len, d_model, heads, layers, mlp_ratio,
+                 activation, causal, tied, pool):
         super().__init__()
-        self.seq_len, self.features = seq_len, features
-        self.embed = nn.Linear(features, d_model)
-        self.pos = nn.Parameter(0.02 * torch.randn(seq_len, d_model))
-        self.blocks = nn.Sequential(*(Block(d_model, heads, mlp_ratio, activation) for _ in range(layers)))
+        self.pool, self.tied = pool, tied
+        self.embed = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.Sequential(
+            *(Block(d_model, heads, mlp_ratio, activation, causal) for _ in range(layers))
+        )
         self.ln = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, num_outputs)
+        self.head = None if tied else nn.Linear(d_model, num_outputs)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.reshape(x.shape[0], self.seq_len, self.features)  # [B, T, F]
-        h = self.blocks(self.embed(x) + self.pos)  # [B, T, D]
-        return self.head(self.ln(h).mean(dim=1))  # [B, C]
+    def forward(self, ids: Tensor) -> Tensor:
+        if ids.is_floating_point():
+            raise TypeError(
+                "model 'transformer' takes integer token ids [N, T], got float inputs; "
+                "give integer data (a .npz/.pt of int arrays, or --data package.module:factory)"
+            )
+        T = ids.shape[1]
+        h = self.embed(ids) + self.pos(torch.arange(T, device=ids.device))  # [B, T, D]
+        h = self.ln(self.blocks(h))
+        if self.pool == "mean":
+            h = h.mean(dim=1)  # [B, D]
+        return h @ self.embed.weight.T if self.tied else self.head(h)
 
 
-def _default_seq_len(d: int) -> int:
-    """The largest divisor of ``d`` not above ``sqrt(d)`` (64 -> 8 tokens of 8)."""
-    return max(t for t in range(1, math.isqrt(d) + 1) if d % t == 0)
-
-
-def _transformer(input_shape, num_outputs, *, seq_len, d_model, heads, layers, mlp_ratio, activation):
-    if len(input_shape) == 2 and seq_len is None:
-        seq_len = input_shape[0]
-    d = math.prod(input_shape)
-    seq_len = _default_seq_len(d) if seq_len is None else seq_len
-    if d % seq_len:
+def _transformer(input_shape, num_outputs, *, vocab, max_len, d_model, heads, layers, mlp_ratio,
+                 activation, causal, tied, pool):
+    if len(input_shape) != 1:
         raise UsageError(
-            f"model 'transformer': {d} input features do not split into seq_len={seq_len} tokens; "
-            f"choose a divisor of {d}"
+            f"model 'transformer' takes token ids of shape [N, T], got samples of shape "
+            f"{list(input_shape)}"
         )
     if d_model % heads:
         raise UsageError(f"model 'transformer': d_model={d_model} is not divisible by heads={heads}")
-    return TinyTransformer(
-        seq_len, d // seq_len, num_outputs, d_model=d_model, heads=heads, layers=layers,
-        mlp_ratio=mlp_ratio, activation=activation,
+    vocab = num_outputs if vocab is None else vocab
+    if tied and (pool != "none" or num_outputs != vocab):
+        raise UsageError(
+            f"model 'transformer': a tied head predicts tokens ({vocab}) per position; with "
+            f"pool={pool} and {num_outputs} outputs set tied: false"
+        )
+    max_len = input_shape[0] if max_len is None else max_len
+    if max_len < input_shape[0]:
+        raise UsageError(f"model 'transformer': max_len={max_len} is shorter than the {input_shape[0]} positions")
+    return TokenTransformer(
+        vocab, num_outputs, max_len=max_len, d_model=d_model, heads=heads, layers=layers,
+        mlp_ratio=mlp_ratio, activation=activation, causal=causal, tied=tied, pool=pool,
     )
 
 
@@ -277,14 +300,19 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str, dict[str, tuple[Any, Call
     ),
     "transformer": (
         _transformer,
-        "tiny pre-LN transformer classifier over the input split into seq_len tokens, mean-pooled",
+        "token transformer: embedding + positions, pre-LN causal (or bidirectional) attention "
+        "blocks, LayerNorm, tied or untied head; logits per position or mean-pooled",
         {
-            "seq_len": (None, _optional(_int(1))),
+            "vocab": (None, _optional(_int(1))),
+            "max_len": (None, _optional(_int(1))),
             "d_model": (16, _int(1)),
             "heads": (2, _int(1)),
             "layers": (2, _int(1)),
             "mlp_ratio": (2, _int(1)),
             "activation": ("gelu", _ACT),
+            "causal": (True, _bool),
+            "tied": (True, _bool),
+            "pool": ("none", _choice("none", "mean")),
         },
     ),
 }
@@ -376,43 +404,56 @@ def _cwd_on_path():
             sys.path.remove(cwd)
 
 
-def import_factory(path: str, kwargs: dict | None = None) -> nn.Module:
-    """Import ``package.module:factory`` (cwd first on ``sys.path``) and return ``factory(**kwargs)``.
-
-    ``factory`` may be a dotted attribute path (``mod:Net.small``) or a ``nn.Module`` subclass.
-    """
+def import_object(path: str, *, what: str = "model") -> Any:
+    """The object at ``package.module:attr`` (cwd first on ``sys.path``; ``attr`` may be dotted)."""
     if not isinstance(path, str) or path.count(":") != 1 or not all(path.split(":")):
-        raise UsageError(
-            f"model import path {path!r} must look like 'package.module:factory'"
-        )
+        name = "factory" if what in ("model", "data") else "fn"
+        raise UsageError(f"{what} import path {path!r} must look like 'package.module:{name}'")
     mod_name, attr_path = path.split(":")
     with _cwd_on_path():
         try:
             obj: Any = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:
             raise UsageError(
-                f"cannot import {mod_name!r} for model {path!r} ({e}); run from the directory "
+                f"cannot import {mod_name!r} for {what} {path!r} ({e}); run from the directory "
                 "that holds it or install the package"
             ) from None
         except Exception as e:
             raise UsageError(
-                f"importing {mod_name!r} for model {path!r} failed: {type(e).__name__}: {e}"
+                f"importing {mod_name!r} for {what} {path!r} failed: {type(e).__name__}: {e}"
             ) from e
     for part in attr_path.split("."):
         if not hasattr(obj, part):
-            raise UsageError(f"module {mod_name!r} has no attribute {attr_path!r} (model {path!r})")
+            raise UsageError(f"module {mod_name!r} has no attribute {attr_path!r} ({what} {path!r})")
         obj = getattr(obj, part)
+    return obj
+
+
+def call_factory(path: str, kwargs: dict | None = None, *, what: str = "model") -> Any:
+    """``factory(**kwargs)`` for the factory at ``path``, with one-line errors."""
+    obj = import_object(path, what=what)
+    attr_path = path.split(":")[1]
     if not callable(obj):
-        raise UsageError(f"model factory {path!r} is a {type(obj).__name__}, not a callable")
+        raise UsageError(f"{what} factory {path!r} is a {type(obj).__name__}, not a callable")
     try:
-        model = obj(**(kwargs or {}))
+        return obj(**(kwargs or {}))
     except TypeError as e:
         hint = ""
         with contextlib.suppress(TypeError, ValueError):
             hint = f"; its signature is {attr_path}{inspect.signature(obj)}"
-        raise UsageError(f"model factory {path!r} rejected its arguments: {e}{hint}") from e
+        raise UsageError(f"{what} factory {path!r} rejected its arguments: {e}{hint}") from e
+    except UsageError:
+        raise
     except Exception as e:
-        raise UsageError(f"model factory {path!r} raised {type(e).__name__}: {e}") from e
+        raise UsageError(f"{what} factory {path!r} raised {type(e).__name__}: {e}") from e
+
+
+def import_factory(path: str, kwargs: dict | None = None) -> nn.Module:
+    """Import ``package.module:factory`` (cwd first on ``sys.path``) and return ``factory(**kwargs)``.
+
+    ``factory`` may be a dotted attribute path (``mod:Net.small``) or a ``nn.Module`` subclass.
+    """
+    model = call_factory(path, kwargs, what="model")
     if not isinstance(model, nn.Module):
         raise UsageError(
             f"model factory {path!r} returned a {type(model).__name__}, not a torch.nn.Module"
@@ -424,9 +465,11 @@ __all__ = [
     "ACTIVATIONS",
     "MODELS",
     "NORMS",
-    "TinyTransformer",
+    "TokenTransformer",
     "build_model",
+    "call_factory",
     "import_factory",
+    "import_object",
     "list_models",
     "resolve_model_spec",
 ]

@@ -72,7 +72,11 @@ class _CurvatureOperator(LinearOperator):
             self._direct[b] = self._direct.get(b, 0) + V.shape[1]
             return self._product(b, V)
         if b not in self._maps:
-            self._maps[b] = self._linear_map(b)
+            try:
+                self._maps[b] = self._linear_map(b)
+            except RuntimeError:  # untraceable code (a user's loss with F.one_hot, .item()):
+                self.cache = False  # direct products, exact and slower
+                return self._product(b, V)
         linear = self._maps[b]
         if not self._loop:
             try:
