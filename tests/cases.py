@@ -174,3 +174,19 @@ def finite_difference_column(loss, params, j, h=1e-5):
     col = (grad_at(flat + e) - grad_at(flat - e)) / (2 * h)
     grad_at(flat)  # restore
     return col
+
+
+def own_model_section() -> str:
+    """The README's "Your own model" section."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    return re.search(r"\n## Your own model\n(.*?)\n## ", text, flags=re.S).group(1)
+
+
+def own_model_files() -> dict[str, str]:
+    """``{file name: code}`` of the README's recipe files (```python file=NAME blocks)."""
+    import re
+
+    return dict(re.findall(r"```python file=(\S+)\n(.*?)```", own_model_section(), flags=re.S))

@@ -6,112 +6,24 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cases import double_backward_ggn, double_backward_hessian, finite_difference_column
+from cases import (
+    double_backward_ggn,
+    double_backward_hessian,
+    finite_difference_column,
+    own_model_files,
+)
 from typer.testing import CliRunner
 
 from condlab.cli import app
 
 runner = CliRunner()
 
-MYMOD = textwrap.dedent(
-    '''
-    import math
-    import torch
-    from torch import nn
-
-
-    class Attention(nn.Module):
-        def __init__(self, d, heads):
-            super().__init__()
-            self.heads = heads
-            self.qkv = nn.Linear(d, 3 * d)
-            self.out = nn.Linear(d, d)
-
-        def forward(self, x):
-            B, T, D = x.shape
-            q, k, v = self.qkv(x).chunk(3, dim=-1)
-            q, k, v = (t.view(B, T, self.heads, -1).transpose(1, 2) for t in (q, k, v))
-            s = q @ k.transpose(-1, -2) / math.sqrt(D // self.heads)
-            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
-            return self.out((s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, D))
-
-
-    class TinyLM(nn.Module):
-        def __init__(self, vocab=7, d=4, heads=2, max_len=5):
-            super().__init__()
-            self.tok = nn.Embedding(vocab, d)
-            self.pos = nn.Embedding(max_len, d)
-            self.ln1 = nn.LayerNorm(d)
-            self.attn = Attention(d, heads)
-            self.ln2 = nn.LayerNorm(d)
-            self.head = nn.Linear(d, vocab)
-
-        def forward(self, input_ids):
-            h = self.tok(input_ids) + self.pos(torch.arange(input_ids.shape[1]))
-            h = h + self.attn(self.ln1(h))
-            return {"logits": self.head(self.ln2(h)), "hidden": h}
-
-
-    def make():
-        return TinyLM()
-    '''
-)
-
-MYDATA = textwrap.dedent(
-    '''
-    import torch
-    from torch.utils.data import DataLoader, Dataset
-
-
-    class Tokens(Dataset):
-        """Sequences of 5 tokens; labels are the next tokens, -100 after each one's length."""
-
-        def __init__(self, n=10, T=5, vocab=7, seed=0):
-            g = torch.Generator().manual_seed(seed)
-            self.ids = torch.randint(0, vocab, (n, T + 1), generator=g)
-            self.lengths = torch.randint(1, T + 1, (n,), generator=g)
-
-        def __len__(self):
-            return len(self.ids)
-
-        def __getitem__(self, i):
-            labels = self.ids[i, 1:].clone()
-            labels[self.lengths[i]:] = -100
-            return {"input_ids": self.ids[i, :-1], "labels": labels}
-
-
-    def make_dataset():
-        return Tokens()
-
-
-    def make_loader():
-        return DataLoader(Tokens(), batch_size=4)
-    '''
-)
-
-MYLOSS = textwrap.dedent(
-    '''
-    import torch
-
-
-    def smoothed_ce(logits, labels):
-        """Token-mean cross-entropy against 0.9 one-hot + 0.1 uniform, padding (-100) left out."""
-        logp = logits.log_softmax(-1)
-        keep = labels != -100
-        target = 0.9 * torch.nn.functional.one_hot(labels.clamp(min=0), logits.shape[-1]) + 0.1 / logits.shape[-1]
-        per_token = -(target * logp).sum(-1)
-        return (per_token * keep).sum() / keep.sum()
-
-
-    smoothed_ce.batch_weighting = "tokens"
-    '''
-)
+FILES = own_model_files()  # the README's recipe files: mymod.py, mydata.py, myloss.py
 
 
 def invoke(*args):
@@ -122,8 +34,8 @@ def invoke(*args):
 def user(tmp_path, monkeypatch):
     """The user's files in a fresh directory, and their model at seeded weights (float64)."""
     monkeypatch.chdir(tmp_path)
-    for name, text in (("mymod", MYMOD), ("mydata", MYDATA), ("myloss", MYLOSS)):
-        (tmp_path / f"{name}.py").write_text(text)
+    for name in ("mymod", "mydata", "myloss"):
+        (tmp_path / f"{name}.py").write_text(FILES[f"{name}.py"])
     sys.path.insert(0, str(tmp_path))
     try:
         torch.manual_seed(3)
