@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -125,6 +125,8 @@ def load(cfg: SpectrumConfig) -> Loaded:
             n_out = num_outputs(dataset)
             if cfg.model == "transformer":
                 spec, n_out = token_model_spec(spec, dataset)
+            elif isinstance(dataset.X, torch.Tensor) and not dataset.X.is_floating_point():
+                dataset = replace(dataset, X=dataset.X.double())  # integer features, float model
             model = build_model(spec, dataset.input_shape, n_out, seed=cfg.seed)
             source = f"built-in {cfg.model}"
         weights = cfg.weights

@@ -313,8 +313,13 @@ class Problem:
             hi = max(int(t.max()) for t in ids)
             return (
                 f"token ids span {lo}..{hi} but the model's embeddings have "
-                f"{', '.join(map(str, rows))} rows; ids must lie in 0..{rows[0] - 1} "
+                f"{', '.join(map(str, rows))} rows; ids must lie in 0..{rows[-1] - 1} at most "
                 "(a larger vocab in the model, or a tokenizer that matches it)"
+            )
+        if ids and not rows and ("dtype" in msg or "Long" in msg):
+            return (
+                f"the model takes float inputs but the data hold integers ({msg}); integer "
+                "arrays stay integers (token ids): store float features as a float array"
             )
         shapes = {k: list(v.shape[1:]) for k, v in X.items()} if isinstance(X, dict) else (
             [list(t.shape[1:]) for t in X] if isinstance(X, tuple) else list(X.shape[1:])

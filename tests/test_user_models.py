@@ -148,3 +148,145 @@ def test_builtin_label_smoothing_equals_torch(user):
     )
     assert doc["loss"]["label_smoothing"] == 0.2
     assert_matches(res, truth(model, ids, labels, "hessian", smoothed), top=2, bottom=1)
+
+
+BAD = '''
+import torch
+from torch.utils.data import Dataset
+
+
+def ids(n=6, T=5, hi=7):
+    return torch.randint(0, hi, (n, T), generator=torch.Generator().manual_seed(0))
+
+
+def no_labels():
+    return {"input_ids": ids(), "next": ids()}
+
+
+def big_ids():
+    return {"input_ids": ids(hi=50), "labels": ids()}
+
+
+def flat_labels():
+    return {"input_ids": ids(), "labels": ids()[:, 0]}
+
+
+def a_string():
+    return "tokens.txt"
+
+
+class Ragged(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return {"input_ids": ids()[0, : 3 + i % 2], "labels": ids()[0, : 3 + i % 2]}
+
+
+def ragged():
+    return Ragged()
+
+
+def per_token(logits, labels):
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+'''
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["--data", "bad:no_labels"], 2, "pass --target-key"),
+        (["--data", "bad:no_labels", "--target-key", "labels"], 2, "no key 'labels'"),
+        (["--data", "bad:big_ids"], 1, "token ids span 1..49 but the model's embeddings have 5, 7 rows"),
+        (["--data", "bad:flat_labels", "--loss", "sequence-cross-entropy"], 1, "sequence-cross-entropy needs outputs [N, T, V] and targets [N, T]"),
+        (["--data", "bad:flat_labels"], 1, "use --loss sequence-cross-entropy"),
+        (["--data", "bad:a_string"], 2, "returned a str; return a torch Dataset"),
+        (["--data", "bad:ragged"], 2, "different structure on sample 1"),
+        (["--data", "mydata:make_dataset", "--loss", "bad:per_token"], 1, "not a scalar"),
+        (["--data", "mydata:make_dataset", "--loss", "bad:nothing"], 2, "has no attribute 'nothing'"),
+        (["--data", "mydata:make_dataset", "--output-key", "probs"], 2, "without 'probs' (keys: logits, hidden)"),
+        (["--data", "mydata:make_dataset", "--loss", "sequence-cross-entropy", "--batch-size", "3",
+          "--input-keys", "ids"], 2, "no key(s) 'ids'"),
+        (["--data", "mydata:make_loader", "--batch-size", "3"], 2, "drop --batch-size"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(user, tmp_path, args, code, needle):
+    (tmp_path / "bad.py").write_text(BAD)
+    out = tmp_path / "out.json"
+    out.write_text("keep me")
+    r = invoke("spectrum", "--model", "mymod:make", "--weights", "w.pt", *args, "--top", "1",
+               "--bottom", "0", "--format", "json", "--output", out)
+    sys.modules.pop("bad", None)
+    assert r.exit_code == code, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.output
+    assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn"])
+def test_builtin_token_transformer_on_a_token_file(tmp_path, monkeypatch, curvature):
+    """Integer arrays in a .npz stay token ids; the built-in causal transformer (tied head,
+    vocab from the data) with the sequence loss matches the dense truth."""
+    monkeypatch.chdir(tmp_path)
+    g = np.random.default_rng(0)
+    ids = g.integers(0, 6, size=(5, 5))
+    labels = np.concatenate([ids[:, 1:], g.integers(0, 6, size=(5, 1))], axis=1)
+    labels[0, 3:] = -100
+    np.savez(tmp_path / "tokens.npz", X=ids, y=labels)
+    doc, res = measured(
+        "--model", "transformer", "--model-config", _args(tmp_path), "--data", "tokens.npz",
+        "--top", "3", "--bottom", "2", "--dtype", "float64", "--curvature", curvature,
+        "--tol", "1e-8",
+    )
+    assert doc["loss"]["name"] == "sequence-cross-entropy" and doc["loss"]["count"] == 23
+    from condlab.load.models import build_model
+
+    model = build_model({"name": "transformer", "vocab": 6, "d_model": 4, "layers": 1}, (5,), 6, seed=0)
+    model = model.double().eval()
+    y = torch.as_tensor(labels)
+    A = truth(_Dict(model), torch.as_tensor(ids), y, curvature)
+    assert res["n_params"] == A.shape[0]
+    assert_matches(res, A, top=3, bottom=2)
+
+
+def _args(tmp_path):
+    (tmp_path / "args.yaml").write_text("d_model: 4\nlayers: 1\n")
+    return tmp_path / "args.yaml"
+
+
+class _Dict(torch.nn.Module):
+    """The built-in model with its outputs under 'logits', as truth() reads them."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return {"logits": self.model(ids)}
+
+
+def test_done_when_command_with_training_checkpoint(user, tmp_path):
+    """The README's training script writes {"model", "optimizer", "epoch"}; the issue's command
+    reads the weights and Adam's state from it; the baseline matches the dense truth."""
+    import runpy
+
+    model, ids, labels, _ = user
+    (tmp_path / "train.py").write_text(FILES["train.py"])
+    sys.path.insert(0, str(tmp_path))
+    try:
+        runpy.run_path("train.py", run_name="__main__")
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("mymod", "mydata"):
+            sys.modules.pop(name, None)
+    model.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"])
+    doc, _ = measured(
+        "--model", "mymod:make", "--weights", "ckpt.pt", "--data", "mydata:make_dataset",
+        "--loss", "sequence-cross-entropy", "--top", "5", "--bottom", "3", "--dtype", "float64",
+        "--precond", "optimizer",
+    )
+    base, pre = doc["results"]
+    assert pre["setting"] == "optimizer" and pre["preconditioner"]
+    assert all(all(r["converged_top"]) and all(r["converged_bottom"]) for r in doc["results"])
+    assert "optimizer state from 'optimizer'" in doc["source"]
+    assert_matches(base, truth(model.double(), ids, labels, "hessian"))

@@ -279,6 +279,11 @@ def _targets(y: np.ndarray, task: str | None, source: str) -> tuple[Tensor, str,
             raise UsageError(f"{source}: task regression needs numeric targets, got strings")
         classes, codes = np.unique(y.astype(str), return_inverse=True)
         return torch.as_tensor(codes.reshape(-1), dtype=torch.long), "classification", len(classes), classes.tolist()
+    if y.dtype.kind in "iu" and y.ndim >= 2 and task in (None, "classification"):
+        # integer targets per position (next tokens; negative = ignore_index padding)
+        labels = torch.as_tensor(y.astype(np.int64))
+        valid = labels[labels >= 0]
+        return labels, "classification", int(valid.max()) + 1 if valid.numel() else 0, []
     precision = _precision(y)
     y = y.astype(float)
     _finite(y, "y", source)
@@ -387,7 +392,7 @@ def load_dataset(
         X, y_t = X[:max_samples], y_t[:max_samples]
         out_spec["max_samples"] = max_samples
     ds = Dataset(
-        X=torch.as_tensor(X, dtype=precision),
+        X=torch.as_tensor(X, dtype=torch.long if X.dtype.kind == "i" else precision),
         y=y_t,
         task=task, num_classes=num_classes, name=name, spec=out_spec,
         feature_names=tuple(names) if names else None, meta=meta,
@@ -443,6 +448,8 @@ def _features(X: Any, source: str) -> np.ndarray:
         )
     if len(X) == 0:
         raise UsageError(f"{source} holds no samples")
+    if X.dtype.kind in "iu":  # token ids, category codes: they stay integers
+        return X.astype(np.int64)
     X = X.astype(float)
     _finite(X, "X", source)
     return X

@@ -98,8 +98,10 @@ def split_sample(
 
 
 def _stack(samples: list[tuple[Any, Tensor]], source: str) -> tuple[Any, Tensor]:
-    first = signature(samples[0])
-    for i, s in enumerate(samples):
+    # samples have no batch dimension: add it, compare the structures, then concatenate
+    stacked = [map_tensors(s, lambda t: t.unsqueeze(0)) for s in samples]
+    first = signature(stacked[0])
+    for i, s in enumerate(stacked):
         sig = signature(s)
         if sig != first:
             raise UsageError(
@@ -107,8 +109,6 @@ def _stack(samples: list[tuple[Any, Tensor]], source: str) -> tuple[Any, Tensor]
                 f"sample 0 ({_show(first)}); pad every sample to one length, or return a "
                 "DataLoader whose collate_fn pads each batch"
             )
-    # samples have no batch dimension: add it, then concatenate
-    stacked = [map_tensors(s, lambda t: t.unsqueeze(0)) for s in samples]
     return concat([s[0] for s in stacked]), concat([s[1] for s in stacked])
 
 
