@@ -30,9 +30,8 @@ from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
 from condlab.load.data import Dataset
 from condlab.spectrum import run_spectrum
-from condlab.tracking.rows import COLUMNS, optimizer_hparams, result_rows
+from condlab.tracking.rows import COLUMNS, is_adaptive, optimizer_hparams, result_rows
 
-ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum")  # the state of a diagonal preconditioner
 TENSORBOARD_SCALARS = ("lambda_max", "kappa", "stability_ratio", "trace")
 
 
@@ -46,10 +45,6 @@ def _dataset(batches: Sequence[tuple[Tensor, Tensor]], loss: str) -> tuple[Datas
                  num_classes=int(y.max()) + 1 if classify else None, name="training batches",
                  spec={"name": "training batches"})
     return ds, (int(batches[0][0].shape[0]) if len(batches) > 1 else None)
-
-
-def _adaptive(optimizer: torch.optim.Optimizer) -> bool:
-    return any(k in st for st in optimizer.state.values() for k in ADAPTIVE_STATE)
 
 
 class Tracker:
@@ -121,7 +116,7 @@ class Tracker:
         cfg = self.cfg
         precond = self.precond
         if precond is None:
-            precond = ("optimizer",) if optimizer is not None and _adaptive(optimizer) else ()
+            precond = ("optimizer",) if is_adaptive(state) else ()
         cfg = dataclasses.replace(
             cfg, precond=tuple(cfg.precond) + tuple(n for n in precond if n not in cfg.precond),
             lr=cfg.lr if cfg.lr is not None else lr, beta1=cfg.beta1 if cfg.beta1 is not None else beta1,
@@ -131,7 +126,7 @@ class Tracker:
         report = run_spectrum(cfg, loaded=loaded, threads=torch.get_num_threads(),
                               starts=self.vectors if self.warm else None)
         self.vectors = report.vectors
-        rows = result_rows(self.count, "", report.results, cfg.lr, cfg.beta1)
+        rows = result_rows(self.count, "", report.results, cfg.lr, cfg.beta1, is_adaptive(state))
         self.rows.extend(rows)
         if self.log is not None:
             for row in rows:

@@ -41,14 +41,31 @@ def _plain(x: Any) -> float:
     return float(x.item() if hasattr(x, "item") else x)
 
 
-def result_rows(step: int, checkpoint: str, results, lr: float | None, beta1: float | None) -> list[dict]:
-    """One row per :class:`SpectrumResult` of a step."""
+ADAPTIVE_STATE = ("exp_avg_sq", "square_avg", "sum")  # the state of a diagonal preconditioner
+
+
+def is_adaptive(state_dict: dict | None) -> bool:
+    """Whether an optimizer ``state_dict`` holds a diagonal preconditioner (Adam, RMSprop, ..)."""
+    if isinstance(state_dict, dict) and "state_dict" in state_dict and "state" not in state_dict:
+        state_dict = state_dict["state_dict"]  # condlab's layout
+    state = (state_dict or {}).get("state") if isinstance(state_dict, dict) else None
+    return any(k in st for st in (state or {}).values() if isinstance(st, dict) for k in ADAPTIVE_STATE)
+
+
+def result_rows(step: int, checkpoint: str, results, lr: float | None, beta1: float | None,
+                adaptive: bool = False) -> list[dict]:
+    """One row per :class:`SpectrumResult` of a step. ``kappa`` only when bottom eigenvalues
+    were asked for (else it would rest on an unconverged lambda_min); no GD/heavy-ball
+    threshold on the baseline of an ``adaptive`` optimizer, whose update sees P^-1 H."""
     rows = []
     for r in results:
         stab = r.details.get("stability") or {}
+        if adaptive and r.setting == "baseline":
+            stab = {}
         rows.append({
             "step": step, "checkpoint": checkpoint, "setting": r.setting, "status": "ok",
-            "lambda_max": r.lambda_max, "lambda_min": r.lambda_min, "kappa": r.condition_number,
+            "lambda_max": r.lambda_max, "lambda_min": r.lambda_min,
+            "kappa": r.condition_number if r.eigenvalues_bottom else None,
             "nullity": r.nullity, "trace": r.trace, "trace_stderr": r.trace_stderr,
             "lr": lr, "beta1": beta1 if lr is not None else None,
             "threshold": stab.get("threshold"), "stability_ratio": stab.get("ratio"),

@@ -41,7 +41,7 @@ from condlab.load.checkpoint import (
     save_checkpoint,
 )
 from condlab.spectrum import run_spectrum
-from condlab.tracking.rows import error_row, optimizer_hparams, result_rows
+from condlab.tracking.rows import error_row, is_adaptive, optimizer_hparams, result_rows
 
 STEP_KEYS = ("step", "global_step", "iteration")
 SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors")  # what a folder is searched for
@@ -232,7 +232,8 @@ class Sweep:
         cfg = dataclasses.replace(self.cfg, checkpoint=ckpt.key, lr=lr, beta1=beta1)
         report = run_spectrum(cfg, loaded=self.loaded(c, ckpt.path), threads=self.threads,
                               on_progress=on_progress, starts=starts if self.warm else None)
-        return result_rows(ckpt.step, ckpt.key, report.results, lr, beta1), report.vectors
+        rows = result_rows(ckpt.step, ckpt.key, report.results, lr, beta1, is_adaptive(c.optimizer))
+        return rows, report.vectors
 
 
 def run_sweep(
