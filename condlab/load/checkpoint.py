@@ -192,7 +192,10 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
 
     Without ``trust`` only ``weights_only=True`` loading is used, which runs no code from the file.
     """
-    return _classify(read_torch_file(path, trust=trust), Path(path))
+    ckpt = _classify(read_torch_file(path, trust=trust), Path(path))
+    if Path(path).suffix.lower() == ".safetensors":
+        ckpt["keys"] = {"weights": "safetensors"}
+    return ckpt
 
 
 def read_torch_file(path: str | Path, *, trust: bool = False) -> Any:
@@ -238,7 +241,7 @@ def _load_safetensors(path: Path) -> dict:
         raise UsageError(f"'{path}' is not a readable safetensors file ({_first_line(e)})") from None
     if not state:
         raise UsageError(f"safetensors file '{path}' holds no tensors")
-    return {"format": "state_dict", "state_dict": state, "keys": {"weights": "safetensors"}}
+    return state
 
 
 def match_prefix(
