@@ -289,3 +289,17 @@ def test_done_when_command_with_training_checkpoint(user, tmp_path):
     assert all(all(r["converged_top"]) and all(r["converged_bottom"]) for r in doc["results"])
     assert "optimizer state from 'optimizer'" in doc["source"]
     assert_matches(base, truth(model.double(), ids, labels, "hessian"))
+
+
+def test_per_sample_ggn_diagonal_refuses_token_weighting(user):
+    """The per-sample diagonal averages samples; a token mean is refused, not misweighted."""
+    from condlab.errors import UsageError
+    from condlab.operators.diagonal import exact_ggn_diagonal
+    from condlab.problem import Problem
+
+    model, ids, labels, _ = user
+    wrapped = _Dict(model)
+    problem = Problem(wrapped, [(ids, labels)], "sequence-cross-entropy", dtype=torch.float64,
+                      output_key="logits")
+    with pytest.raises(UsageError, match="diag-estimator hutchinson"):
+        exact_ggn_diagonal(problem)

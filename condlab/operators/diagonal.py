@@ -212,6 +212,13 @@ def exact_ggn_diagonal(problem: Problem, max_elements: int = 2**22) -> Tensor:
     instead (``C`` batch backward passes per sample), still exact. Round-off negatives of the
     per-coordinate quadratic forms (``H_i`` is PSD for cross-entropy and mse) are clipped to 0.
     """
+    spec = problem.loss_spec
+    if spec.custom or problem.counts != problem.sizes:
+        what = "a user's loss" if spec.custom else f"loss {spec.name} weights its batches by tokens"
+        raise UsageError(
+            f"the exact per-sample GGN diagonal is a mean over samples, but {what}; "
+            "use --diag-estimator hutchinson (GGN products, exact weighting)"
+        )
     theta = problem.theta
     P = problem.n_params
     diag = torch.zeros(P, dtype=problem.dtype, device=problem.device)
