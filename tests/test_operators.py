@@ -134,15 +134,18 @@ def test_cached_and_direct_products_agree_and_cache_is_used():
         torch.testing.assert_close(cached @ V, direct @ V, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(cached @ V, cached @ V, rtol=0, atol=0)
         assert len(cached._maps) == len(UNEVEN) and not direct._maps
-    auto = HessianOperator(p)  # 'auto': direct products first, linearized after CACHE_AFTER
+    auto = GGNOperator(p)  # 'auto': direct products first, linearized after CACHE_AFTER
     assert auto.cache
     from condlab.operators.curvature import CACHE_AFTER
 
     auto @ torch.randn(p.n_params, CACHE_AFTER, dtype=torch.float64)
     assert not auto._maps
-    reference = HessianOperator(p, cache=False) @ V
+    reference = GGNOperator(p, cache=False) @ V
     torch.testing.assert_close(auto @ V, reference, rtol=1e-12, atol=1e-14)
     assert len(auto._maps) == len(UNEVEN)
+    hessian = HessianOperator(p)  # 'auto': the gradient's graph is kept from the first product
+    torch.testing.assert_close(hessian @ V[:, :1], HessianOperator(p, cache=False) @ V[:, :1])
+    assert len(hessian._maps) == len(UNEVEN)
 
 
 def test_fixed_dropout_masks_make_a_fixed_symmetric_operator():
