@@ -165,8 +165,13 @@ class Problem:
         # n_total, count_total: samples and loss counts over all ranks of a distributed run
         # (this rank holds a shard)
         self.n_samples = int(n_total) if n_total is not None else sum(self.sizes)
-        self.n_count = int(count_total) if count_total is not None else sum(self.counts)
-        if self.n_count <= 0 and (self.batches or n_total):
+        if count_total is not None:
+            self.n_count = int(count_total)
+        elif self.loss_spec.weighting == "samples":  # a sample mean's count is the sample count
+            self.n_count = self.n_samples
+        else:  # a sharded token-weighted loss must be given count_total (all ranks' count)
+            self.n_count = sum(self.counts)
+        if self.n_count <= 0 and self.batches:
             raise UsageError(
                 f"every target equals the ignore index {self.loss_spec.ignore_index}: there is "
                 "nothing to measure; check --ignore-index and the targets"

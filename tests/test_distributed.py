@@ -33,6 +33,7 @@ from condlab.distributed import (
     shutdown,
 )
 from condlab.errors import CondlabError, UsageError
+from condlab.losses import make_loss
 from condlab.operators import GGNOperator, HessianOperator
 from condlab.problem import Problem, couples_samples
 from tests.cases import make_case
@@ -152,13 +153,17 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         for name in SCENARIOS:
             model, batches, loss, kw, empty = _scenario(name)
             n_total = sum(int(X.shape[0]) for X, _ in batches)
+            count_total = sum(make_loss(loss).count(y) for _, y in batches)
             if empty:  # 2 batches on 3 ranks: rank 0 holds none
                 lo, hi = shard_bounds(len(batches), rank, world)
                 mine, first = batches[lo:hi], lo
             else:
                 coupled = couples_samples(model, kw.get("bn_mode", "eval"), kw.get("dropout_mode", "eval"))
                 mine, first = local_batches(batches, coupled=coupled)
-            p = Problem(model, mine, loss, dtype=torch.float64, n_total=n_total, batch_offset=first, **kw)
+            p = Problem(
+                model, mine, loss, dtype=torch.float64, n_total=n_total, count_total=count_total,
+                batch_offset=first, **kw,
+            )
             res = _products(p)
             assert all(_same_everywhere(t) for t in res.values()), name
             if rank == 0:
