@@ -252,3 +252,17 @@ def test_the_dense_truth_agrees_with_finite_differences():
     fd = torch.stack([(grad_at(theta + h * e) - grad_at(theta - h * e)) / (2 * h)
                       for e in torch.eye(len(theta), dtype=torch.float64)])
     torch.testing.assert_close(H, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_targets_all_ignored_is_a_usage_error_but_an_empty_rank_is_not():
+    """A loss whose every target is the ignore index has nothing to measure; a rank of a
+    distributed run that holds no batches is not that case (its count is the other ranks')."""
+    model = nn.Linear(3, 4).double()
+    X = torch.randn(5, 3, dtype=torch.float64)
+    ignored = torch.full((5,), -100)
+    with pytest.raises(UsageError, match="every target equals the ignore index -100"):
+        Problem(model, [(X, ignored)], "cross-entropy", dtype=torch.float64)
+    p = Problem(model, [], "cross-entropy", dtype=torch.float64, n_total=5, count_total=5)
+    assert p.n_count == 5 and p.weights == []
+    p = Problem(model, [], "mse", dtype=torch.float64, n_total=5)  # a sample mean: count = n
+    assert p.n_count == 5 and p.weights == []
