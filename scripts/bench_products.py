@@ -24,26 +24,12 @@ import json
 import time
 
 import torch
+from bench_peers import _cnn  # the same ~52k-parameter CNN as the peer benchmark
 from torch import nn
 
 import condlab
 from condlab.operators import GGNOperator, HessianOperator
 from condlab.problem import Problem
-
-
-def _cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)),
-        nn.Conv2d(1, 16, 3, padding=1),
-        nn.Tanh(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.Tanh(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(512, 88),
-        nn.Tanh(),
-        nn.Linear(88, 10),
-    )
 
 
 def _mlp(widths):
