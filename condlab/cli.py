@@ -140,12 +140,23 @@ def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
     return sidecar(output, "eigenvalues") if output is not None and fmt == Format.csv else None
 
 
+# command options (not config fields: how this machine runs, not what is measured) that a
+# --config file may set as well
+FILE_FLAGS = ("threads",)
+
+
 def spectrum_config(given: dict, flags: dict):
     """The SpectrumConfig of the ``--config`` file overridden by the options ``given``."""
     from condlab.config import SpectrumConfig, build, read_yaml
+    from condlab.options import by_name
 
     config = flags["config"]
     values: dict[str, Any] = read_yaml(config) if config else {}
+    for name in FILE_FLAGS:  # a file may set these command options too; the command line wins
+        key = next((k for k in values if str(k).replace("-", "_") == name), None)
+        if key is not None:
+            value = by_name(SPECTRUM)[name].parse(values.pop(key), f"'{config}'", key)
+            flags[name] = value if flags.get(name) is None else flags[name]
     if flags["model_config"] is not None:
         given["model_args"] = read_yaml(flags["model_config"])
     return build(SpectrumConfig, values, source=f"'{config}'" if config else "the options",

@@ -317,3 +317,29 @@ def test_train_test_split():
     assert torch.equal(load_dataset(test.spec).X, test.X) and torch.equal(load_dataset(train.spec).y, train.y)
     with pytest.raises(UsageError, match="test fraction"):
         train_test_split(ds, 1.0)
+
+
+def test_linreg_true_weights_can_be_set():
+    """``w`` sets w* (a list, or one number for every feature); the noise draws stay the same,
+    so only the noiseless part of y changes."""
+    given = load_dataset("linreg:n=40,d=3,w=[1,-2,0.5],noise=0.1")
+    drawn = load_dataset("linreg:n=40,d=3,noise=0.1")
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    torch.testing.assert_close(given.meta["w_true"], w)
+    torch.testing.assert_close(given.y - given.X @ w, drawn.y - drawn.X @ drawn.meta["w_true"])
+    zero = load_dataset({"name": "linreg", "n": 40, "d": 3, "w": 0, "noise": 0})
+    assert torch.count_nonzero(zero.y) == 0
+    assert load_dataset(given.spec).y.equal(given.y)  # the spec rebuilds it
+    with pytest.raises(UsageError, match="w has 2 entries but d=3"):
+        load_dataset("linreg:n=40,d=3,w=[1,2]")
+    with pytest.raises(UsageError, match="no parameter 'w'"):
+        load_dataset("logreg:n=40,d=3,w=[1,2,3]")
+
+
+def test_a_long_synthetic_spec_is_not_taken_for_a_file_name():
+    """A spec longer than the file system's name limit is parsed, never passed to stat()."""
+    spec = "linreg:n=16,d=300,noise=0,mean=[" + ",".join(["3.0"] * 300) + "]"
+    assert len(spec) > 1000
+    ds = load_dataset(spec)
+    assert ds.X.shape == (16, 300)
+    torch.testing.assert_close(ds.X.mean(0), torch.full((300,), 3.0, dtype=ds.X.dtype), atol=3, rtol=0)

@@ -149,7 +149,8 @@ def test_list_models_names_and_descriptions():
 
 def test_resolve_fills_defaults():
     assert resolve_model_spec("mlp") == {
-        "name": "mlp", "widths": [32], "activation": "tanh", "norm": "none", "dropout": 0.0, "bias": True,
+        "name": "mlp", "widths": [32], "activation": "tanh", "norm": "none", "norm_eps": 1e-5,
+        "dropout": 0.0, "bias": True, "init": "random",
     }
 
 

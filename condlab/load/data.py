@@ -14,6 +14,8 @@ A spec is a string or a dict; ``Dataset.spec`` is a JSON-able dict that rebuilds
   so the population covariance is ``C = D S D``, ``D = diag(scale)``; ``Dataset.meta`` holds
   ``covariance`` (C, float64), its ``eigenvalues`` and ``kappa``, and ``w_true``.
   ``exact=true`` whitens the draws so the empirical covariance (centered, 1/n) equals C exactly.
+  ``linreg``'s ``w`` sets the true weights ``w*`` (one number per feature, or one for all;
+  default: drawn ``N(0, I/d)``); the noise draws are the same either way.
   String form: ``linreg:n=512,d=10,kappa=1e3,rotate=true,mean=10,scale=[1,10,100]``.
 - Files: ``.npz`` (arrays ``X``, ``y``), ``.csv`` (a header row; the target column is ``target``
   or the last one), ``.pt`` (a dict with tensors ``X``, ``y``, read with ``weights_only=True``).
@@ -131,6 +133,20 @@ def _value(text: str) -> Any:
     return t
 
 
+def _names_dataset(spec: str) -> bool:
+    """Whether ``spec`` is ``NAME`` or ``NAME:key=value,...`` of a bundled or synthetic dataset:
+    decided from the text alone, so a long spec never reaches the file system."""
+    name = spec.strip().partition(":")[0].strip()
+    return name in BUNDLED or name in SYNTHETIC
+
+
+def _is_file(spec: str) -> bool:
+    try:
+        return Path(spec).is_file()
+    except OSError:  # a name too long for a file, or not a name the system accepts
+        return False
+
+
 def parse_spec(spec: str | dict | Path) -> dict:
     """A dataset spec as a dict: ``{"name": ...}`` or ``{"path": ...}`` plus options."""
     if isinstance(spec, dict):
@@ -139,9 +155,9 @@ def parse_spec(spec: str | dict | Path) -> dict:
                 f"a data spec needs exactly one of 'name' or 'path', got keys {sorted(spec)}"
             )
         return dict(spec)
-    if isinstance(spec, Path) or (
-        isinstance(spec, str) and (Path(spec).is_file() or (Path(spec).suffix and "=" not in spec))
-    ):
+    if isinstance(spec, Path) or (isinstance(spec, str) and not _names_dataset(spec) and (
+        _is_file(spec) or (Path(spec).suffix and "=" not in spec)
+    )):
         return {"path": str(spec)}
     if not isinstance(spec, str) or not spec.strip():
         raise UsageError(f"a data spec is a name, a file path or a mapping, got {spec!r}")

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from condlab.errors import UsageError
+from condlab.options import as_number
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -101,14 +102,14 @@ def _linear(input_shape, num_outputs, *, bias):
     return nn.Sequential(*head, nn.Linear(d, num_outputs, bias=bias))
 
 
-def _mlp(input_shape, num_outputs, *, widths, activation, norm, dropout, bias):
+def _mlp(input_shape, num_outputs, *, widths, activation, norm, norm_eps, dropout, bias):
     layers, d = _flat_in(input_shape)
     for w in widths:
         layers.append(nn.Linear(d, w, bias=bias))
         if norm == "batch":
-            layers.append(nn.BatchNorm1d(w))
+            layers.append(nn.BatchNorm1d(w, eps=norm_eps))
         elif norm == "layer":
-            layers.append(nn.LayerNorm(w))
+            layers.append(nn.LayerNorm(w, eps=norm_eps))
         layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -140,7 +141,7 @@ def _image_shape(input_shape: Sequence[int], image_shape: list[int] | None) -> l
     return [1, side, side]
 
 
-def _cnn(input_shape, num_outputs, *, channels, activation, norm, image_shape, bias):
+def _cnn(input_shape, num_outputs, *, channels, activation, norm, norm_eps, image_shape, bias):
     shape = _image_shape(input_shape, image_shape)
     layers: list[nn.Module] = []
     if list(input_shape) != shape:
@@ -149,9 +150,9 @@ def _cnn(input_shape, num_outputs, *, channels, activation, norm, image_shape, b
     for width in channels:
         layers.append(nn.Conv2d(c, width, kernel_size=3, padding=1, bias=bias))
         if norm == "batch":
-            layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.BatchNorm2d(width, eps=norm_eps))
         elif norm == "layer":  # LayerNorm over [C, H, W] with a per-channel affine
-            layers.append(nn.GroupNorm(1, width))
+            layers.append(nn.GroupNorm(1, width, eps=norm_eps))
         layers.append(ACTIVATIONS[activation]())
         c = width
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_outputs, bias=bias)]
@@ -272,6 +273,28 @@ def _transformer(input_shape, num_outputs, *, vocab, max_len, d_model, heads, la
 
 _ACT, _NORM = _choice(*ACTIVATIONS), _choice(*NORMS)
 
+
+def _positive(v: Any) -> float:
+    v = as_number(v)  # YAML 1.1 reads 1e-3 as a string
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise TypeError("a number > 0")
+    return float(v)
+
+
+# every built-in model: ``init: zeros`` starts every parameter outside the normalization layers
+# at 0 (those keep weight 1, bias 0), e.g. to measure a linear model's curvature at W = 0
+COMMON: dict[str, tuple[Any, Callable]] = {"init": ("random", _choice("random", "zeros"))}
+_NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+@torch.no_grad()
+def _zero_init(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if not isinstance(m, _NORM_LAYERS):
+            for p in m.parameters(recurse=False):
+                p.zero_()
+    return model
+
 # name -> (builder, description, {kwarg: (default, validator)})
 MODELS: dict[str, tuple[Callable[..., nn.Module], str, dict[str, tuple[Any, Callable]]]] = {
     "linear": (_linear, "one affine map W x + b (flattens its input)", {"bias": (True, _bool)}),
@@ -282,6 +305,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str, dict[str, tuple[Any, Call
             "widths": ([32], _ints_or_empty),
             "activation": ("tanh", _ACT),
             "norm": ("none", _NORM),
+            "norm_eps": (1e-5, _positive),
             "dropout": (0.0, _float(0.0, 1.0)),
             "bias": (True, _bool),
         },
@@ -294,6 +318,7 @@ MODELS: dict[str, tuple[Callable[..., nn.Module], str, dict[str, tuple[Any, Call
             "channels": ([8, 16], _ints),
             "activation": ("relu", _ACT),
             "norm": ("none", _NORM),
+            "norm_eps": (1e-5, _positive),
             "image_shape": (None, _optional(_ints)),
             "bias": (True, _bool),
         },
@@ -325,7 +350,7 @@ def list_models() -> dict[str, str]:
 
 def model_arguments() -> dict[str, str]:
     """``{name: "arg=default, ..."}``: the arguments each built-in model takes (``--model-config``)."""
-    return {name: ", ".join(f"{k}={d!r}" for k, (d, _) in schema.items())
+    return {name: ", ".join(f"{k}={d!r}" for k, (d, _) in {**schema, **COMMON}.items())
             for name, (_, _, schema) in MODELS.items()}
 
 
@@ -349,7 +374,7 @@ def resolve_model_spec(spec: dict | str) -> dict:
             f"unknown model {name!r}; choose one of {', '.join(MODELS)} "
             "or give an import path 'package.module:factory'"
         )
-    _, _, schema = MODELS[name]
+    schema = {**MODELS[name][2], **COMMON}
     unknown = sorted(set(kwargs) - set(schema))
     if unknown:
         raise UsageError(
@@ -388,7 +413,9 @@ def build_model(
                 f"model {name!r} cannot be built for inputs of shape {list(input_shape)} "
                 f"and {num_outputs} outputs"
             )
-        return MODELS[name][0](input_shape, int(num_outputs), **kwargs)
+        init = kwargs.pop("init")
+        model = MODELS[name][0](input_shape, int(num_outputs), **kwargs)
+        return _zero_init(model) if init == "zeros" else model
 
 
 @contextlib.contextmanager

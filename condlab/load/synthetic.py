@@ -3,7 +3,7 @@
 Gaussian features ``x = mean + scale * (S^1/2 z)``, ``z ~ N(0, I)``; the covariance ``S`` has
 eigenvalues log-spaced from 1 to ``1/kappa`` (or the list ``eigs``) in a random orthogonal
 basis (``rotate=true``) or along the axes, or with ``blocks`` is block diagonal with blocks
-``(1 - e) 1 1^T + e I`` (paper B's example). See :mod:`condlab.load.data` for the spec syntax.
+``(1 - e) 1 1^T + e I`` (a reconstruction of paper B's example). See :mod:`condlab.load.data` for the spec syntax.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ SYNTHETIC = {
 
 
 def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    accepted = [*_SYNTH, *(["classes"] if name == "logreg" else [])]
+    own = {"logreg": {"classes": (2, _int(2))}, "linreg": {"w": (None, _opt_list(_num(-math.inf), scalar_ok=True))}}
+    schema = {**_SYNTH, **own[name]}
+    accepted = list(schema)
     unknown = sorted(set(opts) - set(accepted))
     if unknown:
         raise UsageError(
@@ -80,7 +82,6 @@ def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dic
             f"its parameters are {', '.join(accepted)}"
         )
     p: dict[str, Any] = {}
-    schema = {**_SYNTH, "classes": (2, _int(2))} if name == "logreg" else _SYNTH
     for key, (default, check) in schema.items():
         value = opts.get(key, default)
         try:
@@ -94,7 +95,8 @@ def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dic
     def bad(msg: str) -> UsageError:
         return UsageError(f"dataset {name!r}: {msg}")
 
-    for key in ("eigs", "scale", *(["mean"] if isinstance(p["mean"], list) else [])):
+    lists = [k for k in ("eigs", "scale", "mean", "w") if isinstance(p.get(k), list)]
+    for key in lists:
         if p[key] is not None and len(p[key]) != d:
             raise bad(f"{key} has {len(p[key])} entries but d={d}; give one per feature")
     if p["blocks"] is not None:
@@ -137,7 +139,9 @@ def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dic
     mu = np.asarray(p["mean"], dtype=float) * np.ones(d)
     X = mu + Z @ L.T
     if name == "linreg":
-        w_true = g.standard_normal(d) / math.sqrt(d)
+        w_true = g.standard_normal(d) / math.sqrt(d)  # drawn even when given: the same noise
+        if p["w"] is not None:
+            w_true = np.asarray(p["w"], dtype=float) * np.ones(d)
         y = X @ w_true + p["noise"] * g.standard_normal(n)
     else:
         w_true = g.standard_normal((d, p["classes"]))
