@@ -203,6 +203,8 @@ def measure(
                 "copies_bottom": [int(c) for c in eig.copies_bottom],
                 "may_repeat_top": [bool(c) for c in eig.may_repeat_top],
                 "may_repeat_bottom": [bool(c) for c in eig.may_repeat_bottom],
+                "may_miss_top": [bool(c) for c in eig.may_miss_top],
+                "may_miss_bottom": [bool(c) for c in eig.may_miss_bottom],
             }
             checked = true_residuals(op, eig, s.tol, scale)
             fields.update(checked.fields)
@@ -371,27 +373,30 @@ def multiplicity(eig: ExtremeEigs, P: int, bound: tuple[int, str] | None) -> dic
 
     A Krylov run with block size ``b`` (``eig.block_size``, 1 for single-vector Lanczos) sees at
     most ``b`` directions of one eigenspace, so a multiplicity above ``b`` is not resolved: the
-    list shows such an eigenvalue fewer times than it occurs. Resolved when the run reached the
-    full dimension ``P``, or when no listed value's cluster reached ``b`` copies
-    (``eig.may_repeat_*``) and no proven nullity exceeds ``b``.
+    list may show such an eigenvalue fewer times than it occurs, and a later value in its
+    place. Resolved when the run reached the full dimension ``P``, or when no listed value's
+    cluster filled the block before the end of its list (``eig.may_miss_*``) and no proven
+    nullity exceeds ``b`` while the bottom list is longer than ``b``.
     """
     b = int(getattr(eig, "block_size", 1) or 1)
     if eig.max_basis >= P and eig.matvecs >= P and eig.restarts == 0:
         return dict(multiplicity_resolved=True, block_size=b)
-    flags = [getattr(eig, f"may_repeat_{end}", None) for end in ("top", "bottom")]
+    flags = [getattr(eig, f"may_miss_{end}", None) for end in ("top", "bottom")]
     may = any(bool(f.any()) for f in flags if f is not None) if any(
         f is not None for f in flags) else True
-    if bound is not None and bound[0] > b:
+    bottom = len(eig.eigenvalues_bottom)
+    if bound is not None and bound[0] > b and bottom > b:
         note = (
             f"not resolved: the null space has dimension >= {bound[0]} ({bound[1]}) but a Krylov "
             f"run of block size {b} lists at most {b} copies of an eigenvalue; the bottom list "
-            f"skips the other copies (ask for --exact on a small model)"
+            f"skips the other copies (raise --block-size to {bottom}, or --exact on a small model)"
         )
     elif may:
         note = (
             f"may not be resolved: a Krylov run of block size {b} lists an eigenvalue of "
             f"multiplicity above {b} at most {b} times; a value whose cluster reached {b} copies "
-            f"(details may_repeat_*) can occur more often than listed"
+            f"before the end of its list (details may_miss_*) can occur more often than listed "
+            f"(raise --block-size to the number of eigenvalues asked for)"
         )
     else:
         return dict(multiplicity_resolved=True, block_size=b)

@@ -105,6 +105,38 @@ def test_clusters_that_fill_the_block_are_flagged():
     assert (r.copies_bottom >= 4).all()
     assert r.copies_top.tolist() == [1, 3, 3, 3, 2, 2]  # the triple fits in a block of 4
     assert r.may_repeat_top.tolist() == [False] * 6
+    # the zeros fill the whole bottom list: more copies could not change any listed value
+    assert r.may_miss_bottom.tolist() == [False] * 4
+    assert r.may_miss_top.tolist() == [False] * 6
+
+
+def test_a_cluster_larger_than_the_block_before_the_end_of_the_list_is_flagged():
+    """A null space of 120 next to the bulk, bottom-4 with single-vector Lanczos: the list holds
+    0 once or twice, then positive values in the place of zeros; every value but the last is
+    flagged as possibly missing copies."""
+    lam, _, want_bottom, _ = CASES["null space of 120, pair and triple on top"]
+    A = spectral_matrix(lam, seed=1)
+    r = extreme_eigenpairs(A, top=0, bottom=4, tol=1e-8, block_size=1, seed=2)
+    assert r.converged
+    assert float(r.eigenvalues_bottom[-1]) > 0.04  # wrong: a positive value in a zero's place
+    # b = 1: every value may hide copies; only the last cluster cannot displace anything
+    assert r.may_miss_bottom.tolist() == [True, True, True, False]
+    # the default block holds as many vectors as values asked for: the list is right
+    d = extreme_eigenpairs(A, top=0, bottom=4, tol=1e-8, seed=2)
+    assert d.block_size == 4 and d.converged
+    torch.testing.assert_close(d.eigenvalues_bottom, want_bottom, rtol=0, atol=d.threshold)
+    assert not bool(d.may_miss_bottom.any())
+
+
+@pytest.mark.parametrize(
+    ("P", "top", "bottom", "device", "expected"),
+    [(1000, 5, 3, "cpu", 5), (1000, 1, 0, "cpu", 1), (1000, 0, 3, "cpu", 3),
+     (1000, 20, 3, "cpu", 8), (1000, 20, 3, "cuda", 16), (24, 5, 5, "cpu", 3)],
+)
+def test_default_block_size_holds_the_longer_list(P, top, bottom, device, expected):
+    from condlab.estimators.eigs import default_block_size
+
+    assert default_block_size(P, top, bottom, device) == expected
 
 
 def test_rank_deficient_start_and_breakdowns():

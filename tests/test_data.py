@@ -51,6 +51,19 @@ def test_digits_are_pixels_over_16_and_wine_is_not_standardized():
     np.testing.assert_allclose(load_dataset("wine").X.numpy(), load_wine().data, rtol=1e-6)
 
 
+def test_digits_read_without_sklearn_match_load_digits_exactly():
+    from sklearn.datasets import load_digits
+
+    from condlab.load.data import _digits_file, _sklearn
+
+    assert _digits_file() is not None  # the fast path is the one taken
+    X, y, names = _sklearn("digits")
+    ref = load_digits()
+    np.testing.assert_array_equal(X, ref.data / 16.0)
+    np.testing.assert_array_equal(y, ref.target)
+    assert names == list(ref.feature_names)
+
+
 def test_diabetes_is_unscaled():
     ds = load_dataset("diabetes")
     assert ds.X[:, 0].mean() > 40  # age in years, not the centered/scaled sklearn default

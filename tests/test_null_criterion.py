@@ -122,17 +122,22 @@ def test_true_residuals_are_measured_and_refused_below_the_dtype():
 
 
 def test_repeated_eigenvalues_are_flagged_when_not_resolved():
-    """-2 four times: block size 2 lists at most 2 copies and must say so; block size 8 finds
-    all four and says they are resolved; the dense truth agrees."""
+    """-2 four times, bottom-6: a block of 2 sees at most 2 directions of the eigenspace (more
+    only by rounding), so a list that goes on past its -2s must say copies may be missing; a
+    block of 8 finds all four and says they are resolved; the dense truth agrees. A list the
+    cluster fills to its end is right whatever the multiplicity, and says so."""
     lam = torch.cat([torch.full((4,), -2.0), torch.linspace(0.0, 1.0, 200)]).double()
     A = spectral_matrix(lam, seed=5)
-    r = measure(A, EstimatorSettings(top=1, bottom=4, tol=1e-10, block_size=2)).result
+    want = [-2.0] * 4 + [0.0, 1 / 199]
+    r = measure(A, EstimatorSettings(top=1, bottom=6, tol=1e-10, block_size=2)).result
     assert r.multiplicity_resolved is False and r.block_size == 2
     assert "block size 2" in r.multiplicity_note
-    wide = measure(A, EstimatorSettings(top=1, bottom=4, tol=1e-10, block_size=8)).result
-    assert wide.multiplicity_resolved and wide.eigenvalues_bottom == pytest.approx([-2.0] * 4)
-    exact = measure(A, EstimatorSettings(top=1, bottom=4, exact=True)).result
-    assert exact.multiplicity_resolved and exact.eigenvalues_bottom == pytest.approx([-2.0] * 4)
+    wide = measure(A, EstimatorSettings(top=1, bottom=6, tol=1e-10, block_size=8)).result
+    assert wide.multiplicity_resolved and wide.eigenvalues_bottom == pytest.approx(want, abs=1e-9)
+    exact = measure(A, EstimatorSettings(top=1, bottom=6, exact=True)).result
+    assert exact.multiplicity_resolved and exact.eigenvalues_bottom == pytest.approx(want, abs=1e-9)
+    filled = measure(A, EstimatorSettings(top=1, bottom=2, tol=1e-10, block_size=2)).result
+    assert filled.multiplicity_resolved and filled.eigenvalues_bottom == pytest.approx([-2.0] * 2)
 
 
 def test_ggn_rank_bound_holds_for_a_non_sequential_model():
@@ -145,10 +150,15 @@ def test_ggn_rank_bound_holds_for_a_non_sequential_model():
     G = dense_ggn(p)
     exact = measure(DenseOperator(G), EstimatorSettings(top=1, bottom=1, exact=True)).result
     assert exact.nullity >= n
-    r = measure(GGNOperator(p), EstimatorSettings(top=1, bottom=3, tol=1e-8, block_size=4),
+    r = measure(GGNOperator(p), EstimatorSettings(top=1, bottom=6, tol=1e-8, block_size=4),
                 nullity_bound=(n, why)).result
     assert r.nullity_lower_bound == n and r.multiplicity_resolved is False
     assert f">= {n}" in r.multiplicity_note
+    # bottom-3 in a block of 4: the null space fills the list, which is right: 0, 0, 0
+    r = measure(GGNOperator(p), EstimatorSettings(top=1, bottom=3, tol=1e-8, block_size=4),
+                nullity_bound=(n, why)).result
+    assert r.nullity_lower_bound == n and r.multiplicity_resolved
+    assert max(abs(v) for v in r.eigenvalues_bottom) <= 1e-8 * r.lambda_max
 
 
 def test_exact_indefinite_spectrum_counts_abs_and_sums_signed():

@@ -102,6 +102,8 @@ class ExtremeEigs:
     copies_bottom: Tensor | None = None  # [bottom]
     may_repeat_top: Tensor | None = None  # [top] bool: cluster reached b copies, may hold more
     may_repeat_bottom: Tensor | None = None  # [bottom]
+    may_miss_top: Tensor | None = None  # [top] bool: may_repeat, and the list goes on past the
+    may_miss_bottom: Tensor | None = None  # cluster, so copies may be missing from the list
     breakdowns: int = 0  # directions dropped as invariant (rank-deficient blocks)
 
 
@@ -173,11 +175,16 @@ def _ghost_mask(Y: Tensor) -> Tensor:
 
 
 def default_block_size(P: int, top: int, bottom: int, device) -> int:
-    """``b`` when none is given: enough to resolve the multiplicities a network's spectrum
-    typically has at its ends (symmetric units, a null space), larger on a GPU where a block
-    of products costs little more than one; never more than ``P / 8``."""
-    want = 8 if torch.device(device).type == "cpu" else 16
-    return max(1, min(want, P // 8))
+    """``b`` when none is given: the number of eigenvalues wanted at the larger end, at most 8
+    on a CPU (16 on a GPU) and ``P / 8``.
+
+    A block of ``b`` vectors sees ``b`` directions of every eigenspace, so with ``b >= top`` and
+    ``b >= bottom`` the listed values are right whatever their multiplicities (an eigenvalue
+    repeated ``m >= b`` times fills the whole list); a larger block costs products (on a CPU a
+    vector in a block costs about what a single product does) without listing anything more.
+    """
+    cap = 8 if torch.device(device).type == "cpu" else 16
+    return max(1, min(cap, max(top, bottom), P // 8))
 
 
 def _default_max_basis(P: int, nwant: int, b: int, itemsize: int) -> int:
@@ -359,6 +366,16 @@ def _copies(theta: Tensor, converged: Tensor, values: Tensor, width: float) -> T
     return (close & converged[None, :]).sum(dim=1)
 
 
+def _may_miss(values: Tensor, repeat: Tensor, width: float) -> Tensor:
+    """``[n]``: a value whose cluster filled the block (``repeat``) while the list goes on past
+    the cluster: the true list may hold more copies of it where later values stand. A cluster
+    that reaches the end of the list cannot displace anything, whatever its multiplicity."""
+    if values.numel() == 0:
+        return repeat.clone()
+    last = values[-1]
+    return repeat & ~((values - last).abs() <= width)
+
+
 def _warm_block(start: Tensor, R: Tensor) -> Tensor:
     """``[P, b]``: column ``j`` is ``sum_{i = j mod b} s_i / ||s_i|| + r_j / ||r_j||`` over the
     columns ``s_i`` of ``start`` and ``r_j`` of the random block ``R``."""
@@ -405,6 +422,8 @@ def _result(
         Y = Y.to(dtype=A.dtype, device=A.device) if return_vectors else None
         lists.append((values, residuals, residuals <= threshold, Y, copies))
     (vt, rt, ct, yt, nt), (vb, rb, cb, yb, nb) = lists
+    partial = k < operator_size(A)  # a run to full depth sees every copy
+    repeat_top, repeat_bottom = (nt >= block_size) & partial, (nb >= block_size) & partial
     return ExtremeEigs(
         eigenvalues_top=vt,
         residuals_top=rt,
@@ -426,7 +445,9 @@ def _result(
         block_size=block_size,
         copies_top=nt,
         copies_bottom=nb,
-        may_repeat_top=(nt >= block_size) & (k < operator_size(A)),
-        may_repeat_bottom=(nb >= block_size) & (k < operator_size(A)),
+        may_repeat_top=repeat_top,
+        may_repeat_bottom=repeat_bottom,
+        may_miss_top=_may_miss(vt, repeat_top, 2 * threshold),
+        may_miss_bottom=_may_miss(vb, repeat_bottom, 2 * threshold),
         breakdowns=breakdowns,
     )

@@ -9,8 +9,6 @@ import io
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from condlab.files import atomic_write_text
 
 __all__ = ["atomic_write_text", "csv_text", "json_text", "sidecar"]
@@ -21,6 +19,8 @@ def json_text(doc: dict) -> str:
 
 
 def csv_text(rows: list[dict]) -> str:
+    import pandas as pd  # only where a CSV is written (0.5 s of start-up otherwise)
+
     buf = io.StringIO()
     pd.DataFrame(rows).to_csv(buf, index=False, float_format="%.10g")
     return buf.getvalue()
