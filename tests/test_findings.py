@@ -85,7 +85,7 @@ def _decay_cfg():
     return parse_config({
         "model": {"name": "linear"}, "data": {"name": "linreg", "n": 64, "d": 3},
         "findings": "paper-a-decay",
-        "optimizers": [{"name": m, "lr": 0.01} for m in ("adam", "adam-l2", "adamw")],
+        "optimizers": [{"name": m, "lr": 0.01} for m in ("adam", "adam-l2", "adamw", "adam-l1")],
     })
 
 
@@ -106,6 +106,18 @@ def test_paper_a_decay_findings_fail_on_counter_examples():
     ]
     verdicts = [f.agrees for f in paper_a_decay(cfg, [_choice(r) for r in bad], bad)]
     assert verdicts[:3] == [False, False, False]
+
+
+@pytest.mark.parametrize("wlasso, lasso, agrees", [
+    (1e-5, 0.03, True),
+    (0.03, 1e-5, False),  # at the plain lasso's minimizer: the weights play no part
+    (0.01, 0.05, False),  # nearer the weighted lasso but not at it (not converged)
+])
+def test_l1_rule_finding_fails_away_from_the_weighted_lasso(wlasso, lasso, agrees):
+    run = _run(optimizer="adam-l1", method="adam-l1", dist_wlasso=wlasso, dist_lasso=lasso)
+    (f,) = [f for f in paper_a_decay(_decay_cfg(), [_choice(run)], [run])
+            if f.claim.startswith("A (derived): the L1 rule")]
+    assert f.agrees is agrees, f.measured
 
 
 def test_paper_a_norm_findings_fail_when_normalization_does_not_help():

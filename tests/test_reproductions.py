@@ -57,6 +57,8 @@ def test_paper_a_decay():
     f = _findings("a_decay")
     assert _one(f, "A: Adam + L2 converges to the L2 minimizer").agrees
     assert _one(f, "A: AdamW converges to (H + lam M^-1)^-1 H p*").agrees
+    lasso = _one(f, "A (derived): the L1 rule")
+    assert lasso.agrees and lasso.value < 1e-4  # at the weighted lasso, by a margin
     assert _one(f, "A: coupled L2 is preconditioned too").agrees
     assert _one(f, "A: AdamW's operator").agrees is None
 

@@ -62,6 +62,8 @@ class RunSummary:
     eq_angle: float | None
     steps_to_eq: int | None
     converged: bool = True  # every tracked measurement met its tolerance within max_hvps
+    dist_wlasso: float | None = None
+    dist_lasso: float | None = None
 
 
 def _ends(rows: Sequence[dict], key: str) -> tuple[float | None, float | None]:
@@ -99,6 +101,7 @@ def summarize_run(rows: Sequence[dict], cfg: CompareConfig) -> RunSummary:
         max(ratios) if ratios else None, _ends(rows, "v_gn_spread")[1],
         _ends(rows, "v_h_spread")[1], _ends(rows, "gn_spread")[1], _ends(rows, "dist_l2")[1],
         _ends(rows, "dist_pw")[1], *eq, all(r["converged"] is not False for r in rows),
+        dist_wlasso=_ends(rows, "dist_wlasso")[1], dist_lasso=_ends(rows, "dist_lasso")[1],
     )
 
 

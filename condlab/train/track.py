@@ -22,7 +22,11 @@ preconditioner in its basis ``U`` (:meth:`DiagOptimizer.preconditioner`):
   ``||theta - p|| / ||p||`` to the coupled-L2 minimizer (``grad L(p) + lam p = 0``, i.e.
   ``(H + lam I)^-1 H p*``) and to the P-weighted one (``grad L(p) + lam W p = 0``,
   ``W = U diag(P) U^T``: AdamW's fixed point with its live ``M = P^-1``), by one Newton step
-  (exact for a quadratic).
+  (exact for a quadratic). For the L1 rule (decay ``l1``) instead ``dist_wlasso`` and
+  ``dist_lasso``: to the minimizer of the quadratic model plus ``sum_i lam sqrt(P_i) |z_i|``
+  (its fixed point with its live ``P``, derived) and plus ``lam sum_i |z_i|`` (the plain
+  lasso), ``z = U^T p``, solved by coordinate descent (:mod:`condlab.train.lasso`); empty when
+  the descent does not converge.
 
 Every logged step, for the scale-invariant group ``w`` (``scale_invariant`` globs):
 ``si_norm = ||w||``, ``si_eff_lr = lr / ||w||^2`` and ``si_angle``, the angle between ``w``
@@ -221,7 +225,8 @@ class Tracker:
         if s.adam_alignment and pre is not None and "exp_avg_sq" in state.buffers:
             row.update(self._alignment(prob, A, opt, pre))
         if s.fixed_points and lam > 0 and pre is not None:
-            row.update(self._fixed_points(prob, A, opt, pre, lam))
+            points = self._lasso_points if kind == "l1" else self._fixed_points
+            row.update(points(prob, A, opt, pre, lam))
         row["converged"] = ok
         return row
 
@@ -253,7 +258,33 @@ class Tracker:
             W = opt.basis @ W @ opt.basis.T
         p_l2 = theta - torch.linalg.solve(H + lam * eye, g + lam * theta)
         p_w = theta - torch.linalg.solve(H + lam * W, g + lam * (W @ theta))
-        return {
-            "dist_l2": float(torch.linalg.vector_norm(theta - p_l2) / torch.linalg.vector_norm(p_l2)),
-            "dist_pw": float(torch.linalg.vector_norm(theta - p_w) / torch.linalg.vector_norm(p_w)),
-        }
+        return {"dist_l2": _distance(theta, p_l2), "dist_pw": _distance(theta, p_w)}
+
+    def _lasso_points(self, prob: Problem, A: Tensor, opt: DiagOptimizer, pre, lam: float) -> dict:
+        """Distances to the weighted lasso (weights ``lam sqrt(P_i)``, the live ``P``) and to the
+        plain lasso (weights ``lam``) of the quadratic model at ``theta``, in the basis ``U``."""
+        import numpy as np
+
+        from condlab.train.lasso import weighted_lasso
+
+        H = self._dense(prob, A, "hessian").double()
+        theta = prob.theta.double()
+        b = H @ theta - prob.gradient(prob.theta).double()  # q(p) = 1/2 p^T H p - b^T p + const
+        U = opt.basis.double() if opt.basis is not None else None
+        Az, c = (U.T @ H @ U, U.T @ b) if U is not None else (H, b)
+        Az, c = Az.cpu().numpy(), c.cpu().numpy()
+        out = {}
+        for key, w in (("dist_wlasso", lam * pre.diag.double().sqrt().cpu().numpy()),
+                       ("dist_lasso", np.full(c.shape, lam))):
+            z, ok = weighted_lasso(Az, c, w)
+            p = torch.as_tensor(z, dtype=torch.float64, device=theta.device)
+            p = U @ p if U is not None else p
+            out[key] = _distance(theta, p) if ok else None
+        return out
+
+
+def _distance(theta: Tensor, p: Tensor) -> float:
+    """``||theta - p|| / ||p||`` (the absolute distance when ``p = 0``)."""
+    d = float(torch.linalg.vector_norm(theta.to(p) - p))
+    n = float(torch.linalg.vector_norm(p))
+    return d / n if n > 0 else d
