@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import double_backward_ggn
 
 from condlab.compare import parse_config
 from condlab.compare.setup import Setup, load_data
 from condlab.train.diag_optimizers import make_optimizer
-from cases import double_backward_ggn
 
 D64 = torch.float64
 
