@@ -29,7 +29,7 @@ from torch import Tensor
 
 from condlab.errors import CondlabError, UsageError
 
-Batch = tuple[Tensor, Tensor]
+Batch = tuple  # (inputs, targets): tensors, or dicts/tuples of tensors with the samples first
 
 
 # -- the process group -----------------------------------------------------------------------
@@ -145,10 +145,21 @@ def shard(batches: Sequence, rank_: int | None = None, world: int | None = None)
 
 
 def regroup(batches: Sequence[Batch], k: int) -> list[Batch]:
-    """The same samples, in order, in ``k`` nearly equal batches (fewer if there are fewer samples)."""
-    X = torch.cat([Xb for Xb, _ in batches])
-    y = torch.cat([yb for _, yb in batches])
-    return [(Xb, yb) for Xb, yb in zip(X.tensor_split(k), y.tensor_split(k)) if Xb.shape[0]]
+    """The same samples, in order, in ``k`` nearly equal batches (fewer if there are fewer samples).
+
+    Inputs and targets may be structured (dicts or tuples of tensors, samples first): every
+    tensor in them is cut at the same sample boundaries.
+    """
+    from condlab.load.structure import batch_len, concat, take
+
+    X = concat([Xb for Xb, _ in batches])
+    y = concat([yb for _, yb in batches])
+    parts = torch.arange(batch_len(X)).tensor_split(k)  # the first n % k parts one larger
+    return [
+        (take(X, slice(int(i[0]), int(i[-1]) + 1)), take(y, slice(int(i[0]), int(i[-1]) + 1)))
+        for i in parts
+        if len(i)
+    ]
 
 
 def local_batches(
@@ -203,7 +214,7 @@ class StreamedBatches(Sequence):
         from condlab.load.structure import map_tensors
 
         X, y = self.host[b]
-        return map_tensors(X, lambda t: t.to(self.device)), y.to(self.device)
+        return map_tensors(X, lambda t: t.to(self.device)), map_tensors(y, lambda t: t.to(self.device))
 
 
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
