@@ -353,6 +353,19 @@ class CurvlinopsRunner(Runner):
                        note="+ eigsh for the spectrum's ends")
 
 
+def count_matvecs(op) -> list[int]:
+    """Count a hessian-eigenthings operator's products: ``[n]``, updated as ``op.matvec`` runs."""
+    count = [0]
+    inner = op.matvec
+
+    def counted(v):
+        count[0] += 1
+        return inner(v)
+
+    op.matvec = counted
+    return count
+
+
 class EigenthingsRunner(Runner):
     name = "eigenthings"
     max_iter: dict[str, int] = {}
@@ -362,15 +375,7 @@ class EigenthingsRunner(Runner):
 
         op = he.HessianOperator(self.model, [(self.X, self.y)],
                                 he.supervised_loss(nn.CrossEntropyLoss()))
-        count = [0]
-        inner = op.matvec
-
-        def counted(v):
-            count[0] += 1
-            return inner(v)
-
-        op.matvec = counted
-        return op, count
+        return op, count_matvecs(op)
 
     def eig(self, task: str, max_iter: int) -> Outcome:
         import hessian_eigenthings as he
