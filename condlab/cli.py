@@ -9,24 +9,27 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from condlab.cli_common import (
+    Command,
     _check_outputs,
     _hvp_ticker,
     _interrupted,
+    _keys_help,
     _OneLineErrors,
     _progress,
     _state,
     err,
     handle_errors,
     out,
+    spectrum_config,
     with_options,
 )
 from condlab.errors import UsageError
-from condlab.options import SPECTRUM, TRAIN
+from condlab.options import DEMO, SPECTRUM, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
     cls=_OneLineErrors,
@@ -64,7 +67,7 @@ def _write_or_print(text: str, output: Optional[Path]) -> None:
 
 
 # -- spectrum ------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=Command)
 @handle_errors
 @with_options(SPECTRUM)
 def spectrum(
@@ -140,29 +143,6 @@ def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
     return sidecar(output, "eigenvalues") if output is not None and fmt == Format.csv else None
 
 
-# command options (not config fields: how this machine runs, not what is measured) that a
-# --config file may set as well
-FILE_FLAGS = ("threads",)
-
-
-def spectrum_config(given: dict, flags: dict):
-    """The SpectrumConfig of the ``--config`` file overridden by the options ``given``."""
-    from condlab.config import SpectrumConfig, build, read_yaml
-    from condlab.options import by_name
-
-    config = flags["config"]
-    values: dict[str, Any] = read_yaml(config) if config else {}
-    for name in FILE_FLAGS:  # a file may set these command options too; the command line wins
-        key = next((k for k in values if str(k).replace("-", "_") == name), None)
-        if key is not None:
-            value = by_name(SPECTRUM)[name].parse(values.pop(key), f"'{config}'", key)
-            flags[name] = value if flags.get(name) is None else flags[name]
-    if flags["model_config"] is not None:
-        given["model_args"] = read_yaml(flags["model_config"])
-    return build(SpectrumConfig, values, source=f"'{config}'" if config else "the options",
-                 cli={k: v for k, v in given.items() if v != []})
-
-
 def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
     from condlab.report.files import csv_text, json_text
     from condlab.report.records import document
@@ -202,33 +182,29 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
 
 
 # -- train ---------------------------------------------------------------------------------------
-def _keys_help(options) -> str:
-    """A YAML config's keys for --help, each with its default (from the option schema)."""
-    from condlab.options import MAPPING
-
-    return "\n\n".join(
-        f"  {o.name}: {o.help}" + ("" if o.type is MAPPING else f" \\[default: {o.shown_default}]")
-        for o in options
-    )
-
-
 @app.command(
+    cls=Command,
     help="Train a built-in model on a dataset and write a condlab checkpoint (optimizer state "
     "included).\n\nExample: condlab train configs/train_digits.yaml --out digits.pt\n\n"
     "The keys of CONFIG:\n\n" + _keys_help(TRAIN)
 )
 @handle_errors
+@with_options(TRAIN_FLAGS)
 def train(
     config: Annotated[Path, typer.Argument(help="A YAML file of the keys below.", show_default=False)],
-    out_path: Annotated[Path, typer.Option("--out", help="Where to write the condlab checkpoint.")],
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing checkpoint at --out.")] = False,
+    *,
+    given: dict,
+    flags: dict,
 ) -> None:
     from condlab.config import read_yaml
     from condlab.load.checkpoint import save_checkpoint
     from condlab.options import parse_mapping
     from condlab.train.loop import train_from_config
 
-    _check_outputs({"--out": out_path}, force=force)
+    out_path = flags["out"]
+    if out_path is None:
+        raise UsageError("say where the checkpoint goes: add --out PATH")
+    _check_outputs({"--out": out_path}, force=flags["force"])
     where = f"'{config}'"
     cfg = parse_mapping(TRAIN, read_yaml(config), where, required=("model", "data"))
     with _progress() as bar:
@@ -244,22 +220,20 @@ def train(
 
 
 # -- demo ----------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=Command)
 @handle_errors
-def demo(
-    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-    steps: Annotated[int, typer.Option(help="AdamW steps of the demo training.")] = 300,
-) -> None:
+@with_options(DEMO)
+def demo(*, given: dict, flags: dict) -> None:
     """Train a small MLP on scikit-learn's digits in seconds and print its spectrum (no files needed)."""
     from condlab.demo import run_demo
 
     with _progress() as bar:
-        report = run_demo(steps=steps, on_progress=_hvp_ticker(bar))
-    render_spectrum(report, format, None, command="condlab demo")
+        report = run_demo(steps=flags["steps"], on_progress=_hvp_ticker(bar))
+    render_spectrum(report, Format(flags["format"]), None, command="condlab demo")
 
 
 # -- listings ------------------------------------------------------------------------------------
-@app.command("list")
+@app.command("list", cls=Command)
 @handle_errors
 def list_(
     what: Annotated[str, typer.Argument(help="models or datasets")] = "models",

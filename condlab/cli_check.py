@@ -7,34 +7,26 @@ it once at import. Exit codes: 0 every guard passes, 1 any fails, 2 a usage erro
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from condlab.cli_common import _check_outputs, _progress
-
-
-class CheckFormat(str, Enum):
-    table = "table"
-    json = "json"
+from condlab.cli_common import Command, _check_outputs, _progress, with_options
+from condlab.options import CHECK_FLAGS
 
 
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``check`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
 
-    @app.command("check")
+    @app.command("check", cls=Command)
     @handle_errors
+    @with_options(CHECK_FLAGS)
     def check(
         baseline: Annotated[Path, typer.Argument(help="The baseline YAML: a top-level 'checks:' list (see docs/ci.md).", show_default=False)],
-        update: Annotated[bool, typer.Option("--update", help="Re-measure and write the new values into BASELINE, keeping its comments and tolerances.")] = False,
-        only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only the check with this name (repeatable).")] = None,
-        format: Annotated[CheckFormat, typer.Option("--format", "-f", help="table (rich, to the terminal) or json (to stdout).")] = CheckFormat.table,
-        junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here, one testcase per guarded metric.")] = None,
-        force: Annotated[bool, typer.Option("--force", help="Replace an existing --junit file.")] = False,
-        trust_checkpoint: Annotated[bool, typer.Option("--trust-checkpoint", help="Allow the checks' pickled full-module checkpoints (runs code from them). Only this flag grants it; the baseline file cannot.")] = False,
-        threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads; pin it where machines differ in cores (docs/ci.md). [default: 1 for small problems, else torch's]", show_default=False)] = None,
+        *,
+        given: dict,
+        flags: dict,
     ) -> None:
         """Re-measure the checks in BASELINE and compare them with the stored values.
 
@@ -58,12 +50,14 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         from condlab.errors import UsageError
         from condlab.report.files import json_text
 
+        update, junit, force, only = flags["update"], flags["junit"], flags["force"], flags["only"]
+        json_format = flags["format"] == "json"
         init_from_env()  # under torchrun each check's products are sharded across ranks
         if update and junit is not None:
             raise UsageError("--junit reports a check; run --update without it")
         if junit is not None:
             _check_outputs({"--junit": junit}, force=force)
-        base = load_baseline(baseline, need_values=not update, trust=trust_checkpoint)
+        base = load_baseline(baseline, need_values=not update, trust=flags["trust_checkpoint"])
 
         with _progress() as bar:
             tasks: dict[tuple[str, str], int] = {}
@@ -74,11 +68,11 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
                     tasks[key] = bar.add_task(f"{name}: {setting}", total=budget)
                 bar.update(tasks[key], completed=min(done, budget))
 
-            run = run_checks(base, only=tuple(only or ()), threads=threads, on_progress=on_progress)
+            run = run_checks(base, only=tuple(only or ()), threads=flags["threads"], on_progress=on_progress)
         if not is_main():  # every rank measured the same numbers; rank 0 reports and writes
             raise typer.Exit(run.exit_code)
 
-        if format == CheckFormat.json:
+        if json_format:
             doc = json_document(run, " ".join(["condlab", *sys.argv[1:]]))
             sys.stdout.write(json_text(doc))
             sys.stdout.flush()
@@ -102,7 +96,7 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             for line in kept:
                 err.print(f"[red]not updated:[/] {escape(line)}", highlight=False)
             raise typer.Exit(1 if kept else 0)
-        console = out if format == CheckFormat.table else err
+        console = err if json_format else out
         for line in failure_lines(run):
             console.print(f"[red]fail:[/] {escape(line)}", highlight=False)
         console.print(summary(run), style="bold green" if run.ok else "bold red", highlight=False)

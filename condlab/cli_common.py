@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from condlab.errors import CondlabError
 
@@ -27,6 +27,10 @@ from condlab.errors import CondlabError
 class _OneLineErrors(TyperGroup):
     """Typer's group, with its boxed usage errors turned into the one ``error:`` line that every
     other error gets (exit 2), and Ctrl-C into one line and exit 130."""
+
+    def format_help(self, ctx, formatter) -> None:
+        _no_flag_types(self, ctx)
+        return super().format_help(ctx, formatter)
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         try:
@@ -52,6 +56,21 @@ class _OneLineErrors(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _no_flag_types(command, ctx) -> None:
+    """Flags (``--force``, ``--help``) take no value: ``--help`` shows no ``<bool>`` beside them."""
+    for p in command.get_params(ctx):
+        if getattr(p, "is_flag", False) and not getattr(p, "count", False) and p.metavar is None:
+            p.metavar = ""
+
+
+class Command(TyperCommand):
+    """Typer's command, with flags shown without a value placeholder."""
+
+    def format_help(self, ctx, formatter) -> None:
+        _no_flag_types(self, ctx)
+        return super().format_help(ctx, formatter)
 
 
 def _interrupted() -> int:
@@ -130,11 +149,24 @@ def _parameter(o) -> inspect.Parameter:
         show_default=True if o.default_text is None and o.default not in (None, ()) and o.type is not bool
         else _escape(o.shown_default),
         metavar=o.metavar,
+        hidden=o.hidden,
     )
     default = None if o.type is LIST else o.default
     kind = kind if o.type is bool else Optional[kind]
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[kind, info])
+
+
+def _keys_help(options, prefix: str = "") -> str:
+    """A YAML config's keys for --help, each with its default (from the option schema)."""
+    from condlab.options import MAPPING
+
+    return "\n\n".join(
+        f"  {prefix}{o.name}: {_escape(o.help)}"
+        + ("" if o.type is MAPPING else f" \\[default: {_escape(o.shown_default)}]")
+        + (f" (one of: {', '.join(o.choices)})" if o.choices else "")
+        for o in options
+    )
 
 
 def _plain(v: Any) -> Any:
@@ -182,6 +214,29 @@ def with_options(options):
         return wrapper
 
     return decorate
+
+
+# command options (not config fields: how this machine runs, not what is measured) that a
+# --config file may set as well
+FILE_FLAGS = ("threads",)
+
+
+def spectrum_config(given: dict, flags: dict):
+    """The SpectrumConfig of the ``--config`` file overridden by the options ``given``."""
+    from condlab.config import SpectrumConfig, build, read_yaml
+    from condlab.options import SPECTRUM, by_name
+
+    config = flags["config"]
+    values: dict[str, Any] = read_yaml(config) if config else {}
+    for name in FILE_FLAGS:  # a file may set these command options too; the command line wins
+        key = next((k for k in values if str(k).replace("-", "_") == name), None)
+        if key is not None:
+            value = by_name(SPECTRUM)[name].parse(values.pop(key), f"'{config}'", key)
+            flags[name] = value if flags.get(name) is None else flags[name]
+    if flags["model_config"] is not None:
+        given["model_args"] = read_yaml(flags["model_config"])
+    return build(SpectrumConfig, values, source=f"'{config}'" if config else "the options",
+                 cli={k: v for k, v in given.items() if v != []})
 
 
 def _progress() -> Progress:

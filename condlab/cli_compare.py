@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from condlab.cli_common import _check_outputs
+from condlab.cli_common import Command, _check_outputs, _keys_help, with_options
 from condlab.errors import UsageError
+from condlab.options import COMPARE_FLAGS, COMPARE_KEYS, TRACK_KEYS
 
 
 def _progress(err) -> Progress:
@@ -37,25 +38,26 @@ def _info(row: dict) -> str:
     return "  ".join(parts)
 
 
+HELP = (
+    "Train one problem with several optimizers; compare losses and conditioning.\n\n"
+    "Example: condlab compare configs/compare_b_linreg.yaml --output b.csv --plot b.png\n\n"
+    "The keys of CONFIG:\n\n" + _keys_help(COMPARE_KEYS) + "\n\nThe keys of its track: block:\n\n"
+    + _keys_help(TRACK_KEYS, "track.")
+)
+
+
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add the ``compare`` command to ``app`` (called once, from the end of condlab.cli)."""
 
-    @app.command("compare")
+    @app.command("compare", cls=Command, help=HELP)
     @handle_errors
+    @with_options(COMPARE_FLAGS)
     def compare_cmd(
-        config: Annotated[Path, typer.Argument(help="YAML: the problem, tracking settings and an 'optimizers:' list (see configs/compare_*.yaml).")],
-        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="CSV of every logged step of every run, written row by row (the resolved config goes to NAME.config.json).")] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue the comparison in --output: finished runs are kept, an interrupted one is redone and only its missing rows appended.")] = False,
-        force: Annotated[bool, typer.Option("--force", help="Replace an existing --output or --plot.")] = False,
-        quick: Annotated[bool, typer.Option("--quick", help="The config's quick: size (seconds; what the tests run).")] = False,
-        plot: Annotated[Optional[Path], typer.Option(help="Draw loss and condition-number curves to this PNG (needs matplotlib: pip install 'condlab\\[plot]').")] = None,
-        threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads; keep it the same when resuming. [default: 1 for small problems (P x N < 5e7), else torch's]", show_default=False)] = None,
-        stop_after_rows: Annotated[Optional[int], typer.Option(hidden=True, help="Debug: stop as Ctrl-C would after N new rows.")] = None,
+        config: Annotated[Path, typer.Argument(help="YAML: the problem, tracking settings and an 'optimizers:' list (see configs/compare_*.yaml and the keys below).", show_default=False)],
+        *,
+        given: dict,
+        flags: dict,
     ) -> None:
-        """Train one problem with several optimizers; compare losses and conditioning.
-
-        Example: condlab compare configs/compare_b_linreg.yaml --output b.csv --plot b.png
-        """
         import os
 
         from condlab.compare import compare, load_config
@@ -66,6 +68,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             summary_table,
         )
 
+        output, resume, force, plot = flags["output"], flags["resume"], flags["force"], flags["plot"]
+        quick = flags["quick"]
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError(
                 "condlab compare runs in one process (its tracking is not sharded across ranks "
@@ -94,8 +98,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
 
             try:
                 report = compare(cfg, output=output, resume=resume, force=force,
-                                 on_event=on_event, stop_after_rows=stop_after_rows,
-                                 threads=threads)
+                                 on_event=on_event, stop_after_rows=flags["stop_after_rows"],
+                                 threads=flags["threads"])
             except KeyboardInterrupt:
                 bar.stop()
                 where = f"; rows so far are in {output}: continue with --resume" if output else ""

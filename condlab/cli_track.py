@@ -1,44 +1,27 @@
 """``condlab track``: the CLI layer over :mod:`condlab.tracking.sweep` (parse, sweep, plot).
 
 Its loading and measuring options are ``condlab spectrum``'s, from the one option schema
-(:data:`condlab.options.SPECTRUM`, less the single-file ones), so the two commands cannot
+(:data:`condlab.options.TRACK`: its own, then SPECTRUM's less the single-file ones), so the two commands cannot
 drift apart. Exit codes: 0 done (with a warning per skipped checkpoint), 1 a checkpoint failed
 under ``--on-error stop``, 2 a usage error found before any measurement.
 """
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-
-# spectrum's options about one file: its weights, its optimizer state, where its report goes
-NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
-                 "density_output", "plot", "list_params")
-G_TRACK = "Sweep"
-
-
-class OnError(str, Enum):
-    stop = "stop"
-    skip = "skip"
 
 
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``track`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
-    from condlab import cli
-    from condlab.cli_common import _check_outputs
-    from condlab.options import SPECTRUM
+    from condlab.cli_common import Command, _check_outputs, _progress, spectrum_config, with_options
+    from condlab.options import TRACK
 
-    @app.command("track")
+    @app.command("track", cls=Command)
     @handle_errors
-    @cli.with_options(tuple(o for o in SPECTRUM if o.name not in NOT_FOR_TRACK))
+    @with_options(TRACK)
     def track(
         checkpoints: Annotated[list[str], typer.Argument(help="Checkpoint files: folders and/or quoted globs such as 'run/ckpt_*.pt'.", show_default=False)],
-        output: Annotated[Path, typer.Option("--output", "-o", help="The CSV the rows are appended to, one per checkpoint and setting.", rich_help_panel=G_TRACK)] = Path("track.csv"),
-        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted sweep into --output: checkpoints already there are not measured again.", rich_help_panel=G_TRACK)] = False,
-        on_error: Annotated[OnError, typer.Option(help="A checkpoint that cannot be read or measured: stop (exit 1, rows so far kept) or skip it with a warning row.", rich_help_panel=G_TRACK)] = OnError.stop,
-        warm: Annotated[bool, typer.Option("--warm-start/--cold-start", help="Start Lanczos from the previous checkpoint's Ritz vectors.", rich_help_panel=G_TRACK)] = True,
-        plot: Annotated[Optional[Path], typer.Option("--plot", help="Plot lambda_max (with the stability threshold), kappa, the stability ratio and the trace against the step to this PNG (needs matplotlib).", rich_help_panel=G_TRACK)] = None,
         *,
         given: dict,
         flags: dict,
@@ -54,23 +37,24 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         from condlab.tracking.rows import COLUMNS
         from condlab.tracking.sweep import Sweep, discover, run_sweep
 
-        force = flags["force"]
+        force, resume, plot, output = flags["force"], flags["resume"], flags["plot"], Path(flags["output"])
+        warm = flags["warm_start"]
         if resume and force:
             raise UsageError("--resume continues --output and --force replaces it: pass one")
         if plot is not None and plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{plot}'")
         _check_outputs({"--plot": plot}, force=force or resume)  # redrawn from the whole CSV
-        cfg = cli.spectrum_config({**given, "checkpoint": checkpoints[0]}, flags)
+        cfg = spectrum_config({**given, "checkpoint": checkpoints[0]}, flags)
         found = discover(checkpoints, trust=cfg.trust_checkpoint)
         record = {**cfg.to_dict(), "checkpoints": list(checkpoints), "warm_start": warm}
         sweep = Sweep(cfg, found, warm=warm, threads=flags["threads"])
         log, done = open_log(output, record, resume=resume, force=force, threads=flags["threads"],
                              columns=COLUMNS, what="track")
-        with log, cli._progress() as bar:
+        with log, _progress() as bar:
             task = bar.add_task("checkpoints", total=len(found))
             bar.update(task, completed=len({r["checkpoint"] for r in done}))
             summary = run_sweep(
-                sweep, log, done, on_error=on_error.value,
+                sweep, log, done, on_error=flags["on_error"],
                 on_checkpoint=lambda i, n, c: bar.update(task, description=f"step {c.step}",
                                                          completed=len(found) - n + i),
             )

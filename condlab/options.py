@@ -40,9 +40,18 @@ LIST = list  # a repeatable flag; a YAML string or list of strings; a tuple in t
 MAPPING = dict  # YAML only: a mapping
 SPEC = object  # a str on the command line; a str or a mapping in YAML
 
+
+class INTS:
+    """YAML only: an integer or a list of integers; a tuple of ints in the config."""
+
+
+class ITEMS:
+    """YAML only: a non-empty list whose entries the command parses (optimizers, variants)."""
+
+
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
               PATH: "a file name", LIST: "a list of strings", MAPPING: "a mapping",
-              SPEC: "a string or a mapping"}
+              SPEC: "a string or a mapping", INTS: "a list of integers", ITEMS: "a non-empty list"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Option:
     field: bool = True  # False: a flag of the command only (where to write, what to read)
     estimator: bool = False  # also a field of EstimatorSettings
     metavar: str | None = None
+    hidden: bool = False  # a flag left out of --help (for tests and debugging)
 
     @property
     def cli_flags(self) -> tuple[str, ...]:
@@ -91,7 +101,8 @@ class Option:
 
     def annotation(self) -> Any:
         """The field's type in the config dataclass."""
-        t = {PATH: str, LIST: tuple[str, ...], SPEC: Any}.get(self.type, self.type)
+        t = {PATH: str, LIST: tuple[str, ...], SPEC: Any, INTS: tuple[int, ...], ITEMS: Any}.get(
+            self.type, self.type)
         return t if self.default is not None or t is Any else Optional[t]
 
     def dataclass_field(self) -> tuple[str, Any, Any]:
@@ -104,8 +115,8 @@ class Option:
         a UsageError names ``where`` (a file) and ``key`` (default: the option's name)."""
         key = key or self.name
         if value is None:
-            if self.default is None or self.type is LIST:
-                return self.default
+            if self.default is None or self.type in (LIST, MAPPING):
+                return dict(self.default) if self.type is MAPPING else self.default
             raise UsageError(f"{where}: {key} must be {self.expected()}, got null")
         v = _convert(self.type, value)
         if v is _BAD:
@@ -158,6 +169,12 @@ def _convert(kind: Any, value: Any) -> Any:
         return dict(value) if isinstance(value, dict) else _BAD
     if kind is SPEC:
         return value if isinstance(value, (str, dict)) and value else _BAD
+    if kind is INTS:
+        items = [value] if not isinstance(value, (list, tuple)) else value
+        ints = tuple(_convert(int, x) for x in items)
+        return ints if ints and _BAD not in ints else _BAD
+    if kind is ITEMS:
+        return list(value) if isinstance(value, (list, tuple)) and value else _BAD
     raise TypeError(f"unknown option type {kind!r}")
 
 
@@ -199,6 +216,11 @@ FORMATS = ("table", "csv", "json")
 TRACE_METHODS = ("hutch++", "hutchinson")
 PRECONDITIONERS = ("optimizer", "adam", "rmsprop", "adagrad", "gn", "gn-sqrt", "jacobi")
 NORMALIZATIONS = ("input", "batch", "layer")
+
+# every command that computes takes it (a decision of the machine, not of the measurement)
+THREADS = Option("threads", int, None, "CPU threads for torch; pin it where machines differ in cores, "
+                 "and keep it when resuming.", OPERATOR, check=POSITIVE, field=False,
+                 default_text="1 for small problems (P x N < 5e7), else torch's default")
 
 SPECTRUM: tuple[Option, ...] = (
     # what to load
@@ -266,8 +288,7 @@ SPECTRUM: tuple[Option, ...] = (
            estimator=True),
     Option("product_block", int, 16, "Vectors per vmapped curvature product call (activations are "
            "held once per vector).", OPERATOR, check=POSITIVE),
-    Option("threads", int, None, "CPU threads for torch.", OPERATOR, check=POSITIVE, field=False,
-           default_text="1 for small problems (P x N < 5e7), else torch's default"),
+    THREADS,
     # estimators
     Option("top", int, 5, "Largest eigenvalues to report.", ESTIMATORS, check=NONNEGATIVE,
            estimator=True),
@@ -364,6 +385,169 @@ TRAIN: tuple[Option, ...] = (
     Option("dtype", str, "float32", "Floating-point type of the model and data.", "train",
            choices=DTYPES, flags=()),
 )
+
+
+# -- the keys of a `condlab compare` config (YAML only) --------------------------------------------
+CRITERIA = ("steps_to_target", "final_loss", "test_loss")
+FINDINGS = ("paper-a-decay", "paper-a-norm", "paper-b", "paper-c")
+ABOVE_ONE: Check = (lambda v: v > 1, "> 1")
+COMPARE = "compare"
+COMPARE_KEYS: tuple[Option, ...] = (
+    Option("name", str, "compare", "A title.", COMPARE, flags=()),
+    Option("model", SPEC, None, "The model: a built-in name or a mapping {name, **arguments}.",
+           COMPARE, default_text="required", flags=()),
+    Option("data", SPEC, None, "The dataset spec, e.g. {name: linreg, n: 1024, d: 16}.", COMPARE,
+           default_text="required", flags=()),
+    Option("loss", str, None, "The loss.", COMPARE, default_text="from the task", flags=()),
+    Option("test_fraction", float, 0.2, "Held-out share of the samples (0: no test set).", COMPARE,
+           check=BELOW_ONE, flags=()),
+    Option("split_seed", int, 0, "Seeds the train/test split.", COMPARE, check=NONNEGATIVE, flags=()),
+    Option("standardize", bool, False, "Inputs (x - mean) / std with the training statistics.",
+           COMPARE, flags=()),
+    Option("params", LIST, (), "Globs of the trained parameters.", COMPARE, default_text="all",
+           flags=()),
+    Option("bn_mode", str, "batch", "BatchNorm on batch statistics (batch) or running ones (eval).",
+           COMPARE, choices=("batch", "eval"), flags=()),
+    Option("dtype", str, "float64", "Floating-point type of the model and data.", COMPARE,
+           choices=DTYPES, flags=()),
+    Option("init_scale", float, 1.0, "Multiplies the trained parameters at initialization.", COMPARE,
+           check=POSITIVE, flags=()),
+    Option("steps", int, 200, "Optimizer steps of every run.", COMPARE, check=POSITIVE, flags=()),
+    Option("batch_size", int, None, "Samples per step, a fresh permutation per epoch.", COMPARE,
+           check=POSITIVE, default_text="full batch", flags=()),
+    Option("seeds", INTS, (0,), "Seeds of initialization, batch order and probes: one set of runs "
+           "each.", COMPARE, check=NONNEGATIVE, flags=()),
+    Option("log_every", int, 1, "A CSV row every k steps (and the last).", COMPARE, check=POSITIVE,
+           flags=()),
+    Option("target_loss", float, None, "The loss that 'steps to target' counts the steps to.",
+           COMPARE, default_text="none (needed by criterion steps_to_target with an lr grid)",
+           flags=()),
+    Option("criterion", str, "steps_to_target", "How a tuned lr is chosen from its grid.", COMPARE,
+           choices=CRITERIA, flags=()),
+    Option("divergence", float, 1e6, "A run stops when its loss exceeds this times the initial loss "
+           "(or is NaN).", COMPARE, check=ABOVE_ONE, flags=()),
+    Option("track", MAPPING, {}, "How conditioning is measured: the track keys below.", COMPARE,
+           flags=()),
+    Option("variants", ITEMS, None, "Problem overrides, one set of runs each: [{label: ..., "
+           "<problem keys>}].", COMPARE, default_text="one variant, 'default'", flags=()),
+    Option("optimizers", ITEMS, None, "The optimizers: [{name, lr: number or {grid: [...]}, basis, "
+           "label, sweep, **hyperparameters}].", COMPARE, default_text="required", flags=()),
+    Option("findings", str, None, "The claims checked after the table.", COMPARE, choices=FINDINGS,
+           default_text="none", flags=()),
+    Option("quick", MAPPING, {}, "Overrides deep-merged over the config by --quick.", COMPARE,
+           flags=()),
+)
+
+# the `track:` block of a compare config
+TRACK_KEYS: tuple[Option, ...] = (
+    Option("every", int, 0, "Measure every k steps (0: only at the first and the last step).",
+           "track", check=NONNEGATIVE, flags=()),
+    Option("curvature", str, "hessian", "hessian or ggn.", "track", choices=CURVATURES, flags=()),
+    Option("exact", bool, False, "Dense eigendecomposition (small models) instead of Lanczos.",
+           "track", flags=()),
+    Option("tol", float, 1e-3, "Lanczos convergence tolerance (relative residual).", "track",
+           check=UNIT_INTERVAL, flags=()),
+    Option("max_hvps", int, 80, "Curvature products per measurement.", "track", check=POSITIVE,
+           flags=()),
+    Option("bottom", int, 1, "Smallest eigenvalues asked of Lanczos (>= 2 to see past a null "
+           "space).", "track", check=POSITIVE, flags=()),
+    Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * ||A|| count as zero.",
+           "track", check=BELOW_ONE, default_text="32 eps(dtype), the arithmetic noise", flags=()),
+    Option("samples", int, None, "Measure on the first N training samples.", "track",
+           check=POSITIVE, default_text="all", flags=()),
+    Option("block", LIST, (), "Also measure this diagonal block: parameter globs, or [last] (the last "
+           "layer).", "track", default_text="none", flags=()),
+    Option("scale_invariant", LIST, (), "Globs of a scale-invariant group: its norm, effective lr "
+           "and angle are logged.", "track", default_text="none", flags=()),
+    Option("adam_alignment", bool, False, "Log how far Adam's P is from GN^-1/2 (dense).", "track",
+           flags=()),
+    Option("fixed_points", bool, False, "Log the distances to the L2 and P-weighted fixed points "
+           "(quadratic losses, dense).", "track", flags=()),
+)
+
+
+# -- the flags of the other commands ---------------------------------------------------------------
+OPTIONS = "Options"
+
+
+def _flag(name: str, type_: Any, default: Any, help_: str, **kw: Any) -> Option:
+    """A flag of a command only (``field=False``): where to write, what to read, how to run."""
+    return Option(name, type_, default, help_, kw.pop("group", OPTIONS), field=False, in_file=False,
+                  **kw)
+
+
+def _switch(name: str, help_: str, **kw: Any) -> Option:
+    """An on/off flag, off by default: ``--name`` alone turns it on."""
+    return _flag(name, bool, False, help_, flags=("--" + name.replace("_", "-"),), **kw)
+
+
+TRAIN_FLAGS: tuple[Option, ...] = (
+    _flag("out", PATH, None, "Where to write the condlab checkpoint.", default_text="required"),
+    _switch("force", "Replace an existing checkpoint at --out."),
+)
+
+DEMO: tuple[Option, ...] = (
+    _flag("format", str, "table", "table, csv or json.", choices=FORMATS, flags=("--format", "-f")),
+    _flag("steps", int, 300, "AdamW steps of the demo training.", check=POSITIVE),
+)
+
+COMPARE_FLAGS: tuple[Option, ...] = (
+    _flag("output", PATH, None, "CSV of every logged step of every run, written row by row (the "
+          "resolved config goes to NAME.config.json).", flags=("--output", "-o"),
+          default_text="no CSV"),
+    _switch("resume", "Continue the comparison in --output: finished runs are kept, an "
+            "interrupted one is redone and only its missing rows appended."),
+    _switch("force", "Replace an existing --output or --plot."),
+    _switch("quick", "The config's quick: size (seconds; what the tests run)."),
+    _flag("plot", PATH, None, "Draw loss and condition-number curves to this PNG (needs "
+          "matplotlib: pip install 'condlab[plot]').", default_text="no plot"),
+    dataclasses.replace(THREADS, group=OPTIONS),
+    _flag("stop_after_rows", int, None, "Debug: stop as Ctrl-C would after N new rows.",
+          check=POSITIVE, hidden=True),
+)
+
+CHECK_FORMATS = ("table", "json")
+CHECK_FLAGS: tuple[Option, ...] = (
+    _switch("update", "Re-measure and write the new values into BASELINE, keeping its comments "
+            "and tolerances."),
+    _flag("only", LIST, (), "Run only the check with this name (repeatable).",
+          default_text="every check"),
+    _flag("format", str, "table", "table (rich, to the terminal) or json (to stdout).",
+          choices=CHECK_FORMATS, flags=("--format", "-f")),
+    _flag("junit", PATH, None, "Also write a JUnit XML report here, one testcase per guarded "
+          "metric.", default_text="no report"),
+    _switch("force", "Replace an existing --junit file."),
+    _switch("trust_checkpoint", "Allow the checks' pickled full-module checkpoints (runs code from "
+            "them). Only this flag grants it; the baseline file cannot."),
+    dataclasses.replace(THREADS, group=OPTIONS),
+)
+
+SWEEP = "Sweep"
+# spectrum's options about one file: its weights, its optimizer state, where its report goes
+NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
+                 "density_output", "plot", "list_params")
+TRACK_FLAGS: tuple[Option, ...] = (
+    _flag("output", PATH, "track.csv", "The CSV the rows are appended to, one per checkpoint and "
+          "setting.", flags=("--output", "-o"), group=SWEEP),
+    _switch("resume", "Continue an interrupted sweep into --output: checkpoints already there are "
+            "not measured again.", group=SWEEP),
+    _flag("on_error", str, "stop", "A checkpoint that cannot be read or measured: stop (exit 1, "
+          "rows so far kept) or skip it with a warning row.", choices=("stop", "skip"), group=SWEEP),
+    _flag("warm_start", bool, True, "Start Lanczos from the previous checkpoint's Ritz vectors "
+          "(--cold-start: from random vectors).", flags=("--warm-start/--cold-start",),
+          group=SWEEP),
+    _flag("plot", PATH, None, "Plot lambda_max (with the stability threshold), kappa, the "
+          "stability ratio and the trace against the step to this PNG (needs matplotlib).",
+          group=SWEEP, default_text="no plot"),
+)
+TRACK: tuple[Option, ...] = TRACK_FLAGS + tuple(o for o in SPECTRUM if o.name not in NOT_FOR_TRACK)
+
+# the options of each command, as its --help lists them (YAML-only keys: flags=())
+COMMANDS: dict[str, tuple[Option, ...]] = {
+    "spectrum": SPECTRUM, "train": TRAIN_FLAGS + TRAIN, "demo": DEMO, "compare": COMPARE_FLAGS
+    + COMPARE_KEYS,
+    "check": CHECK_FLAGS, "track": TRACK,
+}
 
 
 def parse_mapping(options: Sequence[Option], raw: Any, where: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import pytest
@@ -12,13 +13,15 @@ from condlab.cli import app
 from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
 from condlab.measure import EstimatorSettings
-from condlab.options import LIST, MAPPING, PATH, SPEC, SPECTRUM, Option
+from condlab.options import COMMANDS, LIST, MAPPING, PATH, SPEC, SPECTRUM, TRACK_KEYS, Option
 
 FIELDS = [o for o in SPECTRUM if o.field]
 
 
-def _help() -> str:
-    r = CliRunner().invoke(app, ["spectrum", "--help"], env={"TERMINAL_WIDTH": "400", "COLUMNS": "400"})
+@functools.cache
+def _help(command: str = "spectrum") -> str:
+    r = CliRunner().invoke(app, [command, "--help"] if command else ["--help"],
+                           env={"TERMINAL_WIDTH": "400", "COLUMNS": "400"})
     assert r.exit_code == 0, r.output
     return r.output
 
@@ -40,11 +43,23 @@ def _base(o: Option) -> dict:
     return {**base, **({"decay": "coupled"} if o.name == "weight_decay" else {})}
 
 
-def test_each_option_is_declared_once():
-    names = [o.name for o in SPECTRUM]
-    assert len(names) == len(set(names))
-    flags = [f for o in SPECTRUM for flag in o.cli_flags for f in flag.split("/")]
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_option_is_declared_once(command):
+    options = COMMANDS[command]
+    for kind in (True, False):  # the flags, and the keys of the command's YAML (compare's
+        # `quick:` block is what --quick selects: a key and a flag of one name)
+        names = [o.name for o in options if (bool(o.cli_flags) or not o.in_file) == kind]
+        assert len(names) == len(set(names))
+    flags = [f for o in options for flag in o.cli_flags for f in flag.split("/")]
     assert len(flags) == len(set(flags))
+
+
+def test_every_command_takes_its_options_from_the_schema():
+    """Each command's flags in --help are exactly its schema's (plus --help)."""
+    for command, options in COMMANDS.items():
+        shown = set(re.findall(r"│ (--[a-z][a-z0-9-]*)", _help(command))) - {"--help"}
+        declared = {o.flag for o in options if o.cli_flags and not o.hidden}
+        assert shown == declared, command
 
 
 def test_api_fields_are_the_schema():
@@ -61,14 +76,40 @@ def test_api_fields_are_the_schema():
             assert default(est_fields[o.name]) == o.default, o.name
 
 
-@pytest.mark.parametrize("o", [o for o in SPECTRUM if o.cli_flags], ids=lambda o: o.name)
-def test_help_shows_each_flag_once_with_its_help_and_default(o):
-    text = _help()
+FLAGGED = [(c, o) for c, options in COMMANDS.items() for o in options if o.cli_flags and not o.hidden]
+
+
+@pytest.mark.parametrize(("command", "o"), FLAGGED, ids=[f"{c}:{o.name}" for c, o in FLAGGED])
+def test_help_shows_each_flag_once_with_its_help_and_default(command, o):
+    text = _help(command)
     rows = [line for line in text.splitlines() if re.search(rf"│ {re.escape(o.flag)}\b(?!-)", line)]
     assert len(rows) == 1, (o.flag, rows)
     row = " ".join(rows[0].split())
     assert " ".join(o.help.split()) in row
     assert f"[default: {o.shown_default}]" in row or f"[default: ({o.shown_default})]" in row, row
+    if o.type is bool:  # a flag takes no value: no placeholder beside it
+        assert "<bool>" not in row, row
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS, "list"])
+def test_help_shows_no_value_placeholder_beside_a_flag(command):
+    assert "<bool>" not in _help(command)
+
+
+# the keys of a command's YAML config (spectrum's few YAML-only keys have flags beside them:
+# --model-config for model_args, the argument CHECKPOINT)
+YAML_ONLY = [(c, o) for c, options in COMMANDS.items() for o in options if not o.cli_flags and o.in_file
+             and o not in SPECTRUM] + [("compare", dataclasses.replace(o, name=f"track.{o.name}"))
+                                       for o in TRACK_KEYS]
+
+
+@pytest.mark.parametrize(("command", "o"), YAML_ONLY, ids=[f"{c}:{o.name}" for c, o in YAML_ONLY])
+def test_help_lists_each_config_key_with_its_help_and_default(command, o):
+    text = " ".join(_help(command).replace("│", " ").split())
+    entry = f"{o.name}: {' '.join(o.help.split())}"
+    assert entry in text, entry
+    if o.type is not MAPPING:
+        assert f"{entry} [default: {o.shown_default}]" in text
 
 
 @pytest.mark.parametrize("o", FIELDS, ids=lambda o: o.name)
@@ -119,3 +160,66 @@ def test_every_config_reads_yaml_numbers_as_numbers():
     assert isinstance(raw["optimizers"][0]["lr"], str)  # what PyYAML gives
     cfg = parse_config(raw)
     assert cfg.steps == 10 and cfg.track.tol == 1e-3 and cfg.optimizers[0].lrs == (1e-2,)
+
+
+def test_compare_and_track_configs_are_the_schema():
+    """CompareConfig and TrackSettings have one field per key of their schema, with its default."""
+    from condlab.compare.config import CompareConfig
+    from condlab.options import COMPARE_KEYS
+    from condlab.train.track import TrackSettings
+
+    for cls, options in ((CompareConfig, [o for o in COMPARE_KEYS if o.name != "quick"]),
+                         (TrackSettings, TRACK_KEYS)):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert list(fields) == [o.name for o in options]
+        for o in options:
+            f = fields[o.name]
+            assert (f.default_factory() if f.default is dataclasses.MISSING else f.default) == o.default
+    assert TrackSettings().tol == 1e-3 and TrackSettings(tol="1e-2").tol == 1e-2  # the API is typed too
+    with pytest.raises(UsageError, match="tol must be"):
+        TrackSettings(tol=2)
+
+
+COMPARE_RAW = {"model": "linear", "data": {"name": "linreg", "n": 32, "d": 3},
+               "optimizers": [{"name": "sgd", "lr": 0.1}]}
+
+
+def _compare_keys():
+    from condlab.options import COMPARE_KEYS
+
+    skip = ("model", "data", "optimizers", "variants", "track", "quick")  # parsed further: own tests
+    return [o for o in COMPARE_KEYS if o.name not in skip]
+
+
+@pytest.mark.parametrize("o", _compare_keys(), ids=lambda o: o.name)
+def test_each_compare_key_is_typed_and_checked_by_its_declaration(o):
+    from condlab.compare.config import parse_config
+
+    value = {"seeds": [3, 4], "divergence": 10.0}.get(o.name) or _sample(o)
+    raw = {**COMPARE_RAW, o.name: value}
+    parsed = getattr(parse_config(raw, source="'c.yaml'"), o.name)
+    assert parsed != o.default and parsed == o.parse(value, "x")
+    bad = {bool: "no", LIST: [1]}.get(o.type, 3 if o.type is str else "ten")
+    with pytest.raises(UsageError, match=rf"'c.yaml': {o.name} must be"):
+        parse_config({**raw, o.name: bad}, source="'c.yaml'")
+
+
+@pytest.mark.parametrize("o", TRACK_KEYS, ids=lambda o: o.name)
+def test_each_track_key_is_typed_and_checked_by_its_declaration(o):
+    from condlab.compare.config import parse_config
+
+    value = {"every": 5, "block": ["last"], "null_threshold": 1e-6}.get(o.name) or _sample(o)
+    cfg = parse_config({**COMPARE_RAW, "track": {o.name: value}}, source="'c.yaml'")
+    assert getattr(cfg.track, o.name) == o.parse(value, "x") != o.default
+    bad = {bool: "no", LIST: [1]}.get(o.type, "ten" if o.type in (int, float) else 3)
+    with pytest.raises(UsageError, match=rf"'c.yaml': track: {o.name} must be"):
+        parse_config({**COMPARE_RAW, "track": {o.name: bad}}, source="'c.yaml'")
+
+
+def test_a_variant_override_is_typed_like_the_key():
+    from condlab.compare.config import parse_config
+
+    cfg = parse_config({**COMPARE_RAW, "variants": [{"label": "mini", "batch_size": "1e1"}]})
+    assert cfg.variants[0].overrides == {"batch_size": 10}
+    with pytest.raises(UsageError, match=r"variants\[0\]: batch_size must be"):
+        parse_config({**COMPARE_RAW, "variants": [{"label": "mini", "batch_size": "ten"}]})

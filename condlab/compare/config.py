@@ -43,15 +43,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from condlab.errors import UsageError
-from condlab.options import as_integer, as_number
+from condlab.options import (
+    COMPARE_KEYS,
+    CRITERIA,
+    FINDINGS,
+    as_number,
+    by_name,
+    fields_of,
+    parse_mapping,
+)
 from condlab.train.diag_optimizers import resolve_hparams
 from condlab.train.track import TrackSettings
 
-CRITERIA = ("steps_to_target", "final_loss", "test_loss")
-FINDINGS = ("paper-a-decay", "paper-a-norm", "paper-b", "paper-c")
+__all__ = ["CRITERIA", "FINDINGS", "CompareConfig", "OptimizerEntry", "Variant", "parse_config"]
 BASES = ("identity", "eigen")
 PROBLEM_KEYS = ("model", "data", "loss", "test_fraction", "split_seed", "standardize", "params",
                 "bn_mode", "init_scale", "batch_size")
+KEYS = by_name(COMPARE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -75,30 +83,8 @@ class Variant:
     overrides: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class CompareConfig:
-    model: dict
-    data: Any
-    optimizers: tuple[OptimizerEntry, ...]
-    name: str = "compare"
-    loss: str | None = None
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    standardize: bool = False
-    params: tuple[str, ...] = ()
-    bn_mode: str = "batch"
-    dtype: str = "float64"
-    init_scale: float = 1.0
-    steps: int = 200
-    batch_size: int | None = None
-    seeds: tuple[int, ...] = (0,)
-    log_every: int = 1
-    target_loss: float | None = None
-    criterion: str = "steps_to_target"
-    divergence: float = 1e6
-    track: TrackSettings = field(default_factory=TrackSettings)
-    variants: tuple[Variant, ...] = (Variant("default"),)
-    findings: str | None = None
+class _CompareMethods:
+    """What ``CompareConfig`` computes from its fields (which come from :data:`COMPARE_KEYS`)."""
 
     def problem(self, variant: Variant) -> dict[str, Any]:
         """The problem keys of ``variant``: the config's, overridden by the variant's."""
@@ -107,6 +93,16 @@ class CompareConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+
+CompareConfig = dataclasses.make_dataclass(
+    "CompareConfig", fields_of([o for o in COMPARE_KEYS if o.name != "quick"]),
+    bases=(_CompareMethods,), frozen=True, namespace={"__module__": __name__},
+)
+CompareConfig.__doc__ = """A parsed ``condlab compare`` config (:func:`parse_config`): one field per
+key of :data:`condlab.options.COMPARE_KEYS` (``quick`` is merged in by then); ``model`` a
+mapping, ``optimizers`` :class:`OptimizerEntry` s, ``variants`` :class:`Variant` s, ``track``
+:class:`condlab.train.track.TrackSettings`."""
 
 
 def _plain(x: Any) -> Any:
@@ -130,38 +126,19 @@ def _fail(where: str, msg: str) -> UsageError:
     return UsageError(f"{where}: {msg}")
 
 
-def _number(where: str, key: str, v: Any, *, lo: float = -math.inf, strict: bool = False) -> float:
-    v = as_number(v)  # YAML 1.1 reads 1e-2 as a string
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
-        v <= lo if strict else v < lo
-    ):
-        raise _fail(where, f"{key}={v!r} must be a number {'>' if strict else '>='} {lo:g}")
-    return float(v)
-
-
-def _int(where: str, key: str, v: Any, lo: int = 0) -> int:
-    v = as_integer(v)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise _fail(where, f"{key}={v!r} must be an integer >= {lo}")
-    return v
-
-
-def _globs(where: str, key: str, v: Any) -> tuple[str, ...]:
-    if v is None:
-        return ()
-    if isinstance(v, str):
-        return (v,)
-    if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
-        raise _fail(where, f"{key} must be a list of parameter-name globs")
-    return tuple(v)
+def _lr(where: str, v: Any) -> float:
+    x = as_number(v)  # YAML 1.1 reads 1e-2 as a string
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+        raise _fail(where, f"lr={v!r} must be a number > 0")
+    return float(x)
 
 
 def _lrs(where: str, v: Any) -> tuple[tuple[float, ...], bool]:
     if isinstance(v, dict):
         if set(v) != {"grid"} or not isinstance(v["grid"], list) or not v["grid"]:
             raise _fail(where, "lr must be a number or {grid: [lr1, lr2, ...]}")
-        return tuple(_number(where, "lr", x, lo=0, strict=True) for x in v["grid"]), len(v["grid"]) > 1
-    return (_number(where, "lr", v, lo=0, strict=True),), False
+        return tuple(_lr(where, x) for x in v["grid"]), len(v["grid"]) > 1
+    return (_lr(where, v),), False
 
 
 def _entries(raw: Any) -> list[OptimizerEntry]:
@@ -223,11 +200,9 @@ def _entry(where: str, item: dict) -> OptimizerEntry:
     return OptimizerEntry(str(label), name, lrs, tuned, basis, hparams, tuple(sorted(item)))
 
 
-def _variants(raw: Any) -> tuple[Variant, ...]:
+def _variants(raw: Any, source: str) -> tuple[Variant, ...]:
     if raw is None:
         return (Variant("default"),)
-    if not isinstance(raw, list) or not raw:
-        raise UsageError("variants must be a non-empty list of {label: ..., <problem keys>}")
     out = []
     for i, v in enumerate(raw):
         if not isinstance(v, dict) or not isinstance(v.get("label"), str):
@@ -237,7 +212,8 @@ def _variants(raw: Any) -> tuple[Variant, ...]:
         if unknown:
             raise _fail(f"variants[{i}]", f"unknown key(s) {', '.join(unknown)}; a variant may "
                         f"override {', '.join(PROBLEM_KEYS)}")
-        out.append(Variant(v["label"], over))
+        where = f"{source}: variants[{i}]"
+        out.append(Variant(v["label"], {k: KEYS[k].parse(x, where) for k, x in over.items()}))
     labels = [v.label for v in out]
     if len(set(labels)) != len(labels):
         raise UsageError("variant labels must be unique")
@@ -245,63 +221,26 @@ def _variants(raw: Any) -> tuple[Variant, ...]:
 
 
 def parse_config(raw: dict, *, quick: bool = False, source: str = "the config") -> CompareConfig:
-    """A validated :class:`CompareConfig` from a YAML mapping (``quick`` merges ``quick:``)."""
+    """A validated :class:`CompareConfig` from a YAML mapping (``quick`` merges ``quick:``):
+    each key parsed to its type in :data:`condlab.options.COMPARE_KEYS`, then the optimizers,
+    variants and track block by their own rules."""
     if not isinstance(raw, dict):
         raise UsageError(f"{source} must be a mapping of settings")
     raw = dict(raw)
-    quick_over = raw.pop("quick", None) or {}
-    if not isinstance(quick_over, dict):
-        raise UsageError(f"{source}: quick must be a mapping of overrides")
+    quick_over = KEYS["quick"].parse(raw.pop("quick", None), source)
     if quick:
         raw = merge(raw, quick_over)
-    names = {f.name for f in dataclasses.fields(CompareConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise UsageError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in {source}; valid keys: "
-            f"{', '.join(sorted(names | {'quick'}))}"
-        )
-    for key in ("model", "data", "optimizers"):
-        if key not in raw:
-            raise UsageError(f"{source} needs a {key!r} entry")
-    w = source
-    vals: dict[str, Any] = dict(raw)
-    vals["model"] = {"name": raw["model"]} if isinstance(raw["model"], str) else raw["model"]
-    vals["optimizers"] = tuple(_entries(raw["optimizers"]))
-    vals["variants"] = _variants(raw.get("variants"))
-    vals["track"] = TrackSettings.from_dict(raw.get("track") or {}, where=f"{w}: track")
-    vals["params"] = _globs(w, "params", raw.get("params"))
-    seeds = raw.get("seeds", [0])
-    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seeds, list) or not seeds:
-        raise _fail(w, "seeds must be a non-empty list of integers")
-    vals["seeds"] = tuple(_int(w, "seeds", s) for s in seeds)
-    for key, lo in (("steps", 1), ("log_every", 1), ("split_seed", 0)):
-        if key in raw:
-            vals[key] = _int(w, key, raw[key], lo)
-    if raw.get("batch_size") is not None:
-        vals["batch_size"] = _int(w, "batch_size", raw["batch_size"], 1)
-    if raw.get("target_loss") is not None:
-        vals["target_loss"] = _number(w, "target_loss", raw["target_loss"])
-    if "init_scale" in raw:
-        vals["init_scale"] = _number(w, "init_scale", raw["init_scale"], lo=0, strict=True)
-    if "divergence" in raw:
-        vals["divergence"] = _number(w, "divergence", raw["divergence"], lo=1, strict=True)
-    if "test_fraction" in raw:
-        tf = _number(w, "test_fraction", raw["test_fraction"], lo=0)
-        if tf >= 1:
-            raise _fail(w, "test_fraction must be in [0, 1)")
-        vals["test_fraction"] = tf
-    checks = [
-        (vals.get("criterion", "steps_to_target") in CRITERIA, f"criterion must be one of {', '.join(CRITERIA)}"),
-        (vals.get("findings") in (None, *FINDINGS), f"findings must be one of {', '.join(FINDINGS)}"),
-        (vals.get("dtype", "float64") in ("float32", "float64"), "dtype must be float32 or float64"),
-        (vals.get("bn_mode", "batch") in ("batch", "eval"), "bn_mode must be batch or eval"),
-        (vals.get("criterion", "steps_to_target") != "steps_to_target" or vals.get("target_loss") is not None
-         or not any(e.tuned for e in vals["optimizers"]),
-         "criterion steps_to_target needs a target_loss (or choose criterion: final_loss)"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise _fail(w, msg)
+    if not raw.get("optimizers"):  # the one missing key that needs an example
+        raise UsageError("the config needs an 'optimizers' list, e.g. [{name: adam, lr: 1.0e-3}]")
+    vals = parse_mapping(COMPARE_KEYS, raw, source, required=("model", "data"))
+    vals.pop("quick")
+    if isinstance(vals["model"], str):
+        vals["model"] = {"name": vals["model"]}
+    vals["optimizers"] = tuple(_entries(vals["optimizers"]))
+    vals["variants"] = _variants(vals["variants"], source)
+    vals["track"] = TrackSettings.from_dict(vals["track"], where=f"{source}: track")
+    if (vals["criterion"] == "steps_to_target" and vals["target_loss"] is None
+            and any(e.tuned for e in vals["optimizers"])):
+        raise _fail(source, "criterion steps_to_target needs a target_loss (or choose criterion: "
+                    "final_loss)")
     return CompareConfig(**vals)

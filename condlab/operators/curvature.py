@@ -38,11 +38,11 @@ from torch.func import grad, jvp, linearize, vjp, vmap
 
 from condlab.distributed import all_reduce_sum
 from condlab.operators.base import LinearOperator
+from condlab.options import CURVATURES  # declared with the options
 
 if TYPE_CHECKING:
     from condlab.problem import Problem
 
-CURVATURES = ("hessian", "ggn")
 CACHE_LIMIT = 2e8  # parameters x samples up to which products are linearized once and cached
 CACHE_AFTER = 64  # 'auto': direct products on a batch before it is linearized
 

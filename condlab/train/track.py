@@ -36,9 +36,9 @@ before and after the last update (paper C).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 import math
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,8 +46,8 @@ from torch import Tensor
 
 from condlab.errors import UsageError
 from condlab.measure import EstimatorSettings, measure
-from condlab.operators.curvature import CURVATURES, curvature_operator
-from condlab.options import as_integer, as_number
+from condlab.operators.curvature import curvature_operator
+from condlab.options import TRACK_KEYS, fields_of, parse_mapping
 from condlab.preconditioners import preconditioned_operator
 from condlab.stability import stability_threshold
 
@@ -61,57 +61,25 @@ BLOCK = 64  # columns per vmapped curvature product
 NULL_DIAG = 1e-8  # adam_alignment skips coordinates with (U^T G U)_ii <= 1e-8 max_i (U^T G U)_ii
 
 
-@dataclass(frozen=True)
-class TrackSettings:
-    """How and how often conditioning is measured (the ``track:`` block of a compare config)."""
-
-    every: int = 0  # 0: only at the first and the last step
-    curvature: str = "hessian"
-    exact: bool = False  # dense eigendecomposition (small models) instead of Lanczos
-    tol: float = 1e-3
-    max_hvps: int = 80
-    bottom: int = 1  # smallest eigenvalues asked of Lanczos (>= 2 to see past a null space)
-    null_threshold: float | None = None  # default: the dtype's noise (condlab.estimators.condition)
-    samples: int | None = None  # first N training samples (None: all)
-    block: tuple[str, ...] = ()  # globs, or ["last"]: the last layer's parameters
-    scale_invariant: tuple[str, ...] = ()
-    adam_alignment: bool = False
-    fixed_points: bool = False
+class _TrackMethods:
+    def __post_init__(self) -> None:
+        for o in TRACK_KEYS:  # the API gets the same types and checks as the YAML block
+            object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "TrackSettings"))
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "track") -> TrackSettings:
-        names = {f.name for f in fields(cls)}
-        if not isinstance(raw, dict):
-            raise UsageError(f"{where} must be a mapping")
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        vals = dict(raw)
-        for key in ("tol", "null_threshold"):  # YAML 1.1 reads 1e-3 as a string
-            if key in vals:
-                vals[key] = as_number(vals[key])
-        for key in ("every", "max_hvps", "bottom", "samples"):
-            if key in vals:
-                vals[key] = as_integer(vals[key])
-        for key in ("block", "scale_invariant"):
-            v = vals.get(key) or ()
-            vals[key] = (v,) if isinstance(v, str) else tuple(v)
-        s = cls(**vals)
-        checks = [
-            (isinstance(s.every, int) and s.every >= 0, "every must be an integer >= 0"),
-            (s.curvature in CURVATURES, f"curvature must be one of {', '.join(CURVATURES)}"),
-            (isinstance(s.tol, (int, float)) and 0 < s.tol < 1, "tol must be in (0, 1)"),
-            (isinstance(s.max_hvps, int) and s.max_hvps > 0, "max_hvps must be a positive integer"),
-            (isinstance(s.bottom, int) and s.bottom >= 1, "bottom must be an integer >= 1"),
-            (s.samples is None or (isinstance(s.samples, int) and s.samples > 0), "samples must be positive"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise UsageError(f"{where}: {msg}")
-        return s
+        return cls(**parse_mapping(TRACK_KEYS, raw, where))
 
     def due(self, step: int, steps: int) -> bool:
         return step == 0 or step == steps or (self.every > 0 and step % self.every == 0)
+
+
+TrackSettings = dataclasses.make_dataclass(
+    "TrackSettings", fields_of(TRACK_KEYS), bases=(_TrackMethods,), frozen=True,
+    namespace={"__module__": __name__},
+)
+TrackSettings.__doc__ = """How and how often conditioning is measured (the ``track:`` block of a
+compare config): one field per key of :data:`condlab.options.TRACK_KEYS`."""
 
 
 def at(problem: Problem, theta: Tensor) -> Problem:
