@@ -298,3 +298,35 @@ def test_compare_refuses_torchrun(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     r = CliRunner().invoke(app, ["compare", "configs/compare_c.yaml", "--quick"])
     assert r.exit_code == 2 and "torchrun" in r.output and "Traceback" not in r.output
+
+
+def test_plot_marks_unconverged_kappa_hollow_with_a_legend_entry():
+    """Points measured with too few products (converged false, the table's ~) are hollow markers
+    at exactly those steps, and the figure's legend explains them; converged runs have none."""
+    pytest.importorskip("matplotlib")
+    from condlab.compare.plots import UNCONVERGED, draw_report
+
+    def hollow_points(fig, title):
+        ax = next(a for a in fig.axes if a.get_title() == title)
+        return sorted((float(x), float(y)) for line in ax.get_lines() if line.get_markerfacecolor() == "none"
+                      for x, y in zip(line.get_xdata(), line.get_ydata()))
+
+    def legend_texts(fig):
+        return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+    raw = tiny(variants=None, seeds=[0], steps=6, target_loss=None, criterion="final_loss",
+               data={"name": "linreg", "n": 64, "d": 8, "kappa": 100, "rotate": True},
+               optimizers=[{"name": "sgd", "lr": 0.01}],
+               track={"every": 2, "curvature": "ggn", "max_hvps": 3, "tol": 1e-10})
+    report = compare(parse_config(raw))
+    tracked = [r for r in report.rows if r.get("kappa") is not None]
+    flagged = sorted((float(r["step"]), r["kappa"]) for r in tracked if r["converged"] is False)
+    assert flagged  # three products cannot resolve an 8-dimensional spectrum to 1e-10
+    fig = draw_report(report)
+    assert hollow_points(fig, "kappa(ggn)") == flagged
+    assert UNCONVERGED in legend_texts(fig)
+
+    converged = compare(parse_config({**raw, "track": {"every": 2, "curvature": "ggn", "exact": True}}))
+    assert all(r["converged"] is not False for r in converged.rows)
+    fig = draw_report(converged)
+    assert hollow_points(fig, "kappa(ggn)") == [] and UNCONVERGED not in legend_texts(fig)

@@ -5,6 +5,10 @@ seed (a colour per optimizer, a line style per variant): the training loss; kapp
 ``P^-1/2 A P^-1/2``; and the effective lr ``lr / ||w||^2`` of the scale-invariant group when one
 is tracked (paper C), else the sharpness over the stability threshold; and, when ``track.block``
 is set, kappa of that block.
+
+A measured point whose eigenvalues did not converge within ``track.max_hvps`` (the row's
+``converged`` is false: the table's ``~``) is an estimate: it is drawn as a hollow marker, and the
+legend says so.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from condlab.compare import CompareReport
 from condlab.report.plots import _pyplot, save_figure
 
 STYLES = ("-", "--", ":", "-.")
+# the columns measured by Lanczos at tracked steps (the row's `converged` covers them)
+MEASURED = ("kappa", "pre_kappa", "block_kappa", "sharpness_ratio")
+UNCONVERGED = "hollow: did not converge within track.max_hvps (an estimate)"
 
 
 def _curves(report: CompareReport, key: str):
-    """``(label, style, steps, values)`` per chosen run: a colour per optimizer, a line style
-    per variant."""
+    """``(label, style, steps, values, flagged)`` per chosen run: a colour per optimizer, a line
+    style per variant; ``flagged`` the indices of the points that did not converge."""
     cfg = report.config
     seed, many = cfg.seeds[0], len(cfg.variants) > 1
     optimizers = [e.label for e in cfg.optimizers]
@@ -31,10 +38,18 @@ def _curves(report: CompareReport, key: str):
             label = f"{c.variant}: {c.optimizer}" if many else c.optimizer
             style = {"color": f"C{optimizers.index(c.optimizer) % 10}",
                      "linestyle": STYLES[variants.index(c.variant) % len(STYLES)]}
-            yield label, style, [r["step"] for r in rows], [r[key] for r in rows]
+            flagged = [i for i, r in enumerate(rows) if key in MEASURED and r.get("converged") is False]
+            yield label, style, [r["step"] for r in rows], [r[key] for r in rows], flagged
 
 
 def plot_report(report: CompareReport, path: str | Path) -> None:
+    fig = draw_report(report)
+    save_figure(fig, path)
+    _pyplot().close(fig)
+
+
+def draw_report(report: CompareReport):
+    """The figure of :func:`plot_report`, not yet saved."""
     plt = _pyplot()
     si = any(r.get("si_eff_lr") is not None for r in report.rows)
     last = ("si_eff_lr", "effective lr  lr / ||w||^2") if si else \
@@ -50,11 +65,16 @@ def plot_report(report: CompareReport, path: str | Path) -> None:
     fig, axes = plt.subplots(2, cols, figsize=(6 * cols, 8), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
+    hollow = None
     for ax, (key, title) in zip(axes.flat, panels):
         drawn = False
-        for label, style, x, y in _curves(report, key):
+        for label, style, x, y, flagged in _curves(report, key):
             ax.plot(x, y, label=label, marker="." if len(x) < 30 else None, **style)
             drawn = True
+            if flagged:
+                hollow = ax.plot([x[i] for i in flagged], [y[i] for i in flagged], linestyle="none",
+                                 marker="o", markersize=7, markerfacecolor="none",
+                                 markeredgecolor=style["color"], label="_unconverged")[0]
         ax.set_title(title)
         ax.set_xlabel("step")
         if drawn and key != "sharpness_ratio":
@@ -63,9 +83,14 @@ def plot_report(report: CompareReport, path: str | Path) -> None:
             ax.text(0.5, 0.5, "not tracked (or undefined)", ha="center", va="center",
                     transform=ax.transAxes)
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    if hollow is not None:  # one legend entry for every hollow marker, drawn in grey
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=7,
+                              markerfacecolor="none", markeredgecolor="grey"))
+        labels.append(UNCONVERGED)
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.suptitle(f"condlab compare: {report.config.name}")
     fig.tight_layout(rect=(0, 0.08, 1, 0.96))
-    save_figure(fig, path)
-    plt.close(fig)
+    return fig
