@@ -17,11 +17,10 @@ from condlab.load.checkpoint import (
     match_prefix,
     model_from_checkpoint,
 )
-from condlab.load.data import Dataset, load_dataset, make_batches
+from condlab.load.data import Dataset, is_factory_spec, load_dataset, make_batches
 from condlab.load.hf import build_hf_model, is_hf_spec, load_hf_weights
 from condlab.load.models import build_model, import_factory
 from condlab.load.structure import batch_len
-from condlab.load.userdata import is_factory_spec
 from condlab.losses import Loss, check_loss_fits, default_loss, make_loss
 from condlab.problem import Problem, couples_samples
 

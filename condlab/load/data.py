@@ -34,6 +34,7 @@ the same spec always gives the same samples.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from torch import Tensor
 from condlab.errors import UsageError
 from condlab.load.structure import map_tensors, take
 from condlab.load.synthetic import SYNTHETIC, _synthetic
-from condlab.load.userdata import is_factory_spec, load_user_data
+from condlab.load.userdata import load_user_data
 
 TASKS = ("classification", "regression")
 FILE_SUFFIXES = (".npz", ".csv", ".pt")
@@ -201,6 +202,16 @@ def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     X = b.data / 16.0 if name == "digits" else b.data
     names = getattr(b, "feature_names", None)
     return X, b.target, [str(f) for f in names] if names is not None else None
+
+
+_IMPORT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def is_factory_spec(spec: Any) -> bool:
+    """Whether a data spec is an import path ``package.module:factory`` (not a built-in name)."""
+    if not isinstance(spec, str) or not _IMPORT.match(spec.strip()):
+        return False
+    return spec.split(":")[0] not in BUNDLED and spec.split(":")[0] not in SYNTHETIC
 
 
 BUNDLED: dict[str, tuple[str, str]] = {

@@ -16,7 +16,6 @@ arguments. Tensors keep their dtypes: integer token ids stay integers.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,16 +26,6 @@ from condlab.errors import UsageError
 from condlab.load.structure import batch_len, concat, map_tensors, signature, take, tensors
 
 TARGET_KEYS = ("labels", "label", "targets", "target", "y")
-_IMPORT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-def is_factory_spec(spec: Any) -> bool:
-    """Whether a data spec is an import path ``package.module:factory``."""
-    from condlab.load.data import BUNDLED, SYNTHETIC
-
-    if not isinstance(spec, str) or not _IMPORT.match(spec.strip()):
-        return False
-    return spec.split(":")[0] not in BUNDLED and spec.split(":")[0] not in SYNTHETIC
 
 
 def _as_tensor(v: Any, where: str) -> Tensor:
@@ -197,4 +186,4 @@ def load_user_data(
     )
 
 
-__all__ = ["TARGET_KEYS", "is_factory_spec", "load_user_data", "split_sample"]
+__all__ = ["TARGET_KEYS", "load_user_data", "split_sample"]
