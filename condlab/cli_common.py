@@ -201,6 +201,8 @@ def with_options(options):
                     continue
                 value = _plain(kwargs.pop(o.name))
                 if not o.field:
+                    if value is not None and o.check is not None:  # checked as a field would be
+                        o.parse(value, "the command line", o.flag)
                     flags[o.name] = value
                 elif getattr(ctx.get_parameter_source(o.name), "name", "") == "COMMANDLINE":
                     given[o.name] = value
