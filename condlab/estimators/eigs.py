@@ -309,7 +309,9 @@ def extreme_eigenpairs(
         b = max(1, min(b, (basis - nwant) // 2))
     cap = min(basis, max_matvecs, P)
     eps = max(torch.finfo(A.dtype).eps, torch.finfo(vdtype).eps)
-    V = torch.empty(P, cap, dtype=vdtype, device=vdevice)  # [P, cap]
+    # [P, cap] stored column by column, so that V[:, :k] is one contiguous block: reading the
+    # first k columns of a row-major [P, cap] touches all cap (5x the time at 0.5M parameters)
+    V = torch.empty(cap, P, dtype=vdtype, device=vdevice).T
     H = torch.zeros(cap, cap, dtype=torch.float64)
     first = random_probes(P, b, gen, like=V)
     if start is not None:

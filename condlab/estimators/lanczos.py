@@ -116,7 +116,7 @@ def lanczos(
     if not 1 <= m <= P:
         raise UsageError(f"num_matvecs must be between 1 and P = {P}, got {num_matvecs}")
     gen = make_generator(generator, seed)
-    Q = torch.empty(P, m, dtype=A.dtype, device=A.device)  # [P, m]
+    Q = torch.empty(m, P, dtype=A.dtype, device=A.device).T  # [P, m], columns contiguous
     if v0 is None:
         q = random_probes(P, 1, gen, like=Q)[:, 0]
     else:

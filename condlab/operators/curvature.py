@@ -155,9 +155,14 @@ class HessianOperator(_CurvatureOperator):
 
 
 def _double_backward(g: Tensor, theta: Tensor, v: Tensor, batched: bool = False) -> Tensor:
-    """``d(g . v) / d theta`` through the kept graph of ``g`` (``v [P]``, or ``[K, P]`` batched)."""
+    """``d(g . v) / d theta`` through the kept graph of ``g`` (``v [P]``, or ``[K, P]`` batched).
+
+    One vector goes through the scalar ``g . v``: torch imports sympy (0.5 s) the first time
+    ``autograd.grad`` is given a tensor of output gradients, which a short run would pay.
+    """
+    out, grads = (g, v) if batched else (g @ v, None)
     return torch.autograd.grad(
-        g, theta, v, retain_graph=True, is_grads_batched=batched, allow_unused=True,
+        out, theta, grads, retain_graph=True, is_grads_batched=batched, allow_unused=True,
         materialize_grads=True,
     )[0]
 
