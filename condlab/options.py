@@ -350,7 +350,9 @@ SPECTRUM: tuple[Option, ...] = (
            "threshold.", SETTINGS, check=POSITIVE, default_text="no stability check"),
     Option("beta1", float, None, "Momentum of the method for the stability threshold.", SETTINGS,
            check=BELOW_ONE, default_text="0.9 for adam, else 0"),
-    Option("norm", LIST, (), "Also measure after this normalization (repeatable).", SETTINGS,
+    Option("norm", LIST, (), "Also measure after this function-preserving normalization: the same "
+           "function reparameterized (repeatable; to compare architectures with and without "
+           "normalization use `condlab compare`, findings: paper-a-norm).", SETTINGS,
            choices=NORMALIZATIONS),
     # output
     Option("format", str, "table", "table, csv or json.", OUTPUT, choices=FORMATS,

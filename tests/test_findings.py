@@ -64,6 +64,37 @@ def test_noise_dominated_proportionality_fails_without_noise():
 
 
 # -- constructed measurements (the claim false by construction) --------------------------------
+def _b_races(loss: str, steps: dict) -> dict:
+    """paper-b's full-batch verdicts on runs whose steps to the target are ``steps[label]``."""
+    from condlab.compare.findings import paper_b
+
+    entries = [{"name": "adam", "lr": 0.1}, {"name": "gn", "lr": 1.0}, {"name": "gn-sqrt", "lr": 0.2},
+               {"name": "adam", "basis": "eigen", "lr": 0.1}, {"name": "gn", "basis": "eigen", "lr": 1.0}]
+    data = "linreg" if loss == "mse" else "logreg"
+    cfg = parse_config({"model": {"name": "linear"}, "data": {"name": data, "n": 64, "d": 3},
+                        "loss": loss, "target_loss": 0.1, "findings": "paper-b",
+                        "optimizers": entries})
+    runs = []
+    for e in cfg.optimizers:
+        runs.append(_run(optimizer=e.label, method=e.name, basis=e.basis, lr=e.lrs[0],
+                         steps_to_target=steps[e.label]))
+    return {f.claim: f.agrees for f in paper_b(cfg, [_choice(r) for r in runs], runs)}
+
+
+def test_paper_b_full_batch_races_fail_where_the_claim_is_false():
+    # the paper's outcome: Adam first in the identity basis, Newton no slower in the eigenbasis
+    good = _b_races("mse", {"adam": 20, "gn": 60, "gn-sqrt": 40, "adam/eigen": 20, "gn/eigen": 1})
+    assert len(good) == 3 and all(good.values()), good
+    # GN^-1/2 faster than Adam; Adam faster than Newton on a quadratic
+    bad = _b_races("mse", {"adam": 20, "gn": 60, "gn-sqrt": 10, "adam/eigen": 5, "gn/eigen": 6})
+    assert [k.split(":")[1][:40] for k, v in bad.items() if not v] == [
+        " full batch, identity basis", " full batch, eigenbasis"], bad
+    assert sum(v for v in bad.values()) == 1  # Adam still beats GN^-1 in the identity basis
+    # logistic regression, eigenbasis: GN^-1 faster than Adam
+    bad = _b_races("cross-entropy", {"adam": 20, "gn": 60, "gn-sqrt": 40, "adam/eigen": 20, "gn/eigen": 5})
+    assert [v for k, v in bad.items() if "eigenbasis (logistic regression)" in k] == [False], bad
+
+
 def _run(**kw) -> RunSummary:
     base = dict(
         variant="default", optimizer="adam", method="adam", basis="identity", batch_size=None,
@@ -130,7 +161,16 @@ def test_paper_a_norm_findings_fail_when_normalization_does_not_help():
     raw = _run(variant="raw", optimizer="sgd", method="sgd", block_kappa=(100.0, 100.0), steps_to_target=50)
     std = _run(variant="std", optimizer="sgd", method="sgd", block_kappa=(200.0, 200.0), steps_to_target=80)
     found = paper_a_norm(cfg, [_choice(raw), _choice(std)], [raw, std])
-    assert len(found) == 2 and not any(f.agrees for f in found)
+    assert len(found) == 3 and not any(f.agrees for f in found)
+    # better at initialization, worse after the same training: only the second claim fails
+    std = dataclasses.replace(std, block_kappa=(50.0, 300.0), steps_to_target=20)
+    found = {f.claim: f.agrees for f in paper_a_norm(cfg, [_choice(raw), _choice(std)], [raw, std])}
+    assert [v for c, v in found.items() if "after the same training" in c] == [False]
+    assert all(v for c, v in found.items() if "after the same training" not in c)
+    # neither reaches the target: not "faster"
+    never = [dataclasses.replace(r, steps_to_target=None) for r in (raw, std)]
+    found = paper_a_norm(cfg, [_choice(r) for r in never], never)
+    assert [f.agrees for f in found if "speeds up" in f.claim] == [False]
 
 
 def _c_runs(eff, angle_factor=1.0, steps_exp=-1.0, norm_exp=0.5):

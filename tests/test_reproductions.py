@@ -66,7 +66,10 @@ def test_paper_a_decay():
 def test_paper_a_normalization():
     f = _findings("a_norm")
     for what in ("input standardization", "BatchNorm"):
-        assert _one(f, f"A: {what} lowers kappa of the last layer's curvature block").agrees
+        assert _one(f, f"A: {what} lowers kappa of the last layer's curvature block at init").agrees
+        for opt in ("sgd", "adam"):
+            assert _one(f, f"A: {what} lowers kappa of the last layer's curvature block after the "
+                           f"same training ({opt},").agrees
         for opt in ("sgd", "adam"):
             assert _one(f, f"A: {what} speeds up {opt}:").agrees
 
