@@ -18,10 +18,10 @@ from condlab.cli_common import (
     _check_outputs,
     _hvp_ticker,
     _interrupted,
-    _keys_help,
     _OneLineErrors,
     _progress,
     _state,
+    config_help,
     err,
     handle_errors,
     out,
@@ -184,9 +184,9 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
 # -- train ---------------------------------------------------------------------------------------
 @app.command(
     cls=Command,
-    help="Train a built-in model on a dataset and write a condlab checkpoint (optimizer state "
-    "included).\n\nExample: condlab train configs/train_digits.yaml --out digits.pt\n\n"
-    "The keys of CONFIG:\n\n" + _keys_help(TRAIN)
+    help=config_help("Train a built-in model on a dataset and write a condlab checkpoint "
+                     "(optimizer state included).\n\nExample: condlab train "
+                     "configs/train_digits.yaml --out digits.pt", "CONFIG", "train"),
 )
 @handle_errors
 @with_options(TRAIN_FLAGS)

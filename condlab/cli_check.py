@@ -12,14 +12,21 @@ from typing import Annotated
 
 import typer
 
-from condlab.cli_common import Command, _check_outputs, _progress, with_options
+from condlab.cli_common import Command, _check_outputs, _progress, config_help, with_options
 from condlab.options import CHECK_FLAGS
+
+HELP = config_help(
+    "Re-measure the checks in BASELINE and compare them with the stored values.\n\n"
+    "Exit 0 when every guarded metric passes, 1 when any regresses (or is missing), 2 on a "
+    "usage error. Example: condlab check configs/check_baseline.yaml --junit report.xml",
+    "BASELINE", "check",
+)
 
 
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``check`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
 
-    @app.command("check", cls=Command)
+    @app.command("check", cls=Command, help=HELP)
     @handle_errors
     @with_options(CHECK_FLAGS)
     def check(
@@ -28,11 +35,6 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         given: dict,
         flags: dict,
     ) -> None:
-        """Re-measure the checks in BASELINE and compare them with the stored values.
-
-        Exit 0 when every guarded metric passes, 1 when any regresses (or is missing), 2 on a
-        usage error. Example: condlab check configs/check_baseline.yaml --junit report.xml
-        """
         from rich.markup import escape
 
         from condlab.check import (

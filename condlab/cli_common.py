@@ -169,6 +169,18 @@ def _keys_help(options, prefix: str = "") -> str:
     )
 
 
+def config_help(summary: str, what: str, command: str) -> str:
+    """A command's help: ``summary``, then the keys of its YAML file ``what`` and of the
+    mappings inside it, each with its help and default (from the option schema)."""
+    from condlab.options import COMMANDS, NESTED_KEYS
+
+    keys = [o for o in COMMANDS[command] if not o.cli_flags and o.in_file]
+    parts = [summary, f"The keys of {what}:", _keys_help(keys)]
+    for prefix, options in NESTED_KEYS.get(command, ()):
+        parts += [f"The keys of {prefix.rstrip('.')}:", _keys_help(options, prefix)]
+    return "\n\n".join(parts)
+
+
 def _plain(v: Any) -> Any:
     if isinstance(v, Enum):
         return v.value

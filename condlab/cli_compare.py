@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from condlab.cli_common import Command, _check_outputs, _keys_help, with_options
+from condlab.cli_common import Command, _check_outputs, config_help, with_options
 from condlab.errors import UsageError
-from condlab.options import COMPARE_FLAGS, COMPARE_KEYS, TRACK_KEYS
+from condlab.options import COMPARE_FLAGS
 
 
 def _progress(err) -> Progress:
@@ -38,11 +38,10 @@ def _info(row: dict) -> str:
     return "  ".join(parts)
 
 
-HELP = (
+HELP = config_help(
     "Train one problem with several optimizers; compare losses and conditioning.\n\n"
-    "Example: condlab compare configs/compare_b_linreg.yaml --output b.csv --plot b.png\n\n"
-    "The keys of CONFIG:\n\n" + _keys_help(COMPARE_KEYS) + "\n\nThe keys of its track: block:\n\n"
-    + _keys_help(TRACK_KEYS, "track.")
+    "Example: condlab compare configs/compare_b_linreg.yaml --output b.csv --plot b.png",
+    "CONFIG", "compare",
 )
 
 

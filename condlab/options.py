@@ -468,6 +468,56 @@ TRACK_KEYS: tuple[Option, ...] = (
 )
 
 
+# -- the keys of a `condlab check` baseline (YAML only) --------------------------------------------
+METRICS = ("lambda_max", "lambda_min", "condition_number", "trace", "lambda_min_positive", "nullity")
+DIRECTIONS = ("increase", "decrease", "both")
+BETTER = ("lower", "higher")
+BASELINE = "baseline"
+BASELINE_KEYS: tuple[Option, ...] = (
+    Option("checks", ITEMS, None, "The checks: a list of mappings with the keys below.", BASELINE,
+           default_text="required", flags=()),
+)
+CHECK_KEYS: tuple[Option, ...] = (
+    Option("name", str, None, "Unique; names the check in tables, JSON and JUnit.", BASELINE,
+           default_text="required", flags=()),
+    Option("spectrum", MAPPING, {}, "condlab spectrum options, as in a --config file (relative paths "
+           "start at the baseline's folder).", BASELINE, flags=()),
+    Option("metrics", ITEMS, None, "The guards: a list of mappings with the keys below.", BASELINE,
+           default_text="required", flags=()),
+)
+GUARD_KEYS: tuple[Option, ...] = (
+    Option("metric", str, None, "The guarded number; ratio: numerator / denominator.", BASELINE,
+           choices=(*METRICS, "ratio"), default_text="required", flags=()),
+    Option("setting", str, "baseline", "The setting it is measured on (baseline, a --precond or "
+           "--norm name, layer:NAME).", BASELINE, flags=()),
+    Option("numerator", MAPPING, None, "ratio: {setting, metric} of the numerator.", BASELINE,
+           flags=()),
+    Option("denominator", MAPPING, None, "ratio: {setting, metric} of the denominator.", BASELINE,
+           flags=()),
+    Option("value", float, None, "The stored value (written by --update).", BASELINE, flags=()),
+    Option("tolerance", MAPPING, None, "The band around value: {rel or abs, direction}.", BASELINE,
+           flags=()),
+    Option("min", float, None, "A fixed lower bound.", BASELINE, flags=()),
+    Option("max", float, None, "A fixed upper bound.", BASELINE, flags=()),
+    Option("better", str, None, "Which way is an improvement (lower or higher).", BASELINE,
+           choices=BETTER, default_text="lower for condition_number, higher for ratio, else none",
+           flags=()),
+)
+TOLERANCE_KEYS: tuple[Option, ...] = (
+    Option("rel", float, None, "A relative band: 0.2 = 20% of the stored value.", BASELINE,
+           check=NONNEGATIVE, default_text="one of rel or abs", flags=()),
+    Option("abs", float, None, "An absolute band.", BASELINE, check=NONNEGATIVE,
+           default_text="one of rel or abs", flags=()),
+    Option("direction", str, "both", "The way out of the band that is a regression.", BASELINE,
+           choices=DIRECTIONS, flags=()),
+)
+REF_KEYS: tuple[Option, ...] = (
+    Option("setting", str, "baseline", "The setting of a ratio's side.", BASELINE, flags=()),
+    Option("metric", str, "condition_number", "The metric of a ratio's side.", BASELINE,
+           choices=METRICS, flags=()),
+)
+
+
 # -- the flags of the other commands ---------------------------------------------------------------
 OPTIONS = "Options"
 
@@ -548,7 +598,14 @@ TRACK: tuple[Option, ...] = TRACK_FLAGS + tuple(o for o in SPECTRUM if o.name no
 COMMANDS: dict[str, tuple[Option, ...]] = {
     "spectrum": SPECTRUM, "train": TRAIN_FLAGS + TRAIN, "demo": DEMO, "compare": COMPARE_FLAGS
     + COMPARE_KEYS,
-    "check": CHECK_FLAGS, "track": TRACK,
+    "check": CHECK_FLAGS + BASELINE_KEYS, "track": TRACK,
+}
+# the keys of the mappings inside a command's YAML, each set with the path --help shows before it
+NESTED_KEYS: dict[str, tuple[tuple[str, tuple[Option, ...]], ...]] = {
+    "compare": (("track.", TRACK_KEYS),),
+    "check": (("checks[].", CHECK_KEYS), ("checks[].metrics[].", GUARD_KEYS),
+              ("checks[].metrics[].tolerance.", TOLERANCE_KEYS),
+              ("checks[].metrics[].numerator|denominator.", REF_KEYS)),
 }
 
 

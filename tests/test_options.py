@@ -13,7 +13,17 @@ from condlab.cli import app
 from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
 from condlab.measure import EstimatorSettings
-from condlab.options import COMMANDS, LIST, MAPPING, PATH, SPEC, SPECTRUM, TRACK_KEYS, Option
+from condlab.options import (
+    COMMANDS,
+    LIST,
+    MAPPING,
+    NESTED_KEYS,
+    PATH,
+    SPEC,
+    SPECTRUM,
+    TRACK_KEYS,
+    Option,
+)
 
 FIELDS = [o for o in SPECTRUM if o.field]
 
@@ -99,8 +109,9 @@ def test_help_shows_no_value_placeholder_beside_a_flag(command):
 # the keys of a command's YAML config (spectrum's few YAML-only keys have flags beside them:
 # --model-config for model_args, the argument CHECKPOINT)
 YAML_ONLY = [(c, o) for c, options in COMMANDS.items() for o in options if not o.cli_flags and o.in_file
-             and o not in SPECTRUM] + [("compare", dataclasses.replace(o, name=f"track.{o.name}"))
-                                       for o in TRACK_KEYS]
+             and o not in SPECTRUM] + [(c, dataclasses.replace(o, name=prefix + o.name))
+                                       for c, nested in NESTED_KEYS.items()
+                                       for prefix, options in nested for o in options]
 
 
 @pytest.mark.parametrize(("command", "o"), YAML_ONLY, ids=[f"{c}:{o.name}" for c, o in YAML_ONLY])
@@ -223,3 +234,16 @@ def test_a_variant_override_is_typed_like_the_key():
     assert cfg.variants[0].overrides == {"batch_size": 10}
     with pytest.raises(UsageError, match=r"variants\[0\]: batch_size must be"):
         parse_config({**COMPARE_RAW, "variants": [{"label": "mini", "batch_size": "ten"}]})
+
+
+def test_baseline_keys_are_the_schema():
+    """The check baseline's parser accepts exactly the declared keys, with their defaults and
+    YAML's number strings (1e-3) as numbers."""
+    from condlab.check import load
+    from condlab.options import CHECK_KEYS, GUARD_KEYS, REF_KEYS, TOLERANCE_KEYS
+
+    assert load._CHECK_KEYS == tuple(o.name for o in CHECK_KEYS)
+    assert set(load._GUARD_KEYS) | set(load._RATIO_KEYS) == {o.name for o in GUARD_KEYS}
+    assert load._TOL_KEYS == tuple(o.name for o in TOLERANCE_KEYS)
+    assert tuple(load._REF) == tuple(o.name for o in REF_KEYS)
+    assert load._number("1e-3", "x") == 1e-3

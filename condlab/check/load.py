@@ -27,16 +27,28 @@ from condlab.check.schema import (
 )
 from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
+from condlab.options import (
+    BASELINE_KEYS,
+    CHECK_KEYS,
+    GUARD_KEYS,
+    REF_KEYS,
+    TOLERANCE_KEYS,
+    as_number,
+    by_name,
+)
 
 PATH_KEYS = ("checkpoint", "weights", "optimizer_state")
 DATA_SUFFIXES = (".npz", ".csv", ".pt")
 
-_TOP_KEYS = ("checks",)
-_CHECK_KEYS = ("name", "spectrum", "metrics")
-_GUARD_KEYS = ("metric", "setting", "value", "tolerance", "min", "max", "better")
-_RATIO_KEYS = ("metric", "numerator", "denominator", "value", "tolerance", "min", "max", "better")
-_TOL_KEYS = ("rel", "abs", "direction")
-_REF_KEYS = ("setting", "metric")
+# the keys of each mapping, as condlab.options declares them
+_TOP_KEYS = tuple(by_name(BASELINE_KEYS))
+_CHECK_KEYS = tuple(by_name(CHECK_KEYS))
+_GUARD_KEYS = tuple(k for k in by_name(GUARD_KEYS) if k not in ("numerator", "denominator"))
+_RATIO_KEYS = tuple(k for k in by_name(GUARD_KEYS) if k != "setting")
+_TOL_KEYS = tuple(by_name(TOLERANCE_KEYS))
+_REF = by_name(REF_KEYS)
+_SETTING = by_name(GUARD_KEYS)["setting"].default
+_DIRECTION = by_name(TOLERANCE_KEYS)["direction"].default
 
 
 def load_baseline(path: str | Path, *, need_values: bool = True, trust: bool = False) -> Baseline:
@@ -145,7 +157,7 @@ def _guard(g: Any, j: int, cfg: SpectrumConfig, where: str, path: Path, need_val
         parts: dict[str, Any] = {s: _ref(g[s], cfg, settings, f"{s} of {gwhere}") for s in ("numerator", "denominator")}
     elif metric in METRICS:
         _keys(g, _GUARD_KEYS, gwhere)
-        setting = g.get("setting", "baseline")
+        setting = g.get("setting", _SETTING)
         _need(Ref(setting, metric), cfg, settings, gwhere)
         parts = {"setting": setting}
     else:
@@ -174,8 +186,8 @@ def _settings(cfg: SpectrumConfig) -> tuple[str, ...]:
 def _ref(r: Any, cfg: SpectrumConfig, settings: tuple[str, ...], where: str) -> Ref:
     if not isinstance(r, dict):
         raise UsageError(f"{where} must be a mapping {{setting: ..., metric: ...}}, got {r!r}")
-    _keys(r, _REF_KEYS, where)
-    ref = Ref(r.get("setting", "baseline"), r.get("metric", "condition_number"))
+    _keys(r, tuple(_REF), where)
+    ref = Ref(r.get("setting", _REF["setting"].default), r.get("metric", _REF["metric"].default))
     if ref.metric not in METRICS:
         raise UsageError(f"{where}: unknown metric {ref.metric!r}; choose one of {', '.join(METRICS)}")
     _need(ref, cfg, settings, where)
@@ -207,7 +219,7 @@ def _tolerance(t: Any, where: str) -> Tolerance:
     amount = _number(t[key], f"{key} of {where}")
     if amount is None or amount < 0:
         raise UsageError(f"{key} of {where} must be a number >= 0")
-    direction = t.get("direction", "both")
+    direction = t.get("direction", _DIRECTION)
     if direction not in DIRECTIONS:
         raise UsageError(f"direction of {where} must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     return Tolerance(**{key: amount}, direction=direction)
@@ -216,6 +228,7 @@ def _tolerance(t: Any, where: str) -> Tolerance:
 def _number(x: Any, where: str) -> float | None:
     if x is None:
         return None
+    x = as_number(x)  # YAML 1.1 reads 1e-3 as a string
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         raise UsageError(f"{where} must be a finite number, got {x!r}")
     return float(x)

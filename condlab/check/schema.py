@@ -18,6 +18,8 @@
             denominator: {setting: adam, metric: condition_number}
             min: 10                      # fixed bounds: min and/or max
 
+Every key, its type, default and choices are declared in :mod:`condlab.options`
+(``BASELINE_KEYS``, ``CHECK_KEYS``, ``GUARD_KEYS``, ``TOLERANCE_KEYS``, ``REF_KEYS``).
 A guard needs a ``tolerance`` (then a stored ``value``, except under ``--update``) and/or
 ``min``/``max``. :mod:`condlab.check.load` reads and validates the file strictly;
 :mod:`condlab.check.verdict` has the rules that judge a guard.
@@ -29,11 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from condlab.config import SpectrumConfig
+from condlab.options import BETTER, DIRECTIONS, METRICS, REF_KEYS, TOLERANCE_KEYS, by_name
 
-METRICS = ("lambda_max", "lambda_min", "condition_number", "trace", "lambda_min_positive", "nullity")
-EIGEN_METRICS = ("lambda_max", "lambda_min", "condition_number", "lambda_min_positive", "nullity")
-DIRECTIONS = ("increase", "decrease", "both")
-BETTER = ("lower", "higher")
+__all__ = ["BETTER", "DIRECTIONS", "EIGEN_METRICS", "METRICS", "Baseline", "Check", "Guard", "Ref",
+           "Tolerance"]
+
+EIGEN_METRICS = tuple(m for m in METRICS if m != "trace")
 DEFAULT_BETTER = {"condition_number": "lower", "ratio": "higher"}
 
 
@@ -48,7 +51,7 @@ class Tolerance:
 
     rel: float | None = None
     abs: float | None = None
-    direction: str = "both"
+    direction: str = by_name(TOLERANCE_KEYS)["direction"].default
 
     def band(self, old: float) -> tuple[float, float]:
         width = self.rel * abs(old) if self.rel is not None else self.abs
@@ -64,8 +67,8 @@ class Tolerance:
 class Ref:
     """One measured number of a check: ``metric`` of the setting named ``setting``."""
 
-    setting: str = "baseline"
-    metric: str = "condition_number"
+    setting: str = by_name(REF_KEYS)["setting"].default
+    metric: str = by_name(REF_KEYS)["metric"].default
 
     def text(self) -> str:
         return f"{self.metric}[{self.setting}]"
