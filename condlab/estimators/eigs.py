@@ -116,7 +116,7 @@ class _Ritz:
 
 def _ritz(H: Tensor, k: int, C: Tensor, tridiagonal: bool) -> _Ritz:
     """Eigenpairs of ``H[:k, :k]`` and the residual norms ``||C^T s_i||``."""
-    if tridiagonal and k > 1:
+    if tridiagonal and k > 128:  # below, torch's dense eigh is faster than scipy's call overhead
         import scipy.linalg
 
         d = H.diagonal()[:k].numpy()
