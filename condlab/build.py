@@ -82,7 +82,7 @@ def token_model_spec(spec: dict, dataset: Dataset) -> tuple[dict, int]:
     return spec, (vocab if per_position else num_outputs(dataset))
 
 
-def _default_loss(dataset: Dataset) -> str:
+def default_loss_for(dataset: Dataset) -> str:
     """cross-entropy / mse by task; integer targets per position: the sequence cross-entropy."""
     y = dataset.y if dataset.y is not None else dataset.batches[0][1]
     if not y.is_floating_point() and y.ndim >= 2:
@@ -101,7 +101,7 @@ def load(cfg: SpectrumConfig) -> Loaded:
         _data_spec(cfg, data_spec), target=cfg.target, max_samples=cfg.max_samples, seed=cfg.seed,
         task=cfg.task,
     )
-    loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or _default_loss(dataset)
+    loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or default_loss_for(dataset)
     loss = check_loss_fits(loss, dataset.task)
     loss_spec = make_loss(loss, ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing)
 

@@ -210,7 +210,6 @@ SETTINGS = "Preconditioners and normalization"
 OUTPUT = "Output"
 
 CURVATURES = ("hessian", "ggn")
-LOSSES = ("cross-entropy", "mse")  # condlab train's losses
 DTYPES = ("float32", "float64")
 FORMATS = ("table", "csv", "json")
 TRACE_METHODS = ("hutch++", "hutchinson")
@@ -375,8 +374,12 @@ TRAIN: tuple[Option, ...] = (
            "train", default_text="required", flags=()),
     Option("data", SPEC, None, "The dataset spec, as for `condlab spectrum --data`.", "train",
            default_text="required", flags=()),
-    Option("loss", str, None, "The loss.", "train", choices=LOSSES, default_text="from the task",
-           flags=()),
+    Option("loss", str, None, "The loss: cross-entropy, sequence-cross-entropy, mse, bce, or "
+           "'package.module:fn'.", "train", default_text="from the task and targets", flags=()),
+    Option("ignore_index", int, -100, "Targets with this value are left out of the "
+           "cross-entropies (padding).", "train", flags=()),
+    Option("label_smoothing", float, 0.0, "Label smoothing of the cross-entropies.", "train",
+           check=BELOW_ONE, flags=()),
     Option("optimizer", SPEC, "adam", f"The optimizer: {TRAIN_OPTIMIZER}.", "train", flags=()),
     Option("steps", int, 300, "Optimizer steps.", "train", check=POSITIVE, flags=()),
     Option("batch_size", int, None, "Samples per step.", "train", check=POSITIVE,

@@ -2,8 +2,11 @@
 
 Each step draws the next mini-batch of a random permutation of the samples (a fresh permutation
 every epoch, from a generator seeded with ``seed``; the last batch of an epoch may be smaller),
-or the full dataset when ``batch_size`` is None, and takes one optimizer step on the mean loss
-of that batch (see ``condlab.losses``). ``torch.manual_seed(seed)`` fixes dropout masks, so the
+or the full dataset when ``batch_size`` is None, or (data from a user's DataLoader) the next of
+its fixed batches in order, and takes one optimizer step on the mean loss of that batch (any
+loss of ``condlab.losses``, a user's ``package.module:fn`` included). Inputs may be dicts or
+tuples of tensors (the model is called ``model(**X)`` / ``model(*X)``); integer inputs stay
+integers. ``torch.manual_seed(seed)`` fixes dropout masks, so the
 same seed gives bit-identical weights on the same machine.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,7 +25,8 @@ from condlab.errors import CondlabError, UsageError
 from condlab.load.checkpoint import make_checkpoint
 from condlab.load.data import Dataset, load_dataset, make_batches
 from condlab.load.models import build_model, resolve_model_spec
-from condlab.losses import check_loss_fits, default_loss, loss_fn
+from condlab.load.structure import batch_len, map_tensors, select_output, signature, take
+from condlab.losses import Loss, check_loss_fits, loss_fn, make_loss
 from condlab.options import TRAIN, parse_mapping
 from condlab.train.optimizers import build_optimizer, resolve_hparams
 
@@ -51,22 +55,41 @@ def _dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     return (p.dtype, p.device) if p is not None else (torch.get_default_dtype(), torch.device("cpu"))
 
 
-def dataset_loss(model: nn.Module, dataset: Dataset, loss: str, chunk: int = 4096) -> float:
-    """``L = sum_b (n_b / N) L_b``: the mean loss over all samples, without gradients."""
-    f, (dtype, device) = loss_fn(loss), _dtype_device(model)
-    total = 0.0
+def _to(obj, dtype: torch.dtype, device: torch.device):
+    """Tensors in ``obj`` on ``device``; floating ones cast to ``dtype``, integers kept."""
+    return map_tensors(obj, lambda t: t.to(device, dtype) if t.is_floating_point() else t.to(device))
+
+
+def _call(model: nn.Module, X) -> torch.Tensor:
+    """``model(X)``, ``model(**X)`` or ``model(*X)``; a dict / HF output gives its ``logits``."""
+    out = model(**X) if isinstance(X, dict) else model(*X) if isinstance(X, tuple) else model(X)
+    return select_output(out, None)
+
+
+def _loss(loss: str | Loss) -> Loss:
+    return loss if isinstance(loss, Loss) else make_loss(loss)
+
+
+def dataset_loss(model: nn.Module, dataset: Dataset, loss: str | Loss, chunk: int = 4096) -> float:
+    """``L = sum_b (n_b / n) L_b``: the mean loss over all samples (``n_b`` the loss's count:
+    samples, or targets for a token-mean loss), without gradients."""
+    f, (dtype, device) = _loss(loss), _dtype_device(model)
+    total, count = 0.0, 0
+    batches = make_batches(dataset, None if dataset.batches else chunk)
     with torch.no_grad():
-        for X, y in make_batches(dataset, chunk):
-            y = y.to(device, dtype) if y.is_floating_point() else y.to(device)
-            total += float(f(model(X.to(device, dtype)), y)) * len(X)
-    return total / len(dataset)
+        for X, y in batches:
+            n_b = f.count(y)
+            if n_b:
+                total += float(f(_call(model, _to(X, dtype, device)), _to(y, dtype, device))) * n_b
+            count += n_b
+    return total / max(count, 1)
 
 
 def train(
     model: nn.Module,
     dataset: Dataset,
     *,
-    loss: str,
+    loss: str | Loss,
     optimizer: str,
     hparams: dict | None,
     steps: int,
@@ -75,34 +98,37 @@ def train(
     callback: Callback | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``steps`` updates; ``callback(step, model, optimizer, loss)``
-    runs after each update. Raises CondlabError when the loss becomes NaN or Inf.
+    runs after each update. ``loss`` is a loss name (``condlab.losses``) or a built
+    :class:`~condlab.losses.Loss`. Raises CondlabError when the loss becomes NaN or Inf.
     """
-    loss = check_loss_fits(loss, dataset.task)
-    f = loss_fn(loss)
+    f = loss if isinstance(loss, Loss) else make_loss(check_loss_fits(loss, dataset.task))
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise UsageError(f"steps must be an integer >= 0, got {steps!r}")
-    n = len(dataset)
     batches = make_batches(dataset, batch_size)  # validates batch_size
-    B = len(batches[0][0])
+    fixed = bool(dataset.batches)  # a user's DataLoader: its batches, in order
+    n = len(dataset)
+    B = batch_len(batches[0][0])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = build_optimizer(optimizer, model.parameters(), hparams)
     lr = opt.param_groups[0]["lr"]
     dtype, device = _dtype_device(model)
-    X = dataset.X.to(device, dtype)
-    y = dataset.y.to(device, dtype) if dataset.y.is_floating_point() else dataset.y.to(device)
+    if not fixed:
+        X, y = _to(dataset.X, dtype, device), _to(dataset.y, dtype, device)
     was_training, history = model.training, []
     model.train()
     order, pos = None, n
     try:
         for t in range(1, steps + 1):
-            if B >= n:
+            if fixed:
+                xb, yb = (_to(v, dtype, device) for v in batches[(t - 1) % len(batches)])
+            elif B >= n:
                 xb, yb = X, y
             else:
                 if pos >= n:
                     order, pos = torch.randperm(n, generator=gen).to(device), 0
                 idx = order[pos : pos + B]
-                xb, yb, pos = X[idx], y[idx], pos + B
+                xb, yb, pos = take(X, idx), y[idx], pos + B
             opt.zero_grad(set_to_none=True)
             value = f(_forward(model, xb, t), yb)
             lv = float(value.detach())
@@ -120,7 +146,7 @@ def train(
         model.train(was_training)
     model.eval()
     try:
-        final = dataset_loss(model, dataset, loss)
+        final = dataset_loss(model, dataset, f)
     finally:
         model.train(was_training)
     if not math.isfinite(final):
@@ -131,15 +157,16 @@ def train(
     return TrainResult(model=model, optimizer=opt, history=history, final_loss=final)
 
 
-def _forward(model: nn.Module, X: torch.Tensor, step: int) -> torch.Tensor:
+def _forward(model: nn.Module, X, step: int) -> torch.Tensor:
     if step > 1:
-        return model(X)
+        return _call(model, X)
     try:
-        return model(X)
-    except (RuntimeError, ValueError) as e:
+        return _call(model, X)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        shape = list(X.shape[1:]) if isinstance(X, torch.Tensor) else signature(X)
         raise CondlabError(
-            f"samples of shape {list(X.shape[1:])} do not fit the model ({msg}); "
+            f"samples of shape {shape} do not fit the model ({msg}); "
             "check the data and the model's input size"
         ) from e
 
@@ -166,19 +193,32 @@ def train_from_config(
     opt_name = opt_cfg["name"]
     hparams = resolve_hparams(opt_name, {k: v for k, v in opt_cfg.items() if k != "name"})
 
+    from condlab.build import default_loss_for, token_model_spec
+
     data = load_dataset(cfg["data"], max_samples=cfg.get("max_samples"), seed=seed).to(dtype)
-    loss = check_loss_fits(cfg.get("loss") or default_loss(data.task), data.task)
-    spec = resolve_model_spec(cfg["model"])
-    model = build_model(spec, data.input_shape, data.num_outputs, seed=seed).to(dtype)
+    loss = check_loss_fits(cfg.get("loss") or default_loss_for(data), data.task)
+    f = make_loss(loss, ignore_index=cfg["ignore_index"], label_smoothing=cfg["label_smoothing"])
+    raw = {"name": cfg["model"]} if isinstance(cfg["model"], str) else dict(cfg["model"])
+    n_out = None
+    if raw.get("name") == "transformer":  # sized from the token data
+        raw, n_out = token_model_spec(raw, data)
+    spec = resolve_model_spec(raw)
+    structured = not isinstance(data.X, torch.Tensor)
+    if ":" not in spec["name"] and not structured and not data.X.is_floating_point() \
+            and spec["name"] != "transformer":
+        data = replace(data, X=data.X.to(dtype))  # integer features, a float model
+    input_shape = () if structured else data.input_shape
+    n_out = data.num_outputs if n_out is None else n_out
+    model = build_model(spec, input_shape or (1,), n_out, seed=seed).to(dtype)
     result = train(
-        model, data, loss=loss, optimizer=opt_name, hparams=hparams, steps=steps,
+        model, data, loss=f, optimizer=opt_name, hparams=hparams, steps=steps,
         batch_size=cfg.get("batch_size"), seed=seed, callback=callback,
     )
     ckpt = make_checkpoint(
         model_spec=spec,
         model=result.model,
-        input_shape=data.input_shape,
-        num_outputs=data.num_outputs,
+        input_shape=input_shape,
+        num_outputs=n_out,
         loss=loss,
         data=data.spec,
         optimizer={"name": opt_name, "hparams": hparams, "state_dict": result.optimizer.state_dict()},
@@ -187,6 +227,8 @@ def train_from_config(
             "seed": seed,
             "batch_size": cfg.get("batch_size"),
             "dtype": str(dtype).removeprefix("torch."),
+            "ignore_index": f.ignore_index,
+            "label_smoothing": f.label_smoothing,
             "final_loss": result.final_loss,
             "losses": [h["loss"] for h in result.history],
         },
