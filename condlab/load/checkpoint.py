@@ -3,7 +3,8 @@
 Besides condlab's own format, a file may hold a plain ``state_dict``; a dict with the weights
 under ``model``, ``state_dict`` (Lightning) or ``model_state_dict`` and the optimizer state under
 ``optimizer``, ``optimizer_state_dict`` or ``optimizer_states`` (Lightning's list, first entry);
-or be a ``.safetensors`` file. The keys used are recorded in ``ckpt["keys"]``; a module prefix
+or be a ``.safetensors`` file. Lightning's ``hyper_parameters`` (an ``AttributeDict``) load as
+a plain dict, still with ``weights_only=True`` (see ``_HARMLESS``). The keys used are recorded in ``ckpt["keys"]``; a module prefix
 of the weights' keys is stripped by :func:`match_prefix`.
 
 A condlab checkpoint is a dict of plain Python values and tensors, written with ``torch.save``
@@ -198,6 +199,21 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
     return ckpt
 
 
+# Classes that common checkpoints pickle beside their tensors and that hold nothing but plain
+# values: read as the plain type named here, so weights_only loading accepts them without the
+# package that defined them (no code from it is imported or run). Lightning saves its
+# ``hyper_parameters`` as an AttributeDict, a dict with attribute access.
+_HARMLESS = [
+    (dict, f"{module}.AttributeDict")
+    for module in (
+        "lightning.fabric.utilities.data",
+        "lightning_fabric.utilities.data",
+        "lightning.pytorch.utilities.parsing",
+        "pytorch_lightning.utilities.parsing",
+    )
+]
+
+
 def read_torch_file(path: str | Path, *, trust: bool = False) -> Any:
     """What ``torch.load`` returns (onto the CPU, ``weights_only`` unless ``trust``), with a
     one-line UsageError for a missing, unreadable, corrupt or code-carrying file."""
@@ -209,7 +225,8 @@ def read_torch_file(path: str | Path, *, trust: bool = False) -> Any:
     if path.suffix.lower() == ".safetensors":
         return _load_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        with torch.serialization.safe_globals(_HARMLESS):
+            obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
             found = re.search(r"GLOBAL (\S+)", str(e))
