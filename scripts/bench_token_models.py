@@ -254,6 +254,7 @@ def main(argv=None) -> int:
         except ImportError as e:
             log(f"skipping eigenthings: {e} (pip install -e .[bench])")
             tools.remove("eigenthings")
+    md = ""
     info = {"sequences": args.sequences, "batch": args.batch, "threads": args.threads,
             "load_before": ", ".join(f"{x:.2f}" for x in os.getloadavg())}
     rows: list[dict] = []
@@ -270,13 +271,18 @@ def main(argv=None) -> int:
                     steps[task] = row["hvps"]
                 rows.append(row)
                 log(f"  {row['hvps']} products, {row['cpu_s']:.1f} CPU s, {row['peak_mib']:.0f} MiB")
+                md = write(args, rows, info)  # after every cell: a long run keeps what it did
+    print(md)
+    return 0
+
+
+def write(args, rows: list[dict], info: dict) -> str:
     info["load_after"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     info["versions"] = versions()
     md = markdown(rows, info)
     (args.out_dir / "bench_token_models.md").write_text(md)
     (args.out_dir / "bench_token_models.json").write_text(json.dumps({**info, "rows": rows}, indent=1))
-    print(md)
-    return 0
+    return md
 
 
 if __name__ == "__main__":
