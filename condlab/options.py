@@ -596,6 +596,23 @@ TRACK_FLAGS: tuple[Option, ...] = (
           group=SWEEP, default_text="no plot"),
 )
 TRACK: tuple[Option, ...] = TRACK_FLAGS + tuple(o for o in SPECTRUM if o.name not in NOT_FOR_TRACK)
+# the keywords of condlab.Tracker (the training-loop hook) besides spectrum's options
+HOOK = "Tracker"
+TRACKER: tuple[Option, ...] = (
+    Option("every", int, 100, "Measure after steps every, 2 every, ...", HOOK, check=POSITIVE,
+           flags=()),
+    Option("csv", PATH, None, "A CSV to append the rows to.", HOOK, flags=()),
+    Option("resume", bool, False, "Continue an existing csv written with the same options.", HOOK,
+           flags=()),
+    Option("tensorboard", SPEC, None, "A log folder or a SummaryWriter for scalars.", HOOK,
+           flags=()),
+    Option("precond", LIST, None, "Settings beside the baseline, as --precond.", HOOK,
+           choices=PRECONDITIONERS, default_text="optimizer when the optimizer holds a diagonal "
+           "preconditioner (Adam, RMSprop, AdaGrad), else none", flags=()),
+    Option("warm", bool, True, "Start Lanczos from the previous measurement's Ritz vectors.", HOOK,
+           flags=()),
+)
+
 
 # the options of each command, as its --help lists them (YAML-only keys: flags=())
 COMMANDS: dict[str, tuple[Option, ...]] = {

@@ -247,3 +247,22 @@ def test_baseline_keys_are_the_schema():
     assert load._TOL_KEYS == tuple(o.name for o in TOLERANCE_KEYS)
     assert tuple(load._REF) == tuple(o.name for o in REF_KEYS)
     assert load._number("1e-3", "x") == 1e-3
+
+
+def test_the_tracker_hook_takes_its_keywords_from_the_schema():
+    """condlab.Tracker's own keywords are TRACKER's, with the same defaults, checked as declared."""
+    import inspect
+
+    from condlab.options import TRACKER
+    from condlab.tracking import Tracker
+
+    params = {n: p.default for n, p in inspect.signature(Tracker.__init__).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert params == {o.name: o.default for o in TRACKER}
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    batch = [(torch.randn(4, 2), torch.randn(4, 1))]
+    for bad, match in (({"every": 0}, "every must be"), ({"precond": ["newton"]}, "precond must be")):
+        with pytest.raises(UsageError, match=match):
+            Tracker(model, "mse", batch, **bad)

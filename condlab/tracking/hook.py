@@ -29,6 +29,7 @@ from condlab.build import Loaded
 from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
 from condlab.load.data import Dataset
+from condlab.options import TRACKER, by_name
 from condlab.spectrum import run_spectrum
 from condlab.tracking.rows import COLUMNS, is_adaptive, optimizer_hparams, result_rows
 
@@ -66,8 +67,9 @@ class Tracker:
                  every: int = 100, csv: str | Path | None = None, resume: bool = False,
                  tensorboard: Any = None, precond: Sequence[str] | None = None, warm: bool = True,
                  **options: Any):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise UsageError(f"every must be a positive integer, got {every!r}")
+        keys = by_name(TRACKER)  # the hook's own keywords, typed and checked as declared
+        every = keys["every"].parse(every, "Tracker")
+        precond = keys["precond"].parse(precond, "Tracker")
         p = next(model.parameters(), None)
         if p is None:
             raise UsageError("the model has no parameters to measure")
