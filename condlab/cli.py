@@ -29,7 +29,7 @@ from condlab.cli_common import (
     with_options,
 )
 from condlab.errors import UsageError
-from condlab.options import DEMO, SPECTRUM, TRAIN, TRAIN_FLAGS
+from condlab.options import DEMO, ROOT, SPECTRUM, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
     cls=_OneLineErrors,
@@ -42,10 +42,9 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
-) -> None:
-    _state["debug"] = debug
+@with_options(ROOT)
+def _root(*, given: dict, flags: dict) -> None:
+    _state["debug"] = flags["debug"]
 
 
 # -- choices -------------------------------------------------------------------------------------

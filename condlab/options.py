@@ -536,6 +536,11 @@ def _switch(name: str, help_: str, **kw: Any) -> Option:
     return _flag(name, bool, False, help_, flags=("--" + name.replace("_", "-"),), **kw)
 
 
+# before the command: condlab --debug spectrum ...
+ROOT: tuple[Option, ...] = (
+    _switch("debug", "Show tracebacks instead of one-line errors."),
+)
+
 TRAIN_FLAGS: tuple[Option, ...] = (
     _flag("out", PATH, None, "Where to write the condlab checkpoint.", default_text="required"),
     _switch("force", "Replace an existing checkpoint at --out."),

@@ -19,6 +19,7 @@ from condlab.options import (
     MAPPING,
     NESTED_KEYS,
     PATH,
+    ROOT,
     SPEC,
     SPECTRUM,
     TRACK_KEYS,
@@ -66,7 +67,7 @@ def test_each_option_is_declared_once(command):
 
 def test_every_command_takes_its_options_from_the_schema():
     """Each command's flags in --help are exactly its schema's (plus --help)."""
-    for command, options in COMMANDS.items():
+    for command, options in {"": ROOT, **COMMANDS}.items():
         shown = set(re.findall(r"│ (--[a-z][a-z0-9-]*)", _help(command))) - {"--help"}
         declared = {o.flag for o in options if o.cli_flags and not o.hidden}
         assert shown == declared, command
@@ -86,7 +87,8 @@ def test_api_fields_are_the_schema():
             assert default(est_fields[o.name]) == o.default, o.name
 
 
-FLAGGED = [(c, o) for c, options in COMMANDS.items() for o in options if o.cli_flags and not o.hidden]
+FLAGGED = [(c, o) for c, options in {"": ROOT, **COMMANDS}.items() for o in options
+           if o.cli_flags and not o.hidden]
 
 
 @pytest.mark.parametrize(("command", "o"), FLAGGED, ids=[f"{c}:{o.name}" for c, o in FLAGGED])
