@@ -29,7 +29,7 @@ from condlab.cli_common import (
     with_options,
 )
 from condlab.errors import UsageError
-from condlab.options import DEMO, ROOT, SPECTRUM, TRAIN, TRAIN_FLAGS
+from condlab.options import DEMO, FORMATS, ROOT, SPECTRUM, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
     cls=_OneLineErrors,
@@ -48,10 +48,7 @@ def _root(*, given: dict, flags: dict) -> None:
 
 
 # -- choices -------------------------------------------------------------------------------------
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
+Format = Enum("Format", {f: f for f in FORMATS}, type=str)  # --format's choices, as declared
 
 
 def _write_or_print(text: str, output: Optional[Path]) -> None:

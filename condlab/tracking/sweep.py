@@ -40,12 +40,13 @@ from condlab.load.checkpoint import (
     read_torch_file,
     save_checkpoint,
 )
+from condlab.options import TRACK_FLAGS, by_name
 from condlab.spectrum import run_spectrum
 from condlab.tracking.rows import error_row, is_adaptive, optimizer_hparams, result_rows
 
 STEP_KEYS = ("step", "global_step", "iteration")
 SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors")  # what a folder is searched for
-ON_ERROR = ("stop", "skip")
+ON_ERROR = by_name(TRACK_FLAGS)["on_error"].choices  # stop, skip
 
 
 @dataclass(frozen=True)
