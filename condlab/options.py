@@ -353,6 +353,8 @@ SPECTRUM: tuple[Option, ...] = (
            "function reparameterized (repeatable; to compare architectures with and without "
            "normalization use `condlab compare`, findings: paper-a-norm).", SETTINGS,
            choices=NORMALIZATIONS),
+    Option("norm_eps", float, 1e-5, "The epsilon of the BatchNorm / LayerNorm layers that --norm "
+           "inserts.", SETTINGS, check=POSITIVE),
     # output
     Option("format", str, "table", "table, csv or json.", OUTPUT, choices=FORMATS,
            flags=("--format", "-f"), field=False),

@@ -178,7 +178,8 @@ def normalized_settings(cfg: SpectrumConfig, loaded) -> Iterator[tuple]:
     for kind in cfg.norm:
         raw = [(X.to(dtype), y) for X, y in make_batches(loaded.dataset, cfg.batch_size)]
         res = apply_normalization(
-            loaded.model, loaded.dataset.X.to(dtype), kind, batches=raw, dtype=dtype
+            loaded.model, loaded.dataset.X.to(dtype), kind, batches=raw, dtype=dtype,
+            eps=cfg.norm_eps,
         )
         # the same block of the original parameters: inserted layers renumber a Sequential
         params = cfg.params

@@ -92,3 +92,14 @@ def test_a_compare_config_sets_true_weights_and_zero_init():
     assert rows[0]["train_loss"] == pytest.approx(sum(ci * wi**2 for ci, wi in zip(c, w)), rel=1e-12)
     after = sum(ci * (0.2 * ci - 1) ** 2 * wi**2 for ci, wi in zip(c, w))
     assert rows[1]["train_loss"] == pytest.approx(after, rel=1e-12)
+
+
+def test_the_inserted_normalization_eps_is_an_option(tmp_path):
+    text = ("model: mlp\nmodel_args: {widths: [4]}\ndata: iris\ndtype: float64\ntop: 1\nbottom: 0\n"
+            "norm: [batch]\nnorm_eps: 0.5\n")
+    r = _spectrum(tmp_path, text)
+    assert r.exit_code == 0, r.output
+    (normed,) = [x for x in json.loads(r.stdout)["results"] if x["setting"] == "batch"]
+    assert any("inserted BatchNorm (eps=0.5)" in n for n in normed["details"]["notes"]), normed["details"]
+    r = _spectrum(tmp_path, text.replace("0.5", "0"))
+    assert r.exit_code == 2 and "norm_eps" in r.output
