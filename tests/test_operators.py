@@ -13,7 +13,7 @@ from torch.func import functional_call, grad, hessian, jacrev, vjp, vmap
 
 from condlab.operators import GGNOperator, HessianOperator, curvature_operator
 from condlab.problem import Problem
-from tests.cases import CASES, make_case
+from tests.cases import CASES, autograd_hessian, make_case
 
 UNEVEN = (4, 1, 3, 1)  # 9 samples in batches of different sizes
 
@@ -103,6 +103,22 @@ def test_ggn_equals_hessian_for_a_linear_model():
     model, X, y, loss, _ = make_case("linear-mse")
     p = Problem(model, _batches(X, y, UNEVEN), loss, dtype=torch.float64)
     torch.testing.assert_close(HessianOperator(p).to_dense(), GGNOperator(p).to_dense())
+
+
+@pytest.mark.parametrize("limit", [0.0, float("inf")], ids=["column-by-column", "batched"])
+@pytest.mark.parametrize("case", ["residual-layernorm-ce", "batchnorm-batch-ce", "cnn-ce"])
+def test_kept_graph_blocks_match_the_dense_hessian_either_way(case, limit, monkeypatch):
+    """A block goes through the kept gradient graph in one batched backward pass (GPU, small
+    CPU problems) or one pass per column (larger CPU problems); both are the Hessian."""
+    from condlab.operators import curvature
+
+    monkeypatch.setattr(curvature, "BATCHED_CPU_LIMIT", limit)
+    model, X, y, loss, kwargs = make_case(case)
+    problem = Problem(model, [(X, y)], loss, dtype=torch.float64, **kwargs)
+    assert curvature._batched_backward(problem, 0) is (limit > 0)
+    A = HessianOperator(problem, block_size=7, cache=True).to_dense()
+    ref = autograd_hessian(model, X, y, loss, train=kwargs.get("bn_mode") == "batch")
+    torch.testing.assert_close(A, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_block_size_and_single_vector_products_agree():
