@@ -304,7 +304,7 @@ def test_plot_marks_unconverged_kappa_hollow_with_a_legend_entry():
     """Points measured with too few products (converged false, the table's ~) are hollow markers
     at exactly those steps, and the figure's legend explains them; converged runs have none."""
     pytest.importorskip("matplotlib")
-    from condlab.compare.plots import UNCONVERGED, draw_report
+    from condlab.compare.plots import UNCONVERGED, UNRESOLVED, draw_report
 
     def hollow_points(fig, title):
         ax = next(a for a in fig.axes if a.get_title() == title)
@@ -330,3 +330,27 @@ def test_plot_marks_unconverged_kappa_hollow_with_a_legend_entry():
     assert all(r["converged"] is not False for r in converged.rows)
     fig = draw_report(converged)
     assert hollow_points(fig, "kappa(ggn)") == [] and UNCONVERGED not in legend_texts(fig)
+    assert UNRESOLVED not in legend_texts(fig)
+
+
+def test_plot_marks_a_kappa_the_dtype_cannot_resolve_by_its_bound():
+    """Feature scales 1 and 3000 give kappa ~ 1e7, beyond what float32 resolves: the row holds no
+    kappa but its lower bound, and the plot draws that bound as a hollow triangle, explained."""
+    pytest.importorskip("matplotlib")
+    from condlab.compare.plots import UNRESOLVED, draw_report
+
+    raw = tiny(variants=None, seeds=[0], steps=1, target_loss=None, criterion="final_loss",
+               model={"name": "linear", "bias": False}, dtype="float32",
+               data={"name": "linreg", "n": 64, "d": 2, "scale": [1, 3000], "exact": True},
+               optimizers=[{"name": "sgd", "lr": 1e-9}],
+               track={"every": 1, "curvature": "ggn", "exact": True})
+    report = compare(parse_config(raw))
+    bounds = sorted((float(r["step"]), r["kappa_bound"]) for r in report.rows if r.get("kappa_bound"))
+    assert bounds and all(r["kappa"] is None for r in report.rows if r.get("kappa_bound"))
+    fig = draw_report(report)
+    ax = next(a for a in fig.axes if a.get_title() == "kappa(ggn)")
+    drawn = sorted((float(x), float(y)) for line in ax.get_lines() if line.get_marker() == "^"
+                   and line.get_markerfacecolor() == "none"
+                   for x, y in zip(line.get_xdata(), line.get_ydata()))
+    assert drawn == bounds
+    assert UNRESOLVED in [t.get_text() for leg in fig.legends for t in leg.get_texts()]

@@ -11,6 +11,8 @@ preconditioner in its basis ``U`` (:meth:`DiagOptimizer.preconditioner`):
   for coupled L2, ``P^-1/2 U^T A U P^-1/2 + lam I`` for decoupled decay;
 - ``threshold``: the stability threshold of the method (:func:`condlab.stability.stability_threshold`)
   and ``sharpness_ratio = pre_lambda_max / threshold`` (above 1: a quadratic model diverges);
+- ``kappa_bound``, ``pre_kappa_bound``, ``block_kappa_bound``: when the dtype cannot resolve
+  that kappa (it is then empty), the lower bound it is known to exceed;
 - ``block_*``: the same for a diagonal block of ``A`` (``block: [last]`` = the last layer);
 - ``v_gn_spread`` (``adam_alignment``): the spread ``q90 / q10`` over coordinates of
   ``r_i = sqrt(v_hat_i) / sqrt((U^T G U)_ii)``; 1 means Adam's ``P`` is proportional to GN^-1/2's
@@ -87,6 +89,12 @@ def at(problem: Problem, theta: Tensor) -> Problem:
     p = copy.copy(problem)
     p.theta = theta
     return p
+
+
+def _bound(result) -> float | None:
+    """A kappa the dtype cannot resolve is not reported; what is known is that it lies above
+    this bound (:func:`condlab.estimators.condition_number`)."""
+    return result.condition_bound if result.condition_resolved is False else None
 
 
 def _spread(r: Tensor) -> float:
@@ -171,7 +179,7 @@ class Tracker:
             A = _sym(A.to_dense())
         base = measure(A, est, setting="baseline", curvature=s.curvature).result
         row: dict[str, Any] = {"lambda_max": base.lambda_max, "kappa": base.condition_number,
-                               "nullity": base.nullity}
+                               "nullity": base.nullity, "kappa_bound": _bound(base)}
         ok = base.converged
         method, lr, beta = opt.stability(state)
         row["threshold"] = stability_threshold(method, lr, beta)
@@ -182,13 +190,15 @@ class Tracker:
             pm = measure(op, est, setting=pre.name, curvature=s.curvature,
                          preconditioner=pre.name).result
             row.update(pre_lambda_max=pm.lambda_max, pre_kappa=pm.condition_number,
+                       pre_kappa_bound=_bound(pm),
                        sharpness_ratio=pm.lambda_max / row["threshold"])
             ok = ok and pm.converged
         if self.block:
             sub = prob.restrict(list(self.block))
             bm = measure(curvature_operator(sub, s.curvature, block_size=BLOCK, cache=cache), est, setting="block",
                          curvature=s.curvature).result
-            row.update(block_lambda_max=bm.lambda_max, block_kappa=bm.condition_number)
+            row.update(block_lambda_max=bm.lambda_max, block_kappa=bm.condition_number,
+                       block_kappa_bound=_bound(bm))
             ok = ok and bm.converged
         if s.adam_alignment and pre is not None and "exp_avg_sq" in state.buffers:
             row.update(self._alignment(prob, A, opt, pre))
