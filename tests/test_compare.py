@@ -173,6 +173,22 @@ def test_runs_rows_divergence_and_lr_choice():
     assert gn and all(r["threshold"] == pytest.approx(2 / 0.5) for r in gn)
 
 
+def test_an_end_value_the_last_tracked_step_lacks_is_not_filled_from_an_earlier_step():
+    """A kappa float64 cannot resolve is None at the last tracked step: the run's end value is
+    None (the table shows "-"), not the start value repeated as if measured at the end."""
+    from condlab.compare.summary import summarize_run
+
+    cfg = parse_config(tiny(target_loss=None, optimizers=[{"name": "sgd", "lr": 0.1}]))
+    base = dict.fromkeys(COLUMNS)
+    base.update(variant="full", optimizer="sgd", method="sgd", basis="identity", lr=0.1,
+                weight_decay=0.0, seed=0, status="ok", train_loss=1.0)
+    rows = [{**base, "step": 0, "kappa": 50.0, "block_kappa": 5.0, "converged": True},
+            {**base, "step": 5},  # logged, not tracked
+            {**base, "step": 10, "kappa": None, "block_kappa": 4.0, "converged": True}]
+    run = summarize_run(rows, cfg)
+    assert run.kappa == (50.0, None) and run.block_kappa == (5.0, 4.0)
+
+
 def test_row_format_roundtrips_exactly():
     row = {"variant": "a,b", "optimizer": "adam", "method": "adam", "basis": "identity",
            "batch_size": None, "lr": 0.1, "weight_decay": 1e-17, "tuned": True, "seed": 3,

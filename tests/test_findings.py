@@ -167,6 +167,12 @@ def test_paper_a_norm_findings_fail_when_normalization_does_not_help():
     found = {f.claim: f.agrees for f in paper_a_norm(cfg, [_choice(raw), _choice(std)], [raw, std])}
     assert [v for c, v in found.items() if "after the same training" in c] == [False]
     assert all(v for c, v in found.items() if "after the same training" not in c)
+    # the raw kappa not resolved in float64 after training: its lower bound decides, or nothing
+    for bound, verdict in ((1e8, True), (150.0, None)):
+        unresolved = dataclasses.replace(raw, block_kappa=(100.0, None), block_kappa_bound=bound)
+        found = paper_a_norm(cfg, [_choice(unresolved), _choice(std)], [unresolved, std])
+        (after,) = [f for f in found if "after the same training" in f.claim]
+        assert after.agrees is verdict and "not resolved" in after.measured
     # neither reaches the target: not "faster"
     never = [dataclasses.replace(r, steps_to_target=None) for r in (raw, std)]
     found = paper_a_norm(cfg, [_choice(r) for r in never], never)

@@ -64,11 +64,16 @@ class RunSummary:
     converged: bool = True  # every tracked measurement met its tolerance within max_hvps
     dist_wlasso: float | None = None
     dist_lasso: float | None = None
+    block_kappa_bound: float | None = None  # at the last tracked step, where kappa is not resolved
 
 
 def _ends(rows: Sequence[dict], key: str) -> tuple[float | None, float | None]:
+    """The first value of ``key`` and its value at the last tracked step (None when that step
+    could not give it, e.g. a kappa float64 cannot resolve: never an earlier value in its place)."""
     vals = [r[key] for r in rows if r.get(key) is not None]
-    return (vals[0], vals[-1]) if vals else (None, None)
+    tracked = [r for r in rows if r.get("converged") is not None]
+    end = tracked[-1].get(key) if tracked else (vals[-1] if vals else None)
+    return (vals[0] if vals else None, end)
 
 
 def _equilibrium(rows: Sequence[dict], steps: int):
@@ -102,6 +107,7 @@ def summarize_run(rows: Sequence[dict], cfg: CompareConfig) -> RunSummary:
         _ends(rows, "v_h_spread")[1], _ends(rows, "gn_spread")[1], _ends(rows, "dist_l2")[1],
         _ends(rows, "dist_pw")[1], *eq, all(r["converged"] is not False for r in rows),
         dist_wlasso=_ends(rows, "dist_wlasso")[1], dist_lasso=_ends(rows, "dist_lasso")[1],
+        block_kappa_bound=_ends(rows, "block_kappa_bound")[1],
     )
 
 
