@@ -187,6 +187,16 @@ def test_an_end_value_the_last_tracked_step_lacks_is_not_filled_from_an_earlier_
             {**base, "step": 10, "kappa": None, "block_kappa": 4.0, "converged": True}]
     run = summarize_run(rows, cfg)
     assert run.kappa == (50.0, None) and run.block_kappa == (5.0, 4.0)
+    # with the bound the tracker keeps for an unresolved kappa, the table says what is known
+    from condlab.compare.render import _kappas
+    from condlab.compare.summary import Choice
+
+    rows[-1]["kappa_bound"] = 3.0e13
+    run = summarize_run(rows, cfg)
+    choice = Choice("full", "sgd", 0.1, (run,), ((0.1, (1.0, 0.0)),))
+    assert run.kappa_bound == 3.0e13
+    assert _kappas(choice, "kappa", True).replace(" ", "") == "50->>3.0e+13"
+    assert _kappas(choice, "block_kappa", True).replace(" ", "") == "5->4"
 
 
 def test_row_format_roundtrips_exactly():

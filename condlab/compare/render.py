@@ -26,6 +26,17 @@ def _arrow(a: float | None, b: float | None, converged: bool = True) -> str:
     return ("" if converged else "~") + f"{fmt(a, 3)} -> {fmt(b, 3)}"
 
 
+def _kappas(c: Choice, key: str, converged: bool) -> str:
+    """Start -> end of ``key``; an end that no run resolved, ``> bound`` (the smallest of the
+    runs' lower bounds) where every run has one."""
+    end = c.median_end(key, 1)
+    bounds = [getattr(r, f"{key}_bound") for r in c.runs]
+    if end is None and bounds and all(x is not None for x in bounds):
+        start = c.median_end(key, 0)
+        return ("" if converged else "~") + f"{fmt(start, 3)} -> > {fmt(min(bounds), 2)}"
+    return _arrow(c.median_end(key, 0), end, converged)
+
+
 def summary_table(report: CompareReport) -> Table:
     """One row per (variant, optimizer) at its chosen lr; medians over seeds."""
     cfg = report.config
@@ -51,12 +62,11 @@ def summary_table(report: CompareReport) -> Table:
             _steps(c, cfg.steps) if cfg.target_loss is not None else str(cfg.steps),
             fmt(c.median("final_train_loss")), fmt(c.median("final_test_loss")),
             "-" if acc is None else f"{acc:.3f}",
-            _arrow(c.median_end("kappa", 0), c.median_end("kappa", 1), ok),
-            _arrow(c.median_end("pre_kappa", 0), c.median_end("pre_kappa", 1), ok),
+            _kappas(c, "kappa", ok), _kappas(c, "pre_kappa", ok),
             fmt(max(ratio), 3) if ratio else "-",
         ]
         if block:
-            row.insert(-2, _arrow(c.median_end("block_kappa", 0), c.median_end("block_kappa", 1), ok))
+            row.insert(-2, _kappas(c, "block_kappa", ok))
         table.add_row(*row)
     return table
 

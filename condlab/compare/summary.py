@@ -65,6 +65,8 @@ class RunSummary:
     dist_wlasso: float | None = None
     dist_lasso: float | None = None
     block_kappa_bound: float | None = None  # at the last tracked step, where kappa is not resolved
+    kappa_bound: float | None = None  # likewise
+    pre_kappa_bound: float | None = None
 
 
 def _ends(rows: Sequence[dict], key: str) -> tuple[float | None, float | None]:
@@ -108,6 +110,7 @@ def summarize_run(rows: Sequence[dict], cfg: CompareConfig) -> RunSummary:
         _ends(rows, "dist_pw")[1], *eq, all(r["converged"] is not False for r in rows),
         dist_wlasso=_ends(rows, "dist_wlasso")[1], dist_lasso=_ends(rows, "dist_lasso")[1],
         block_kappa_bound=_ends(rows, "block_kappa_bound")[1],
+        kappa_bound=_ends(rows, "kappa_bound")[1], pre_kappa_bound=_ends(rows, "pre_kappa_bound")[1],
     )
 
 
