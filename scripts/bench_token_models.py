@@ -121,11 +121,11 @@ def gradient_seconds(model, batches: list) -> float:
 
 
 # -- one cell --------------------------------------------------------------------------------------
-def run_condlab(model, ids, task: str, batch: int) -> dict:
+def run_condlab(model, ids, task: str, batch: int, product_block: int = 16) -> dict:
     def go():
         problem = condlab.Problem(model, condlab_batches(ids, batch), "sequence-cross-entropy",
                                   dtype=torch.float32)
-        H = condlab.HessianOperator(problem)
+        H = condlab.HessianOperator(problem, block_size=product_block)
         if task == "top1":
             s = condlab.EstimatorSettings(top=1, bottom=0, tol=TOL, block_size=BLOCK)
         else:
@@ -159,14 +159,14 @@ def run_eigenthings(model, ids, task: str, batch: int, steps: int) -> dict:
     return {"hvps": hvps, "cpu_s": cpu, "wall_s": wall, **res}
 
 
-def cell(spec: str, sequences: int, batch: int, steps: int) -> dict:
+def cell(spec: str, sequences: int, batch: int, steps: int, product_block: int = 16) -> dict:
     name, tool, task = spec.split(":")
     model, ids = build(name, sequences)
     for p in model.parameters():
         p.requires_grad_(True)
     rss0 = peak_rss_mib()
     if tool == "condlab":
-        out = run_condlab(model, ids, task, batch)
+        out = run_condlab(model, ids, task, batch, product_block)
     else:
         out = run_eigenthings(model, ids, task, batch, steps)
     out["peak_mib"] = peak_rss_mib() - rss0
@@ -174,13 +174,13 @@ def cell(spec: str, sequences: int, batch: int, steps: int) -> dict:
     out["hvp_per_grad"] = out["cpu_s"] / max(out["hvps"], 1) / out["grad_cpu_s"]
     n_params = sum(p.numel() for p in model.parameters())
     return {"model": name, "tool": tool, "task": task, "n_params": n_params,
-            "sequences": sequences, **out}
+            "sequences": sequences, "product_block": product_block, **out}
 
 
 # -- the driver ------------------------------------------------------------------------------------
 def run_cell(args, spec: str, steps: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--cell", spec, "--sequences", str(args.sequences), "--batch",
-           str(args.batch), "--steps", str(steps)]
+           str(args.batch), "--steps", str(steps), "--product-block", str(args.product_block)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -224,6 +224,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--sequences", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32, help="sequences per batch")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--product-block", type=int, default=16,
+                    help="vectors per vmapped condlab product (its default 16; the 10M model's "
+                    "trace needs less memory with fewer)")
     ap.add_argument("--quick", action="store_true", help="the tiny GPT-2 only, 64 sequences")
     ap.add_argument("--out-dir", type=Path, default=Path("bench_out"))
     ap.add_argument("--cell", help=argparse.SUPPRESS)
@@ -244,7 +247,8 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     if args.cell:
         torch.set_num_threads(args.threads)
-        print(json.dumps(cell(args.cell, args.sequences, args.batch, args.steps)))
+        print(json.dumps(cell(args.cell, args.sequences, args.batch, args.steps,
+                              args.product_block)))
         return 0
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     tools = list(args.tools)
