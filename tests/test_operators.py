@@ -121,6 +121,24 @@ def test_kept_graph_blocks_match_the_dense_hessian_either_way(case, limit, monke
     torch.testing.assert_close(A, ref, rtol=1e-10, atol=1e-12)
 
 
+def test_kept_graphs_beyond_the_memory_budget_fall_back_to_direct_products(monkeypatch):
+    """'auto' keeps the Hessian's gradient graphs while the bytes autograd saves for them fit
+    the budget, whatever the parameter-sample count; past it, every product is recomputed."""
+    from condlab.operators import curvature
+
+    model, X, y, loss, kwargs = make_case("residual-layernorm-ce")
+    problem = Problem(model, _batches(X, y, UNEVEN), loss, dtype=torch.float64, **kwargs)
+    ref = autograd_hessian(model, X, y, loss)
+    monkeypatch.setattr(curvature, "CACHE_LIMIT", 0)  # the GGN's rule; not the Hessian's
+    kept = HessianOperator(problem)
+    torch.testing.assert_close(kept.to_dense(), ref, rtol=1e-10, atol=1e-12)
+    assert kept.cache and len(kept._maps) == len(UNEVEN) and kept.graph_bytes > 0
+    monkeypatch.setattr(curvature, "GRAPH_FRACTION", 0.0)
+    direct = HessianOperator(problem)
+    torch.testing.assert_close(direct.to_dense(), ref, rtol=1e-10, atol=1e-12)
+    assert not direct.cache and not direct._maps
+
+
 def test_block_size_and_single_vector_products_agree():
     model, X, y, loss, _ = make_case("residual-layernorm-ce")
     p = Problem(model, _batches(X, y, UNEVEN), loss, dtype=torch.float64)

@@ -23,9 +23,10 @@ by default each batch's product map is built once and reused:
   Tracing costs about as much as 60 direct products, so 'auto' linearizes a batch only once
   ``CACHE_AFTER`` products have been taken on it.
 
-The cache holds each batch's graph (its activations), so ``cache='auto'`` uses it only for
-problems with at most ``CACHE_LIMIT`` parameter-sample products and never with fixed dropout
-masks.
+The cache holds each batch's graph (its activations), so ``cache='auto'`` keeps the Hessian's
+graphs only while the bytes they hold (counted as autograd saves them) stay within
+``GRAPH_FRACTION`` of the device's memory, linearizes the GGN only for problems with at most
+``CACHE_LIMIT`` parameter-sample products, and never caches with fixed dropout masks.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def _linearize(f, x: Tensor):
 
 class _CurvatureOperator(LinearOperator):
     auto_cache_after = CACHE_AFTER  # 'auto': direct products on a batch before it is cached
+    measures_graphs = False  # 'auto' caches by the kept graphs' measured size, not CACHE_LIMIT
     block_map = False  # the cached map multiplies a block [P, K] itself (else vmapped)
 
     def __init__(self, problem: Problem, block_size: int = 16, cache: bool | str = "auto"):
@@ -64,13 +66,15 @@ class _CurvatureOperator(LinearOperator):
         self.problem = problem
         self.block_size = max(1, int(block_size))
         self.cache_after = self.auto_cache_after if cache == "auto" else 0
+        self.auto = cache == "auto"  # the Hessian then also checks each kept graph's size
         if cache == "auto":
-            cache = (
-                not problem.uses_dropout
-                and problem.n_params * max(problem.sizes, default=0) * len(problem.sizes)
+            cache = not problem.uses_dropout and (
+                self.measures_graphs
+                or problem.n_params * max(problem.sizes, default=0) * len(problem.sizes)
                 <= CACHE_LIMIT
             )
         self.cache = bool(cache) and not problem.uses_dropout
+        self.graph_bytes = 0  # bytes the kept graphs hold (measured by the Hessian)
         self._maps: dict[int, object] = {}
         self._direct: dict[int, int] = {}  # direct products taken per batch
         self._loop = False  # apply cached maps column by column
@@ -86,6 +90,10 @@ class _CurvatureOperator(LinearOperator):
                 self._maps[b] = self._linear_map(b)
             except RuntimeError:  # untraceable code (a user's loss with F.one_hot, .item()):
                 self.cache = False  # direct products, exact and slower
+                return self._product(b, V)
+            if self.auto and self.measures_graphs and self.graph_bytes > graph_budget(self.device):
+                self._maps.clear()  # the kept graphs would not fit: recompute every product
+                self.cache = False
                 return self._product(b, V)
         linear = self._maps[b]
         if self.block_map:
@@ -131,12 +139,15 @@ class HessianOperator(_CurvatureOperator):
 
     auto_cache_after = 0  # the gradient's graph costs about one gradient: keep it at once
     block_map = True
+    measures_graphs = True
 
     def _linear_map(self, b: int):
         """``V [P, K] -> H_b V``: backward passes through the kept graph of ``grad L_b``."""
         theta = self.problem.theta.detach().requires_grad_(True)
-        with torch.enable_grad():
+        saved = _SavedBytes()
+        with torch.enable_grad(), saved:
             g = torch.autograd.grad(self.problem.batch_loss(theta, b), theta, create_graph=True)[0]
+        self.graph_bytes += saved.bytes
         if not g.requires_grad:  # the loss is linear in theta: H_b = 0
             return torch.zeros_like
         batched = [_batched_backward(self.problem, b)]
@@ -153,6 +164,37 @@ class HessianOperator(_CurvatureOperator):
             return torch.stack(cols, dim=1)
 
         return hvp
+
+
+GRAPH_FRACTION = 0.25  # 'auto' keeps gradient graphs up to this share of the device's memory
+
+
+def graph_budget(device: torch.device) -> int:
+    """Bytes the kept gradient graphs may hold: ``GRAPH_FRACTION`` of the device's memory."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        import os
+
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(GRAPH_FRACTION * total)
+
+
+class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
+    """Counts the bytes of the tensors autograd saves for backward while it is active (each
+    storage once): the size of a graph kept for reuse."""
+
+    def __init__(self):
+        self.bytes, seen = 0, set()
+
+        def pack(t: Tensor) -> Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                self.bytes += storage.nbytes()
+            return t
+
+        super().__init__(pack, lambda t: t)
 
 
 BATCHED_CPU_LIMIT = 1e7  # parameters x samples of a batch up to which a CPU block goes batched
