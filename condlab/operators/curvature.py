@@ -91,10 +91,15 @@ class _CurvatureOperator(LinearOperator):
             except RuntimeError:  # untraceable code (a user's loss with F.one_hot, .item()):
                 self.cache = False  # direct products, exact and slower
                 return self._product(b, V)
-            if self.auto and self.measures_graphs and self.graph_bytes > graph_budget(self.device):
-                self._maps.clear()  # the kept graphs would not fit: recompute every product
-                self.cache = False
-                return self._product(b, V)
+            budget = graph_budget(self.device)
+            if self.auto and self.measures_graphs and self.graph_bytes > budget:
+                per_graph = self.graph_bytes / len(self._maps)
+                self._maps.clear()  # the kept graphs would not fit: recompute every product,
+                self.cache = False  # a vmapped block holding one graph per column, so no more
+                # columns at once than graphs fit
+                self.block_size = max(1, min(self.block_size, int(budget // max(per_graph, 1))))
+                return torch.cat([self._product(b, V[:, i : i + self.block_size])
+                                  for i in range(0, V.shape[1], self.block_size)], dim=1)
         linear = self._maps[b]
         if self.block_map:
             return linear(V)
@@ -115,8 +120,9 @@ class _CurvatureOperator(LinearOperator):
         V = V.to(self.dtype)
         out = torch.zeros_like(V)
         for b, w in enumerate(self.problem.weights):
-            for start in range(0, V.shape[1], self.block_size):
-                cols = slice(start, start + self.block_size)
+            step = self.block_size  # a product may lower it (kept graphs past the budget)
+            for start in range(0, V.shape[1], step):
+                cols = slice(start, start + step)
                 out[:, cols] += w * self._batch_product(b, V[:, cols])
         return all_reduce_sum(out)  # a distributed run holds a shard of the batches per rank
 
