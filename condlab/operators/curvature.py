@@ -156,7 +156,9 @@ class HessianOperator(_CurvatureOperator):
         self.graph_bytes += saved.bytes
         if not g.requires_grad:  # the loss is linear in theta: H_b = 0
             return torch.zeros_like
-        batched = [_batched_backward(self.problem, b)]
+        # a batched pass holds a backward's temporaries for every column at once
+        batched = [_batched_backward(self.problem, b)
+                   and saved.bytes * self.block_size <= BATCHED_BYTES]
 
         def hvp(V: Tensor) -> Tensor:
             if V.shape[1] > 1 and batched[0]:
@@ -204,6 +206,7 @@ class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
 
 
 BATCHED_CPU_LIMIT = 1e7  # parameters x samples of a batch up to which a CPU block goes batched
+BATCHED_BYTES = 2**28  # and kept-graph bytes x block size up to which a block goes batched
 
 
 def _batched_backward(problem: Problem, b: int) -> bool:
