@@ -16,9 +16,10 @@ by default each batch's product map is built once and reused:
   (``create_graph``), and each product is one more backward pass through it,
   ``H_b v = d(g . v)/d theta`` (reverse-over-reverse, the plain double-backward HVP), for a
   block at once with ``is_grads_batched`` (vmap over the backward graph) on a GPU and for
-  small problems, column by column for larger ones on a CPU (see ``_batched_backward``). Building it costs
-  about one gradient; a product then costs 0.4-0.5 gradients on the digits MLP (the direct
-  ``vmap(jvp(grad))`` call costs 3.3 for one vector, 0.7 per vector in blocks of 8).
+  small problems while the graph times the block stays under ``BATCHED_BYTES``, else column
+  by column (see ``_batched_backward``). Building it costs about one gradient; a product then
+  costs 0.2-0.3 gradients on the digits MLP (the direct ``vmap(jvp(grad))`` call costs 2.7
+  for one vector, 0.6 per vector in blocks of 8).
 - GGN: the product map is linearized once with ``torch.func.linearize`` (a traced ``jvp``).
   Tracing costs about as much as 60 direct products, so 'auto' linearizes a batch only once
   ``CACHE_AFTER`` products have been taken on it.
