@@ -28,8 +28,9 @@ from condlab.cli_common import (
     spectrum_config,
     with_options,
 )
+from condlab.cli_options import SPECTRUM
 from condlab.errors import UsageError
-from condlab.options import DEMO, FORMATS, ROOT, SPECTRUM, TRAIN, TRAIN_FLAGS
+from condlab.options import DEMO, FORMATS, ROOT, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
     cls=_OneLineErrors,
@@ -120,9 +121,9 @@ def _list_params(cfg) -> None:
 
     from rich.table import Table
 
-    from condlab.build import load
+    from condlab.inputs import read_inputs
 
-    model = load(cfg).model
+    model = read_inputs(cfg).model
     table = Table("name", "shape", "size", "trainable", "selected", title="parameters",
                   title_justify="left")
     for name, p in model.named_parameters():
@@ -180,8 +181,8 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
 # -- train ---------------------------------------------------------------------------------------
 @app.command(
     cls=Command,
-    help=config_help("Train a built-in model on a dataset and write a condlab checkpoint "
-                     "(optimizer state included).\n\nExample: condlab train "
+    help=config_help("Train a model (built-in or 'package.module:factory') on a dataset and "
+                     "write a condlab checkpoint (optimizer state included).\n\nExample: condlab train "
                      "configs/train_digits.yaml --out digits.pt", "CONFIG", "train"),
 )
 @handle_errors

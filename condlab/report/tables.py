@@ -49,7 +49,7 @@ def _nullity(r: SpectrumResult) -> str:
 
 
 def _stability(r: SpectrumResult) -> str:
-    s = r.details.get("stability")
+    s = r.stability
     return "-" if not s else f"{s['ratio']:.3g}"
 
 
@@ -61,7 +61,7 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
     comparable with the baseline's (not preconditioned: ``P`` has an arbitrary scale)."""
     base = results[0] if results else None
     compare = any(r.preconditioner or r.normalization for r in results[1:])
-    stab = any(r.details.get("stability") for r in results)
+    stab = any(r.stability for r in results)
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("setting", no_wrap=True)
     table.add_column("curvature of", no_wrap=True)
@@ -82,7 +82,7 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
     for r in results:
         trace = "-" if r.trace is None else f"{fmt(r.trace)} ± {fmt(r.trace_stderr, 2)}"
         same = r is base
-        row = [r.setting, str(r.details.get("objective", r.curvature)), _kappa(r)]
+        row = [r.setting, str(r.objective or r.curvature), _kappa(r)]
         if compare:
             row.append("" if same else _ratio(r.condition_number, base.condition_number))
         if stab:
@@ -101,12 +101,12 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
 def notes(results: Sequence[SpectrumResult]) -> list[str]:
     """What the rows mean beyond their numbers: scale caveats, objectives, indefiniteness."""
     lines: list[str] = []
-    lams = {r.details.get("objective_lambda") for r in results} - {None}
+    lams = {r.objective_lambda for r in results} - {None}
     if lams:
         lam = ", ".join(f"{x:g}" for x in sorted(lams))
         lines.append(f"curvature of: λ = {lam} (weight decay), P = the row's diagonal preconditioner")
     for r in results:
-        s = r.details.get("stability")
+        s = r.stability
         if s:
             lines.append(
                 f"stab., {r.setting}: lambda_max / threshold, lr {s['lr']:g} ({s['lr_source']}), "
@@ -117,8 +117,8 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
             "λ_max ratio n/a for preconditioned rows: P's overall scale is arbitrary up to the "
             "learning rate; compare κ and stab. (give --lr, or measure an optimizer state)"
         )
-    objectives = {str(r.details.get("objective")) for r in results if r.layer is None}
-    decayed = [r for r in results if r.layer is None and r.details.get("objective_lambda")]
+    objectives = {str(r.objective) for r in results if r.layer is None}
+    decayed = [r for r in results if r.layer is None and r.objective_lambda]
     if decayed and len(objectives) > 1:
         lines.append(
             "rows are curvatures of different objectives (see 'curvature of'); at a converged "
@@ -166,7 +166,7 @@ def legend(results: Sequence[SpectrumResult]) -> str:
     parts = ["κ = condition number (its definition below)"]
     if compare:
         parts.append("κ ratio = κ / the first row's κ")
-    if any(r.details.get("stability") for r in results):
+    if any(r.stability for r in results):
         parts.append("stab. = λ_max of P^-1 A / the method's stability threshold")
     parts.append("neg. = eigenvalues below -threshold")
     if compare:
