@@ -267,6 +267,8 @@ TRAIN_FLAGS: tuple[Option, ...] = (
 
 DEMO: tuple[Option, ...] = (
     _flag("format", str, "table", "table, csv or json.", choices=FORMATS, flags=("--format", "-f")),
+    _switch("explain", "Print the full legend, every eigenvalue and the definitions under the "
+            "table."),
     _flag("steps", int, 300, "AdamW steps of the demo training.", check=POSITIVE),
 )
 

@@ -248,7 +248,8 @@ def test_each_row_says_whose_curvature_it_is(adam_ckpt, decay, base_label, pre_l
 
 def test_table_leads_with_scale_free_figures(adam_ckpt):
     r = runner.invoke(app, ["spectrum", str(adam_ckpt), "--precond", "optimizer", "--dtype",
-                            "float64", "--top", "1", "--bottom", "1"], env={"COLUMNS": "200"})
+                            "float64", "--top", "1", "--bottom", "1", "--explain"],
+                      env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     header = next(line for line in r.stdout.splitlines() if "setting" in line)
     assert header.index("κ") < header.index("stab.") < header.index("λ_max")
