@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from condlab.build import Loaded
 from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
+from condlab.inputs import Inputs
 from condlab.load.data import Dataset
 from condlab.options import TRACKER, by_name
 from condlab.tracking.rows import COLUMNS, is_adaptive, optimizer_hparams, result_rows
@@ -167,15 +167,15 @@ class Tracker:
             lr=cfg.lr if cfg.lr is not None else lr, beta1=cfg.beta1 if cfg.beta1 is not None else beta1,
             batch_size=cfg.batch_size or self.batch_size,
         )
-        loaded = Loaded(self.model, self.dataset, cfg.loss, {"optimizer": state}, "training loop")
+        inputs = Inputs(self.model, self.dataset, cfg.loss, state, "training loop")
         problem = None
         if fast(cfg):  # built once (a copy of the model, checked), then moved to today's weights
             if self.problem is None:
-                from condlab.build import make_problem
+                from condlab.problem import make_problem
 
-                self.problem = make_problem(loaded, cfg)
+                self.problem = make_problem(inputs, cfg)
             problem = at_weights(self.problem, self.model)
-        results, self.vectors = measure_step(cfg, loaded, self.vectors if self.warm else None,
+        results, self.vectors = measure_step(cfg, inputs, self.vectors if self.warm else None,
                                              problem=problem, threads=torch.get_num_threads())
         rows = result_rows(self.count, "", results, cfg.lr, cfg.beta1, is_adaptive(state))
         self._timed(rows, results, time.perf_counter() - wall, time.process_time() - cpu)

@@ -23,10 +23,11 @@ import time
 import torch
 from torch import nn
 
-from condlab.build import Loaded, make_problem
 from condlab.config import SpectrumConfig
 from condlab.errors import CondlabError
-from condlab.report.records import SpectrumResult
+from condlab.inputs import Inputs
+from condlab.measure import Estimate
+from condlab.problem import make_problem
 from condlab.tracking.top import top_eigenpair
 
 
@@ -42,64 +43,57 @@ def at_weights(problem, model: nn.Module):
     ``problem`` was built from, since trained): its selected parameters become ``theta``, the
     others and the buffers ``fixed``, copied, so later optimizer steps do not reach them."""
     named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    live = {n: named[n].detach().to(dtype=problem.dtype, device=problem.device) for n in problem.spec.names}
     out = copy.copy(problem)
-    out.theta = problem.spec.flatten(live)
-    out.fixed = {n: (named[n].detach().to(device=problem.device, dtype=problem.dtype)
-                     if named[n].is_floating_point() else named[n].detach().to(problem.device)).clone()
-                 for n in problem.fixed if n in named}
-    out.fixed.update({n: t for n, t in problem.fixed.items() if n not in named})
+    out.theta = problem.spec.flatten(
+        {n: named[n].detach().to(dtype=problem.dtype, device=problem.device) for n in problem.spec.names})
+    out.fixed = dict(problem.fixed)
+    for n in problem.fixed:
+        if n in named:
+            t = named[n].detach()
+            t = t.to(problem.device, problem.dtype) if t.is_floating_point() else t.to(problem.device)
+            out.fixed[n] = t.clone()
     if not bool(torch.isfinite(out.theta).all()):
         raise CondlabError("the model's weights hold NaN or Inf at this step (the run diverged?)")
     return out
 
 
-def measure_fast(cfg: SpectrumConfig, loaded: Loaded, starts: dict | None = None, problem=None):
+def measure_fast(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None, problem=None):
     """``(results, vectors)``: one :class:`SpectrumResult` per setting with ``lambda_max`` only,
     and setting -> its top two Ritz vectors ``[P, 2]`` (the next warm start)."""
-    from condlab.operators import curvature_operator
-    from condlab.settings import objective, preconditioned_settings, regularized_baseline
-    from condlab.spectrum import with_stability
+    from condlab.settings import build_settings
 
-    problem = problem if problem is not None else make_problem(loaded, cfg)
-    A = curvature_operator(problem, cfg.curvature, block_size=cfg.product_block)
-    settings = [("baseline", regularized_baseline(cfg, A), {"details": {
-        "stability_method": "momentum" if cfg.beta1 else "gd", **objective(cfg)}})]
-    settings += list(preconditioned_settings(cfg, problem, A, loaded))
+    problem = problem if problem is not None else make_problem(inputs, cfg)
     results, vectors = [], {}
-    for name, op, kw in settings:
+    for s in build_settings(cfg, problem, inputs):
         t0 = time.perf_counter()
-        start = (starts or {}).get(name)
+        op = s.operator
+        start = (starts or {}).get(s.name)
         if start is not None and start.shape[0] != op.shape[0]:
             start = None  # another model's vectors: start cold
         eig = top_eigenpair(op, tol=cfg.resolved_tol, max_products=cfg.max_hvps, start=start,
                             seed=cfg.seed, max_basis=cfg.max_basis)
-        vectors[name] = eig.vectors
-        details = {**kw.get("details", {}), "lanczos": "single vector, " + ("warm" if eig.warm else "cold"),
+        vectors[s.name] = eig.vectors
+        fields = {"eigenvalues_top": [eig.value], "residuals_top": [eig.residual],
+                  "converged_top": [eig.converged], "lambda_max": eig.value, "block_size": 1}
+        details = {"lanczos": "single vector, " + ("warm" if eig.warm else "cold"),
                    "stopped_by": eig.stop, "error_estimate": eig.error, "gap_estimate": eig.gap,
                    "restarts": eig.restarts}
-        result = SpectrumResult(
-            setting=name, curvature=cfg.curvature, preconditioner=kw.get("preconditioner"),
-            normalization=None, n_params=op.shape[0], n_samples=problem.n_samples,
-            eigenvalues_top=[eig.value], residuals_top=[eig.residual], converged_top=[eig.converged],
-            lambda_max=eig.value, hvp_count=eig.products, seconds=time.perf_counter() - t0,
-            modes=dict(problem.modes), dtype=str(op.dtype).replace("torch.", ""), device=str(op.device),
-            seed=cfg.seed, details=details, block_size=1,
-        )
-        results.append(with_stability(result, cfg))
+        e = Estimate(fields=fields, details=details, n_params=op.shape[0], hvp_count=eig.products,
+                     seconds=time.perf_counter() - t0, dtype=str(op.dtype).replace("torch.", ""),
+                     device=str(op.device), seed=cfg.seed, damping=0.0, vectors=eig.vectors)
+        results.append(s.record(e, cfg.curvature))
     return results, vectors
 
 
-def measure_step(cfg: SpectrumConfig, loaded: Loaded, starts: dict | None = None, *, problem=None,
+def measure_step(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None, *, problem=None,
                  threads: int | None = None, on_progress=None):
     """``(results, vectors)`` of one tracked step: the fast path when :func:`fast`, else
     ``run_spectrum`` (``problem`` is used by the fast path only)."""
-    from condlab.build import set_threads
+    from condlab.inputs import set_threads
     from condlab.spectrum import run_spectrum
 
     if fast(cfg):
-        set_threads(threads, loaded)
-        return measure_fast(cfg, loaded, starts, problem)
-
-    report = run_spectrum(cfg, loaded=loaded, threads=threads, on_progress=on_progress, starts=starts)
+        set_threads(threads, inputs)
+        return measure_fast(cfg, inputs, starts, problem)
+    report = run_spectrum(cfg, inputs=inputs, threads=threads, on_progress=on_progress, starts=starts)
     return report.results, report.vectors
