@@ -48,6 +48,7 @@ from condlab.tracking.rows import COLUMNS, is_adaptive, optimizer_hparams, resul
 from condlab.tracking.sharpness import at_weights, fast, measure_step
 
 TENSORBOARD_SCALARS = ("lambda_max", "kappa", "stability_ratio", "trace")
+TOL = 1e-3  # lambda_max to 0.1%: far below a measurement batch's own sampling error
 HOOK_COLUMNS = COLUMNS + ("seconds", "in_steps")  # a training loop's rows also say what they cost
 
 
@@ -104,7 +105,7 @@ class Tracker:
         p = next(model.parameters(), None)
         if p is None:
             raise UsageError("the model has no parameters to measure")
-        ends = {"top": 1, "bottom": 1 if kappa else 0}
+        ends = {"top": 1, "bottom": 1 if kappa else 0, "tol": TOL}
         values = {"dtype": str(p.dtype).replace("torch.", ""), "device": str(p.device), **ends,
                   **options, "model": type(model).__name__, "loss": loss}
         self.cfg: SpectrumConfig = build(SpectrumConfig, values, source="Tracker options")

@@ -41,7 +41,10 @@ Golub & Van Loan, Matrix Computations (4th ed.), Sec. 10.1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -50,9 +53,10 @@ from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, operator_size, random_probes
 from condlab.estimators.lanczos import is_breakdown, lanczos_step
 
-WARM_SECOND = 0.5  # weight of the previous second Ritz vector in a warm start
+WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
 WARM_NOISE = 1e-3  # weight of the random vector: no direction is exactly absent
 DEFAULT_BASIS_BYTES = 2**28  # the basis [P, k] stays under 256 MiB; past it, a restart
+SETTLED = 10.0  # the gap rule also needs theta_1 to have risen by <= SETTLED * tol ||A|| last step
 STOPS = ("residual", "residual^2/gap", "budget", "exact")
 
 
@@ -121,9 +125,9 @@ def top_eigenpair(
     q = r if start is None else warm_vector(start, r)
     q = q / torch.linalg.vector_norm(q)
     Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # [P, cap], columns contiguous
-    alphas, betas = torch.zeros(cap, dtype=torch.float64), torch.zeros(cap, dtype=torch.float64)
+    alphas, betas = np.zeros(cap), np.zeros(cap)
     products = restarts = k = 0
-    anorm = 0.0
+    anorm, previous = 0.0, -math.inf
     while True:
         w, stats = lanczos_step(A, Q, k, q)
         alpha, beta, aq = stats.tolist()
@@ -131,11 +135,11 @@ def top_eigenpair(
         alphas[k - 1] = alpha
         # a breakdown: K_k is invariant, its Ritz values are exact (rho = 0 stops the run)
         betas[k - 1] = 0.0 if is_breakdown(beta, anorm, A.dtype) else beta
-        T = torch.diag(alphas[:k]) + torch.diag(betas[: k - 1], 1) + torch.diag(betas[: k - 1], -1)
-        theta, S = torch.linalg.eigh(T)  # ascending
-        rho = (betas[k - 1] * S[-1]).abs()  # residual of every Ritz pair, no product
-        threshold = tol * float(theta.abs().max())
+        theta, S = _tridiagonal_eigh(alphas[:k], betas[: k - 1])  # ascending
+        rho = np.abs(betas[k - 1] * S[-1])  # residual of every Ritz pair, no product
+        threshold = tol * float(np.abs(theta).max())
         rho1, gap = float(rho[-1]), None
+        rise, previous = float(theta[-1]) - previous, float(theta[-1])
         if k >= 2:
             gap = float(theta[-1] - theta[-2] - rho[-2])
         stop = None
@@ -143,27 +147,36 @@ def top_eigenpair(
             stop = "exact"
         elif rho1 <= threshold:
             stop = "residual"
-        elif gap is not None and gap > 0 and rho1 * rho1 / gap <= threshold:
+        elif (gap is not None and gap > 0 and rho1 * rho1 / gap <= threshold
+              and rise <= SETTLED * threshold):
             stop = "residual^2/gap"
         elif products >= max_products:
             stop = "budget"
         if stop is not None:
             break
         if k == cap:  # a full basis: restart from the top two Ritz vectors
-            Y = Q[:, :k] @ S[:, -2:].flip(1).to(dtype=A.dtype, device=A.device)
+            Y = Q[:, :k] @ torch.from_numpy(S[:, ::-1][:, :2].copy()).to(dtype=A.dtype, device=A.device)
             q = warm_vector(Y, random_probes(P, 1, gen, like=A)[:, 0])
             q = q / torch.linalg.vector_norm(q)
             k, restarts = 0, restarts + 1
-            alphas.zero_(), betas.zero_()
+            alphas[:], betas[:] = 0.0, 0.0
         else:
             q = w / beta
     error = 0.0 if stop == "exact" else rho1
     if stop in ("residual^2/gap", "budget") and gap is not None and gap > 0:
         error = min(rho1, rho1 * rho1 / gap)
-    Y = Q[:, :k] @ S[:, -min(2, k):].flip(1).to(dtype=A.dtype, device=A.device)  # [P, <=2]
+    top2 = torch.from_numpy(S[:, ::-1][:, : min(2, k)].copy())  # the top two Ritz vectors of T
+    Y = Q[:, :k] @ top2.to(dtype=A.dtype, device=A.device)  # [P, <=2]
     return TopEig(
         value=float(theta[-1]), residual=rho1, error=error, gap=gap, stop=stop,
         converged=stop != "budget" or error <= threshold, threshold=threshold, products=products,
         restarts=restarts, warm=start is not None, vectors=Y,
         seed=None if generator is not None else int(seed),
     )
+
+
+def _tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs (ascending) of the symmetric tridiagonal with diagonal ``alphas [k]`` and
+    off-diagonal ``betas [k - 1]``, in float64 (numpy: a few microseconds at this size)."""
+    T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    return np.linalg.eigh(T)
