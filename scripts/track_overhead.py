@@ -3,8 +3,8 @@
 Two runs, each trained with Adam (lr 1e-3, mini-batches of 64 drawn from a seeded generator,
 float32, one CPU thread) while a Tracker with its defaults measures every ``--every`` steps:
 ``lambda_max`` of the Hessian (row ``baseline``) and of Adam's ``P^-1 H`` (row ``optimizer``)
-on a fixed measurement batch of ``--samples`` (default 64, a training-size batch), tol 1e-4
-(float32's default):
+on a fixed measurement batch of ``--samples`` (default 64, a training-size batch), the
+Tracker's tol (1e-3: lambda_max to 0.1%) unless ``--tol``:
 
 - ``mlp``: the digits MLP (64-32-10, tanh, 2 410 parameters);
 - ``cnn``: condlab's built-in CNN on the 8x8 digits images (channels [8, 16], 1 418 parameters).
@@ -74,10 +74,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--samples", type=int, default=64, help="measurement batch size")
+    ap.add_argument("--tol", type=float, default=None, help="the Tracker tol (default: its own, 1e-3)")
     ap.add_argument("--models", nargs="+", default=list(SPECS), choices=list(SPECS))
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"every {a.every} of {a.steps} steps, measurement batch {a.samples}, CPU seconds, one thread")
+    print(f"every {a.every} of {a.steps} steps, measurement batch {a.samples}, tol {a.tol or 'default'}, "
+          "CPU seconds, one thread")
     print("| model | params | start | train s | tracker s | overhead | one measurement = steps (mean / worst) "
           "| products / measurement (all / warm, min-max) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -85,7 +87,7 @@ def main() -> None:
         plain = run(name, a.steps, a.every, a.samples, None)
         step_s = plain["train_s"] / a.steps
         for start in ("cold", "warm"):
-            r = run(name, a.steps, a.every, a.samples, start)
+            r = run(name, a.steps, a.every, a.samples, start, **({"tol": a.tol} if a.tol else {}))
             per = [c / step_s for c in r["cpu"]]
             hv, later = r["hvps"], r["hvps"][1:]
             print(f"| {name} | {r['params']} | {start} | {plain['train_s']:.2f} | {r['track_s']:.2f} | "
