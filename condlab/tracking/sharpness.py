@@ -93,7 +93,8 @@ def measure_step(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
     from condlab.spectrum import run_spectrum
 
     if fast(cfg):
-        set_threads(threads, inputs)
+        if threads != torch.get_num_threads():  # a training loop passes its own: left alone
+            set_threads(threads, inputs)
         return measure_fast(cfg, inputs, starts, problem)
     report = run_spectrum(cfg, inputs=inputs, threads=threads, on_progress=on_progress, starts=starts)
     return report.results, report.vectors
