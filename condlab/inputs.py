@@ -123,6 +123,33 @@ def _data_spec(cfg: LoadOptions, spec):
     return spec
 
 
+def dataset_from_batches(data, name: str = "the given data"):
+    """A Dataset from a ``DataLoader`` (its batches read once, in order, and kept fixed), a list
+    of ``(X, y)`` batches, or one ``(X, y)`` pair; batches may be dicts with a ``labels`` entry.
+    Integer targets are class labels."""
+    from condlab.load.data import Dataset
+    from condlab.load.structure import batch_len, concat
+    from condlab.load.userdata import split_sample
+
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], torch.Tensor):
+        data = [data]
+    batches = [split_sample(b, None, None, f"batch {i} of {name}") for i, b in enumerate(data)]
+    batches = [(X, y) for X, y in batches if batch_len(X)]
+    if not batches:
+        raise UsageError(f"{name} holds no batches")
+    try:
+        X, y = concat([b[0] for b in batches]), concat([b[1] for b in batches])
+    except RuntimeError:  # batches padded to different lengths: no single tensor
+        X, y = None, None
+    labels = [t for _, t in batches]
+    integer = not labels[0].is_floating_point()
+    ids = torch.cat([t.reshape(-1) for t in labels]) if integer else None
+    num_classes = int(ids[ids >= 0].max()) + 1 if integer and bool((ids >= 0).any()) else None
+    meta = {"batches": batches} if len(batches) > 1 else {}
+    return Dataset(X=X, y=y, task="classification" if integer else "regression",
+                   num_classes=num_classes, name=name, spec={"name": name}, meta=meta)
+
+
 def token_model_spec(spec: dict, dataset) -> tuple[dict, int]:
     """The built-in token transformer sized from the data: ``vocab`` 1 + the largest token id
     (of the inputs, and of per-position targets), a language-model head (logits per position,

@@ -189,12 +189,12 @@ def test_bad_input_is_one_line_before_any_work(what, args, files, code, words, t
 def test_a_zero_diagonal_is_refused_before_any_eigenvalue(rule, monkeypatch):
     """Digits has constant pixels: with eps 0 these rules' P has zeros (building P takes
     products; measuring any setting must not start)."""
-    import condlab.spectrum
+    import condlab.pipeline
 
     def measure(*a, **k):
         raise AssertionError("a setting was measured before the error")
 
-    monkeypatch.setattr(condlab.spectrum, "estimate", measure)
+    monkeypatch.setattr(condlab.pipeline, "estimate", measure)
     r = CliRunner().invoke(app, ["spectrum", "--model", "linear", "--data", "digits", "--top", "2",
                                  "--bottom", "0", "--precond", rule, "--eps", "0"])
     assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "--eps" in r.output

@@ -16,7 +16,7 @@ from condlab.measure import EstimatorSettings, measure
 from condlab.operators import GGNOperator, HessianOperator, dense_ggn, dense_hessian
 from condlab.operators.base import DenseOperator
 from condlab.problem import Problem
-from condlab.spectrum import ggn_nullity_bound
+from condlab.settings import ggn_nullity_bound
 from tests.cases import make_case
 
 runner = CliRunner()
