@@ -50,7 +50,8 @@ OUTPUT = "Output"
 
 CURVATURES = "condlab.operators.curvature:CURVATURES"  # choices, owned by the operators
 PRECONDITIONERS = "condlab.preconditioners.base:PRECONDITIONERS"
-DTYPES = ("float32", "float64")
+from condlab.problem_options import DTYPES  # noqa: E402  (the floating types of a problem)
+
 FORMATS = ("table", "csv", "json")
 
 # every command that computes takes it (a decision of the machine, not of the measurement)

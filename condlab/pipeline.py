@@ -10,7 +10,7 @@ The pipeline flows one way, one module per stage::
       -> Problem     condlab.problem.make_problem     the loss as a function of theta
       -> [Setting]   condlab.settings.build_settings  operator, objective, stability, nullity prior
       -> Estimate    condlab.measure.estimate         numbers only
-      -> records     Setting.record -> SpectrumResult (condlab.report.records)
+      -> records     condlab.report.records.record     -> SpectrumResult
       -> report      condlab.report.tables / files    (the CLI renders)
 
 Every setting is built before the first is measured, so one that cannot be built fails the run
@@ -28,7 +28,7 @@ from condlab.config import SpectrumConfig
 from condlab.inputs import Inputs, read_inputs, set_threads
 from condlab.measure import Density, estimate
 from condlab.problem import make_problem
-from condlab.report.records import SpectrumResult
+from condlab.report.records import SpectrumResult, record
 from condlab.settings import build_settings, ggn_nullity_bound  # noqa: F401  (re-exported)
 
 # on_progress(setting, hvps_done, hvp_budget): called after every block of products
@@ -134,7 +134,7 @@ def run_spectrum(
         e = estimate(s.operator, est, nullity_bound=s.nullity_bound, scale=scale,
                      on_matvec=_ticker(on_progress, s.name, est.hvp_budget),
                      start=(starts or {}).get(s.name))
-        results.append(s.record(e, cfg.curvature))
+        results.append(record(s, e, cfg.curvature))
         if e.vectors is not None:
             vectors[s.name] = e.vectors
         if e.density is not None:

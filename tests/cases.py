@@ -22,6 +22,16 @@ class ResidualLN(nn.Module):
         return self.head(self.norm(h))
 
 
+def spectral_matrix(eigenvalues, seed=0, dtype=torch.float64) -> torch.Tensor:
+    """A matrix with a prescribed spectrum: ``Q diag(eigenvalues) Q^T`` with a seeded random
+    orthogonal ``Q``, built in float64 and cast to ``dtype``. Repeated, zero and negative
+    eigenvalues make null spaces, multiplicities and indefiniteness on demand."""
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
+    return ((Q * lam) @ Q.T).to(dtype)
+
+
 def _linear():
     return nn.Linear(3, 2)
 

@@ -154,6 +154,23 @@ def result_of(estimate, *, setting: str = "baseline", curvature: str = "hessian"
     )
 
 
+def record(setting, estimate, curvature: str) -> SpectrumResult:
+    """The record of one :class:`condlab.settings.Setting`'s estimate: its numbers, what the
+    setting is (name, objective, preconditioner, normalization, layer, nullity prior), the
+    problem's sample count and modes, and ``lambda_max`` against the setting's stability
+    threshold (fixed when the setting was built)."""
+    lam = estimate.fields.get("lambda_max")
+    s = setting
+    return result_of(
+        estimate, setting=s.name, curvature=curvature, preconditioner=s.preconditioner,
+        normalization=s.normalization, layer=s.layer, n_samples=s.problem.n_samples,
+        modes=dict(s.problem.modes), objective=s.objective, objective_lambda=s.objective_lambda,
+        stability=s.stability.of(lam) if s.stability is not None else None,
+        function_change=s.function_change, params_added=s.params_added,
+        predicted_nullity=s.predicted_nullity, details=s.details,
+    )
+
+
 def _jsonable(x: Any) -> Any:
     """Floats that JSON cannot hold (NaN, Inf) become null; tuples become lists."""
     if isinstance(x, float):
