@@ -33,7 +33,8 @@ class EstimatorSettings:
 
     GROUP: ClassVar[str] = "Estimators"
 
-    seed: int = option(int, 0, "Seeds Lanczos, probes and model initialization.", group="Operator")
+    seed: int = option(int, 0, "Seeds Lanczos, probes and model initialization.", group="Operator",
+                       advanced=True)
     damping: float = option(float, 0.0, "Measure A + damping * I.", group="Operator",
                             check=NONNEGATIVE, advanced=True)
     top: int = option(int, 5, "Largest eigenvalues to report.", check=NONNEGATIVE)

@@ -73,7 +73,7 @@ class LoadOptions:
         str, None, "Dict samples: the entry holding the targets.",
         default_text="labels, label, targets, target or y", advanced=True)
     max_samples: int | None = option(
-        int, None, "Use the first N samples.", check=POSITIVE, default_text="all")
+        int, None, "Use the first N samples.", check=POSITIVE, default_text="all", advanced=True)
 
 
 @dataclass(frozen=True)

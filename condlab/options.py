@@ -67,7 +67,7 @@ SPECTRUM_FLAGS: tuple[Option, ...] = (
            LOAD, field=False, advanced=True),
     Option("list_params", bool, False, "List the model's parameter names, shapes and whether "
            "--params selects them, then stop (nothing is measured).", OPERATOR,
-           flags=("--list-params",), field=False),
+           flags=("--list-params",), field=False, advanced=True),
     THREADS,
     Option("explain", bool, False, "Print the full legend, every eigenvalue and the definitions "
            "under the table.", OUTPUT, flags=("--explain",), field=False),

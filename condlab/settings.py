@@ -73,7 +73,7 @@ class SettingsOptions:
         float, 1e-5, "The epsilon of the BatchNorm / LayerNorm layers that --norm inserts.",
         check=POSITIVE, advanced=True)
     per_layer: bool = option(bool, False, "Also measure each parameter tensor's diagonal block.",
-                             group="Estimators")
+                             group="Estimators", advanced=True)
 
 
 @dataclass(frozen=True)
