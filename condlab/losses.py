@@ -223,9 +223,27 @@ def check_loss_fits(name: str, task: str) -> str:
     make_loss(key)
     if key in ("cross-entropy", "sequence-cross-entropy") and task != "classification":
         raise UsageError(
-            f"loss {key!r} needs a classification dataset, this one is regression; use loss 'mse'"
+            f"loss {key!r} needs class labels, but these targets were taken as regression (float "
+            "values, or integers with more than 20 distinct values): if they are class labels "
+            "pass --task classification, else use --loss mse"
         )
     return key
+
+
+# losses convex in the model's outputs: their GGN J^T H_loss J is positive semi-definite
+CONVEX_LOSSES = ("cross-entropy", "sequence-cross-entropy", "mse", "bce")
+
+
+def semidefinite_reason(curvature: str, loss_name: str) -> str | None:
+    """Why the curvature is positive semi-definite by construction, or None.
+
+    A GGN ``sum_n J_n^T H_n J_n`` with ``H_n`` the Hessian of a loss convex in the outputs
+    (every built-in loss) is PSD; so are its congruences ``S^T G S`` (preconditioners, an
+    eigenbasis), principal blocks (a layer) and ``+ lam I`` shifts with ``lam >= 0``. A user's
+    loss or the Hessian carries no such guarantee."""
+    if curvature == "ggn" and loss_name in CONVEX_LOSSES:
+        return f"the GGN of {loss_name}, a loss convex in the outputs"
+    return None
 
 
 __all__ = [
@@ -235,6 +253,7 @@ __all__ = [
     "LossFn",
     "WEIGHTINGS",
     "bce",
+    "CONVEX_LOSSES",
     "check_loss_fits",
     "cross_entropy",
     "default_loss",
@@ -242,4 +261,5 @@ __all__ = [
     "loss_fn",
     "make_loss",
     "mse",
+    "semidefinite_reason",
 ]

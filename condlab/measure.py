@@ -25,6 +25,7 @@ from condlab.estimators import (
     slq_density,
 )
 from condlab.estimators.condition import dtype_name, noise_rel
+from condlab.estimators.noise import block_noise, dense_noise
 from condlab.operators.base import LinearOperator
 from condlab.options import SPECTRUM, default_tol, fields_of
 from condlab.report.records import SpectrumResult
@@ -117,6 +118,8 @@ def measure(
     scale: float | None = None,
     on_matvec: Callable[[int], None] | None = None,
     start: Tensor | None = None,
+    semidefinite: str | None = None,
+    sylvester: tuple | None = None,
 ) -> Measurement:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
 
@@ -135,6 +138,7 @@ def measure(
     if not s.exact and s.top + s.bottom > 0:
         check_tol(s.tol, A.dtype)
     bound = nullity_bound if not s.damping else None
+    semidefinite = semidefinite if s.damping >= 0 else None  # + damping I, damping >= 0: still PSD
     op = _Observed(A, s.damping, on_matvec)
     P = op.shape[0]
     t0 = time.perf_counter()
@@ -149,6 +153,7 @@ def measure(
                 "parameters: drop --exact, or select fewer with --params"
             )
         M = op.to_dense(block_size=64)
+        noise = dense_noise(M)  # trust: the antisymmetric part is rounding noise
         M = (M + M.T) / 2
         evals, evecs = torch.linalg.eigh(M.double())
         resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
@@ -160,6 +165,7 @@ def measure(
             dtype=op.dtype,
             exact_spectrum=evals,
             scale=scale,
+            noise=noise, proven_nullity=bound, semidefinite=semidefinite, inertia=sylvester,
         )
         method = "exact (dense eigendecomposition)"
         if bound is not None and cond.nullity is not None and cond.nullity < bound[0]:
@@ -220,6 +226,8 @@ def measure(
                     lambda_max=eig.lambda_max,
                     lambda_min=eig.lambda_min,
                     scale=scale,
+                    noise=checked.noise, proven_nullity=bound, semidefinite=semidefinite,
+                    inertia=sylvester,
                 )
             else:
                 missing = ("--bottom 0 measures only the top end", "lambda_min needs --bottom >= 1") \
@@ -254,8 +262,9 @@ def measure(
             definiteness=cond.definiteness,
             threshold=_opt_float(cond.threshold),
             lambda_min_positive=_opt_float(cond.lambda_min_positive),
-            nullity=cond.nullity,
+            nullity=None if cond.nullity_is_lower_bound else cond.nullity,  # table: ">= bound"
         )
+        inertia["noise"] = cond.noise
         if cond.nullity is not None and "nullity_method" not in fields:
             fields["nullity_method"] = "counted from the computed eigenvalues"
     if bound is not None:
@@ -320,6 +329,7 @@ class _Checked:
     fields: dict  # the record's eigenvalue, residual and convergence fields
     errors_top: list[float]  # error bound of each Ritz value: min(r, r^2 / gap)
     errors_bottom: list[float]
+    noise: float | None = None  # the rounding noise measured on the Ritz block (trust)
 
 
 def true_residuals(
@@ -337,12 +347,14 @@ def true_residuals(
     theta = torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]).to(torch.float64)
     finite = torch.isfinite(theta)
     res = torch.full_like(theta, float("inf"))
+    noise = None
     if bool(finite.any()):
         Yf = Y[:, finite]
         AY = op @ Yf
         R = AY - Yf * theta[finite].to(Yf.dtype)
         norms = torch.linalg.vector_norm(Yf, dim=0).clamp_min(torch.finfo(Yf.dtype).tiny)
         res[finite] = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
+        noise = block_noise(Yf, AY, op.shape[0])
     anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
     values = theta[finite].unique()
     errors = []
@@ -365,6 +377,7 @@ def true_residuals(
         ),
         errors_top=errors[:n],
         errors_bottom=errors[n:],
+        noise=noise,
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from condlab.build import Loaded, load, make_problem, set_threads
 from condlab.config import SpectrumConfig
+from condlab.losses import semidefinite_reason
+from condlab.preconditioners.build import congruence_proof, ostrowski_check
 from condlab.measure import Density, EstimatorSettings, measure
 from condlab.normalization import softmax_shift_nullity
 from condlab.operators.curvature import curvature_operator
@@ -144,6 +146,7 @@ def run_spectrum(
             modes=problem.modes,
             on_matvec=tick,
             start=(starts or {}).get(setting),
+            semidefinite=semidefinite_reason(cfg.curvature, problem.loss_name),
             **kw,
         )
         results.append(m.result)
@@ -178,8 +181,11 @@ def run_spectrum(
     run("baseline", regularized_baseline(cfg, A), problem, predicted_nullity=null,
         details={"stability_method": "momentum" if cfg.beta1 else "gd", **objective(cfg)},
         nullity_bound=bound(problem))
-    for name, op, kw in preconditioned:
-        run(name, op, problem, nullity_bound=bound(problem), **kw)
+    for name, op, kw in preconditioned:  # trust: Sylvester and Ostrowski from the baseline
+        proof = congruence_proof(results[0], damping=cfg.damping, weight_decay=cfg.weight_decay,
+                                 decay=cfg.decay)
+        run(name, op, problem, **{"nullity_bound": bound(problem), **proof, **kw})
+        results[-1] = ostrowski_check(results[-1], results[0])
     for name, prob, kw in normalized:
         op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.product_block))
         run(name, op, prob, nullity_bound=bound(prob), **kw)
