@@ -21,7 +21,7 @@ from condlab.load.data import Dataset, is_factory_spec, load_dataset, make_batch
 from condlab.load.hf import build_hf_model, is_hf_spec, load_hf_weights
 from condlab.load.models import build_model, import_factory
 from condlab.load.structure import batch_len
-from condlab.losses import Loss, check_loss_fits, default_loss, make_loss
+from condlab.losses import Loss, check_loss_fits, default_loss, make_loss, shift_copied_labels
 from condlab.problem import Problem, couples_samples
 
 
@@ -104,6 +104,9 @@ def load(cfg: SpectrumConfig) -> Loaded:
     loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or default_loss_for(dataset)
     loss = check_loss_fits(loss, dataset.task)
     loss_spec = make_loss(loss, ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing)
+    shifted = None
+    if loss == "sequence-cross-entropy":  # trust: HF's labels = input_ids are shifted, with a note
+        dataset, shifted = shift_copied_labels(dataset, cfg.ignore_index)
 
     if cfg.model:
         if is_hf_spec(cfg.model):
@@ -145,6 +148,8 @@ def load(cfg: SpectrumConfig) -> Loaded:
         source = f"checkpoint {cfg.checkpoint}"
     else:
         raise UsageError("nothing to measure: pass a checkpoint, or --model")
+    if shifted:
+        source += f" ({shifted})"
     if cfg.weights and not cfg.model:
         raise UsageError("--weights needs --model: the weights alone do not say which model they fit")
     return Loaded(model, dataset, loss, ckpt, source, loss_spec)
