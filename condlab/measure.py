@@ -158,6 +158,7 @@ def measure(
         evals, evecs = torch.linalg.eigh(M.double())
         resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
         ev, rs = evals.tolist(), resid.tolist()
+        vectors = torch.cat([evecs.flip(1)[:, :top], evecs[:, :bottom]], 1).to(op.dtype)
         cond = condition_number(
             ev[::-1][:top],
             ev[:bottom],

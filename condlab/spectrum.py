@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from condlab.build import Loaded, load, make_problem, set_threads
 from condlab.config import SpectrumConfig
 from condlab.losses import semidefinite_reason
+from condlab.normalization.batching import batch_dependence
 from condlab.preconditioners.build import congruence_proof, ostrowski_check
+from condlab.preconditioners.zero_state import zero_state
 from condlab.measure import Density, EstimatorSettings, measure
 from condlab.normalization import softmax_shift_nullity
 from condlab.operators.curvature import curvature_operator
@@ -149,7 +151,7 @@ def run_spectrum(
             semidefinite=semidefinite_reason(cfg.curvature, problem.loss_name),
             **kw,
         )
-        results.append(m.result)
+        results.append(batch_dependence(m.result, problem))
         if m.vectors is not None:
             vectors[setting] = m.vectors
         if m.density is not None:
@@ -186,6 +188,9 @@ def run_spectrum(
                                  decay=cfg.decay)
         run(name, op, problem, **{"nullity_bound": bound(problem), **proof, **kw})
         results[-1] = ostrowski_check(results[-1], results[0])
+        results[-1], extra = zero_state(results[-1], op, vectors.get(name), problem, kw)
+        if extra:  # lambda_max dominated by eps-only coordinates: also measured without them
+            run(extra[0], extra[1], problem, **extra[2])
     for name, prob, kw in normalized:
         op = regularized_baseline(cfg, curvature_operator(prob, cfg.curvature, cfg.product_block))
         run(name, op, prob, nullity_bound=bound(prob), **kw)

@@ -254,3 +254,17 @@ def test_congruence_proof_only_for_a_congruence_of_an_exact_baseline():
                              normalization=None, n_params=10, n_samples=1, nullity=3,
                              details={"negative_count": 2.0, "negative_method": "SLQ estimate"})
     assert congruence_proof(lanczos) == {}
+
+
+def test_eigenbasis_rules_that_depend_on_a_rotation_inside_the_null_space_are_flagged():
+    from condlab.preconditioners import build_preconditioner
+
+    G = spectral_matrix([0.0, 0.0, 0.0, 0.5, 1.0, 2.0], seed=4)
+    H = spectral_matrix([-0.1, 0.2, 0.3, 0.5, 1.0, 2.0], seed=5)
+    jac = build_preconditioner("jacobi", ggn=G, hessian=H, basis="eigen", eps=1e-3)
+    assert jac.meta["basis_arbitrary"] == 3 and "arbitrary rotation" in jac.meta["basis_note"]
+    gn = build_preconditioner("gn", ggn=G, basis="eigen", eps=1e-3)
+    assert "basis_arbitrary" not in gn.meta
+    one = build_preconditioner("jacobi", ggn=spectral_matrix([0.0, 0.4, 0.5, 0.6, 1.0, 2.0]),
+                               hessian=H, basis="eigen", eps=1e-3)
+    assert "basis_arbitrary" not in one.meta  # a simple null eigenvalue: its vector is fixed

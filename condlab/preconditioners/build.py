@@ -134,6 +134,7 @@ def build_preconditioner(
     if basis == "eigen":
         evals, U = ggn_eigenbasis(problem, ggn=ggn, max_params=max_eigen_params)
         meta["basis_source"] = "eigenvectors of the dense G"
+        meta.update(_arbitrary_rotation(evals, name))
 
     if name in DATA_RULES:
         est = gradient_second_moment(problem, batch_size=batch_size, seed=seed, basis=U)
@@ -219,6 +220,28 @@ def _refuse_structural_zeros(diag: Tensor, name: str, problem, eigen: bool) -> N
         f"{coords}{where}: they have no curvature; pass --eps above {noise_rel(diag.dtype) * scale:.1e}"
         + ("" if eigen else ", or leave them out with --params")
     )
+
+
+def _arbitrary_rotation(evals: Tensor, name: str) -> dict:
+    """Flag a rule that depends on the arbitrary basis ``eigh`` picks inside G's null space.
+
+    The eigenvectors of a repeated eigenvalue are determined only up to a rotation of their
+    space. gn / gn-sqrt give every null direction the same ``P = eps`` and are invariant; jacobi
+    (``|diag(U^T H U)|``) and the data rules (``E[(U^T g)^2]``) are not: when H is not null
+    where G is, another rotation gives another P and another spectrum (issue 20: a GGN null
+    space of 45 against the Hessian's 17).
+    """
+    from condlab.estimators.condition import noise_rel
+
+    if name in ("gn", "gn-sqrt") or not evals.numel():
+        return {}
+    n0 = int((evals.abs() <= noise_rel(evals.dtype) * float(evals.abs().max())).sum())
+    if n0 < 2:
+        return {}
+    return {"basis_arbitrary": n0, "basis_note": (
+        f"--basis eigen --precond {name} depends on an arbitrary rotation inside G's null space "
+        f"of dimension {n0} (eigh's choice of eigenvectors for a repeated eigenvalue): P and the "
+        "spectrum there are not determined by the model; gn and gn-sqrt are invariant")}
 
 
 # -- the preconditioned operator and regularization ----------------------------------------------

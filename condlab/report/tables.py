@@ -139,7 +139,9 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
             if note and not any(line.endswith(f": {note}") for line in lines):
                 lines.append(f"{r.setting}: {note}")
     for r in results:  # what the trust checks found (condlab.estimators.condition, preconditioners)
-        lines += [f"{r.setting}: {note}" for note in r.details.get("trust_notes", [])]
+        for note in r.details.get("trust_notes", []):
+            if not any(line.endswith(f": {note}") for line in lines):
+                lines.append(f"{r.setting}: {note}")
     indefinite = [r for r in results if r.definiteness == "indefinite"]
     for r in indefinite:
         n = r.details.get("negative_count")
