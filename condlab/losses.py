@@ -290,7 +290,7 @@ def shift_copied_labels(dataset, ignore_index: int = IGNORE_INDEX):
     condlab's convention (``sequence-cross-entropy``): ``y[:, t]`` is the target of position
     ``t``, already shifted (``y[:, t] = x[:, t + 1]`` for a causal LM). Hugging Face models take
     ``labels = input_ids`` and shift inside; passed as they are, condlab would measure "predict
-    the current token", another loss (issue 20: lambda_max 9.33 instead of 19.8 on a character
+    the current token", another loss (e.g. lambda_max 9.33 instead of 19.8 on a character
     GPT-2). Labels equal to the inputs (``input_ids`` of dict samples, or the token tensor),
     ``ignore_index`` positions aside, are therefore shifted one position left with the last
     position ignored, and the note says so; ``note`` is None when nothing was shifted.

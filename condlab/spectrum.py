@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from condlab.build import Loaded, load, make_problem, set_threads
 from condlab.config import SpectrumConfig
 from condlab.losses import semidefinite_reason
-from condlab.normalization.batching import batch_dependence
-from condlab.preconditioners.build import congruence_proof, ostrowski_check
-from condlab.preconditioners.zero_state import zero_state
 from condlab.measure import Density, EstimatorSettings, measure
 from condlab.normalization import softmax_shift_nullity
+from condlab.normalization.batching import batch_dependence
 from condlab.operators.curvature import curvature_operator
+from condlab.preconditioners.build import congruence_proof, ostrowski_check
+from condlab.preconditioners.zero_state import zero_state
 from condlab.report.records import SpectrumResult
 
 # on_progress(setting, hvps_done, hvp_budget): called after every block of products

@@ -1,4 +1,4 @@
-"""Definiteness, nullity and kappa never contradict what condlab proved (issue 20, items 1, 4, 9).
+"""Definiteness, nullity and kappa never contradict what condlab proved.
 
 Each case is checked against an independent float64 truth: a dense GGN / Hessian by plain
 autograd (one backward per row, tests/cases.py) or a matrix with a prescribed spectrum.

@@ -1,4 +1,4 @@
-"""The loss the user means and messages that name the fix (issue 20, items 5 and 7), against
+"""The loss the user means and messages that name the fix, against
 dense float64 truths by plain autograd."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Rows that say what dominates or changes them (issue 20, items 5 and 8), against dense float64
+"""Rows that say what dominates or changes them, against dense float64
 truths by plain autograd."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""Float64 stays float64 (issue 20, item 3): weights loaded through a factory's float32 module, an
+"""Float64 stays float64: weights loaded through a factory's float32 module, an
 optimizer state's P, each against a float64 truth by plain autograd."""
 
 import sys

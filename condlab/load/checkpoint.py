@@ -377,7 +377,7 @@ def widen_to_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> torch.d
 
     ``load_state_dict`` copies into the module's existing tensors, so float64 weights loaded
     into a factory's float32 module would be rounded to float32 before ``--dtype float64``
-    casts them back (issue 20: lambda_max off by 8e-9, kappa by 1.3e-6). Widening first keeps
+    casts them back (e.g. lambda_max off by 8e-9, kappa by 1.3e-6). Widening first keeps
     the file's precision; the run then casts to ``--dtype`` (a narrower one rounds, as asked).
     Returns the dtype widened to, or None.
     """

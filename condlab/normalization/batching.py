@@ -5,7 +5,7 @@ whatever the batch size, so the operator does not depend on the batching: unless
 samples interact. BatchNorm on batch statistics (``--bn-mode batch``, or a BatchNorm built
 without running statistics, which always uses them) normalizes each sample by its batch's mean
 and variance, and fixed dropout masks are drawn per batch: then another ``--batch-size`` is
-another function, and another operator (issue 20: lambda_max 4.58 in one batch, 4.78 in
+another function, and another operator (e.g. lambda_max 4.58 in one batch, 4.78 in
 batches of 32). Such rows carry ``details['batch_dependent']`` and a table note.
 """
 

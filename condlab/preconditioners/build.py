@@ -228,7 +228,7 @@ def _arbitrary_rotation(evals: Tensor, name: str) -> dict:
     The eigenvectors of a repeated eigenvalue are determined only up to a rotation of their
     space. gn / gn-sqrt give every null direction the same ``P = eps`` and are invariant; jacobi
     (``|diag(U^T H U)|``) and the data rules (``E[(U^T g)^2]``) are not: when H is not null
-    where G is, another rotation gives another P and another spectrum (issue 20: a GGN null
+    where G is, another rotation gives another P and another spectrum (e.g. a GGN null
     space of 45 against the Hessian's 17).
     """
     from condlab.estimators.condition import noise_rel

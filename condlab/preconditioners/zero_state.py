@@ -4,7 +4,7 @@ With ``P = sqrt(v_hat) + eps``, a coordinate whose second moment is (near) zero 
 embedding the shifted loss never reaches, a dead unit) has ``P ~ eps``, so
 ``P^-1/2 A P^-1/2`` multiplies its curvature by ``1 / eps``. The number is right, yet the
 headline ``lambda_max`` (and the stability ratio built on it) may then describe coordinates
-the optimizer never moved (issue 20: a GPT-2's stab. 615 from 64 entries of ``wpe[63]``,
+the optimizer never moved (e.g. a GPT-2's stab. 615 from 64 entries of ``wpe[63]``,
 0.218 on the trained positions). Criterion: ``P_i <= 2 eps`` (the statistic is at most eps),
 for the rules built from gradient statistics (optimizer, adam, rmsprop, adagrad).
 The share is ``sum_{i in Z} y_i^2`` of the top Ritz vector ``y`` (unit norm): the fraction of
