@@ -205,3 +205,49 @@ def test_a_foreign_or_torn_warm_file_replays_the_whole_chain(tmp_path):
         assert calls == [(0, []), (1, [0]), (2, [0, 1])] and chain == [0, 1, 2], kwargs
         assert replayed == 3
         (tmp_path / "run.warm").unlink(missing_ok=True)
+
+
+# -- survivors of the first mutation round ---------------------------------------------------------
+def test_a_bottom_value_within_its_error_of_the_band_is_not_lambda_min_plus():
+    """PSD: bottom values 0 and 2t; with an error of 1.5t on the second it may be null, so
+    lambda_min+ is the third value."""
+    t = 32 * EPS64
+    c = condition_number([1.0], [0.0, 2 * t, 0.5], errors_top=[0.0],
+                         errors_bottom=[0.0, 1.5 * t, 0.0])
+    assert c.lambda_min_positive == 0.5 and c.value == pytest.approx(2.0)
+    c = condition_number([1.0], [0.0, 2 * t, 0.5], errors_top=[0.0],
+                         errors_bottom=[0.0, 0.5 * t, 0.0])
+    assert c.lambda_min_positive == 2 * t
+
+
+def test_dense_noise_is_the_norm_of_the_antisymmetric_part():
+    from condlab.estimators.noise import dense_noise
+
+    K = torch.tensor([[0.0, 3.0, 0.0], [-3.0, 0.0, 4.0], [0.0, -4.0, 0.0]], dtype=torch.float64)
+    S = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert dense_noise(S + K) == pytest.approx(5.0, rel=1e-12)  # eigenvalues of K: +-5i, 0
+    assert dense_noise(S) == 0.0 and dense_noise(torch.ones(1, 1)) == 0.0
+
+
+def test_eps_only_means_a_statistic_of_at_most_eps():
+    """P = sqrt(v_hat) + eps <= 2 eps: 1.5 eps is eps-only, 2.5 eps is not."""
+    from condlab.preconditioners.zero_state import zero_state
+    from condlab.report.records import SpectrumResult
+
+    eps = 1e-3
+    from condlab.operators.diagonal import PreconditionedOperator
+
+    P = torch.tensor([1.0, 1.5 * eps, 2.5 * eps, 2.0], dtype=torch.float64)
+    op = PreconditionedOperator(torch.eye(4, dtype=torch.float64), P)
+    y = torch.tensor([[0.1], [0.9], [0.4], [0.1]], dtype=torch.float64)
+    r = SpectrumResult(setting="optimizer", curvature="hessian", preconditioner="optimizer",
+                       normalization=None, n_params=4, n_samples=1, eigenvalues_top=[1.0],
+                       details={"eps": eps})
+    spec = SimpleNamespace(names=("w",), slice=lambda n: slice(0, 4))
+    out, extra = zero_state(r, op, y, SimpleNamespace(spec=spec), {"preconditioner": "optimizer"})
+    z = out.details["zero_state"]
+    assert z["coordinates"] == 1 and z["tensors"] == {"w": 1}
+    assert z["top_share"] == pytest.approx(0.81 / 0.99) and extra[0] == "optimizer:trained"
+    assert extra[1].shape == (3, 3)
+    out, extra = zero_state(r, op, y, SimpleNamespace(spec=spec), {"preconditioner": "gn"})
+    assert extra is None and "zero_state" not in out.details  # curvature rules: not a statistic
