@@ -71,3 +71,13 @@ def test_integer_targets_taken_as_regression_name_task_classification(tmp_path):
                          top=1, bottom=0)
     with pytest.raises(UsageError, match="--task classification"):
         run_spectrum(cfg, threads=1)
+
+
+def test_labels_that_are_all_padding_are_not_a_copy_of_the_inputs():
+    from condlab.load.data import Dataset
+    from condlab.losses import shift_copied_labels
+
+    ids = _tokens()
+    ds = Dataset(X=ids, y=torch.full_like(ids, -100), task="classification", num_classes=7,
+                 name="t", spec={})
+    assert shift_copied_labels(ds)[1] is None
