@@ -31,7 +31,8 @@ def spectral_matrix(eigenvalues, seed=0):
 
 def _truth(report, curvature):
     """The baseline's dense float64 curvature by double backward, from the run's own model/data."""
-    from condlab.build import load, make_problem
+    from condlab.inputs import read_inputs as load
+    from condlab.problem import make_problem
 
     cfg = SpectrumConfig(**{k: v for k, v in report.config.items() if k != "tol"})
     problem = make_problem(load(cfg), cfg)

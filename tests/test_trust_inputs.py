@@ -28,7 +28,8 @@ def test_labels_equal_to_the_input_ids_are_shifted_to_the_next_token(tmp_path):
     r = rep.results[0]
     assert "shifted to the next token" in rep.source
 
-    from condlab.build import load, make_problem
+    from condlab.inputs import read_inputs as load
+    from condlab.problem import make_problem
 
     model = make_problem(load(cfg), cfg).model
 

@@ -244,10 +244,16 @@ def test_eps_only_means_a_statistic_of_at_most_eps():
                        normalization=None, n_params=4, n_samples=1, eigenvalues_top=[1.0],
                        details={"eps": eps})
     spec = SimpleNamespace(names=("w",), slice=lambda n: slice(0, 4))
-    out, extra = zero_state(r, op, y, SimpleNamespace(spec=spec), {"preconditioner": "optimizer"})
+    from condlab.settings import Setting
+
+    setting = Setting("optimizer", op, SimpleNamespace(spec=spec), "P^-½HP^-½", None,
+                      preconditioner="optimizer", details={"eps": eps})
+    out, extra = zero_state(r, setting, y)
     z = out.details["zero_state"]
     assert z["coordinates"] == 1 and z["tensors"] == {"w": 1}
-    assert z["top_share"] == pytest.approx(0.81 / 0.99) and extra[0] == "optimizer:trained"
-    assert extra[1].shape == (3, 3)
-    out, extra = zero_state(r, op, y, SimpleNamespace(spec=spec), {"preconditioner": "gn"})
+    assert z["top_share"] == pytest.approx(0.81 / 0.99) and extra.name == "optimizer:trained"
+    assert extra.operator.shape == (3, 3) and extra.details["left_out"] == {"w": 1}
+    gn = Setting("gn", op, SimpleNamespace(spec=spec), "P^-½HP^-½", None, preconditioner="gn",
+                 details={"eps": eps})
+    out, extra = zero_state(r, gn, y)
     assert extra is None and "zero_state" not in out.details  # curvature rules: not a statistic

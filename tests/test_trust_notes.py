@@ -19,7 +19,7 @@ def _digits(n):
 def test_a_batchnorm_on_batch_statistics_says_the_operator_depends_on_the_batching():
     """One batch of 48 and batches of 16 are different operators (truth: the train-mode
     Hessian of the whole batch); today nothing said so."""
-    from condlab.build import load
+    from condlab.inputs import read_inputs as load
 
     args = {"widths": [3], "norm": "batch"}
     rows = {}
@@ -45,7 +45,7 @@ def test_eps_only_coordinates_that_dominate_lambda_max_are_named_and_left_out(tm
     """An Adam state with v = 0 on the head's bias (P = eps = 1e-8 there) makes lambda_max of
     P^-1/2 H P^-1/2 a property of 10 untrained coordinates: the row names the tensor and its
     share, and ':trained' measures the principal block on the others (truth: dense H)."""
-    from condlab.build import load
+    from condlab.inputs import read_inputs as load
 
     args = {"widths": [4]}
     base = SpectrumConfig(model="mlp", model_args=args, data="digits", max_samples=32,

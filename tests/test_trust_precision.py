@@ -46,7 +46,8 @@ def _float64_weights(model: nn.Module, seed: int = 1) -> nn.Module:
 def test_float64_weights_through_a_float32_factory_are_not_rounded(factory):
     """Today the state dict was copied into the factory's float32 module first: lambda_max off
     by 7e-9 relative under --dtype float64 --exact (stated error ~1e-16)."""
-    from condlab.build import load, make_problem
+    from condlab.inputs import read_inputs as load
+    from condlab.problem import make_problem
 
     sys.modules.pop("trust_factory_mod", None)
     import trust_factory_mod

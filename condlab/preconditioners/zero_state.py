@@ -44,22 +44,24 @@ def _p_diag(op) -> Tensor | None:
     return None if op is None else op.p_diag
 
 
-def zero_state(result, op, vectors: Tensor | None, problem, kw: dict):
-    """``(result with details['zero_state'], extra setting or None)`` for a preconditioned row.
+def zero_state(result, setting, vectors: Tensor | None):
+    """``(result with details['zero_state'], extra Setting or None)`` for a preconditioned row.
 
-    ``extra`` is ``(setting, operator, measure keywords)`` for the ``:trained`` row when the
-    eps-only coordinates carry ``>= DOMINANT`` of the top eigenvector; None otherwise.
+    ``extra`` is ``setting`` restricted to the other coordinates, named ``<name>:trained``,
+    when the eps-only coordinates carry ``>= DOMINANT`` of the top eigenvector; else None.
     """
     import dataclasses
 
+    op, problem = setting.operator, setting.problem
     d = result.details or {}
     if d.get("basis_note") and d["basis_note"] not in d.get("trust_notes", []):
         d = {**d, "trust_notes": [*d.get("trust_notes", []), d["basis_note"]]}
         result = dataclasses.replace(result, details=d)
     eps = d.get("eps")
     P = _p_diag(op)
-    statistic = str(kw.get("preconditioner", "")) in ("optimizer", "adam", "rmsprop", "adagrad")
-    if not statistic or not eps or P is None or vectors is None or not result.eigenvalues_top:
+    statistic = str(setting.preconditioner or "") in ("optimizer", "adam", "rmsprop", "adagrad")
+    if (not statistic or not eps or P is None or vectors is None or not result.eigenvalues_top
+            or P.numel() != vectors.shape[0]):  # (a ':trained' row measures a block of P)
         return result, None
     Z = (P <= 2 * float(eps)).cpu()
     n = int(Z.sum())
@@ -86,9 +88,10 @@ def zero_state(result, op, vectors: Tensor | None, problem, kw: dict):
             "measures the same operator without them"
         )
         rec["without"] = label
-        extra = (label, Restricted(op, ~Z), {
-            **kw, "details": {**kw.get("details", {}), "restricted_to": "coordinates with P > 2 eps",
-                              "left_out": tensors or n}})
+        extra = dataclasses.replace(
+            setting, name=label, operator=Restricted(op, ~Z), nullity_bound=None,
+            details={**setting.details, "restricted_to": "coordinates with P > 2 eps",
+                     "left_out": tensors or n})
     elif share >= 0.01:
         notes.append(f"{share:.0%} of lambda_max's eigenvector lies on {n} coordinates with "
                      f"(near) zero optimizer statistic: {named}")
