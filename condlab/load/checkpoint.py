@@ -373,11 +373,32 @@ def load_weights(
                 f"{what}: tensor {k!r} holds {n_bad} NaN/Inf value(s); the run that wrote it "
                 "diverged — use an earlier checkpoint or retrain with a smaller learning rate"
             )
+    widen_to_weights(model, state_dict)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise UsageError(f"{what} does not fit {target}: {_first_line(e)}") from None
     return model
+
+
+def widen_to_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> torch.dtype | None:
+    """Cast ``model`` to the widest float dtype of ``state_dict`` when its own is narrower.
+
+    ``load_state_dict`` copies into the module's existing tensors, so float64 weights loaded
+    into a factory's float32 module would be rounded to float32 before ``--dtype float64``
+    casts them back (e.g. lambda_max off by 8e-9, kappa by 1.3e-6). Widening first keeps
+    the file's precision; the run then casts to ``--dtype`` (a narrower one rounds, as asked).
+    Returns the dtype widened to, or None.
+    """
+    floats = [v.dtype for v in state_dict.values() if isinstance(v, Tensor) and v.is_floating_point()]
+    if not floats:
+        return None
+    widest = max(floats, key=lambda d: torch.finfo(d).bits)
+    own = [t.dtype for t in model.state_dict().values() if t.is_floating_point()]
+    if not any(torch.finfo(d).bits < torch.finfo(widest).bits for d in own):
+        return None
+    model.to(widest)
+    return widest
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
@@ -407,6 +428,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "make_checkpoint",
+    "widen_to_weights",
     "match_prefix",
     "model_from_checkpoint",
     "read_torch_file",
