@@ -44,13 +44,14 @@ def at_weights(problem, model: nn.Module):
     others and the buffers ``fixed``, copied, so later optimizer steps do not reach them."""
     named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     out = copy.copy(problem)
+    dtype, device = problem.dtype, problem.device
     out.theta = problem.spec.flatten(
-        {n: named[n].detach().to(dtype=problem.dtype, device=problem.device) for n in problem.spec.names})
+        {n: named[n].detach().to(dtype=dtype, device=device) for n in problem.spec.names})
     out.fixed = dict(problem.fixed)
     for n in problem.fixed:
         if n in named:
             t = named[n].detach()
-            t = t.to(problem.device, problem.dtype) if t.is_floating_point() else t.to(problem.device)
+            t = t.to(device, dtype) if t.is_floating_point() else t.to(device)
             out.fixed[n] = t.clone()
     if not bool(torch.isfinite(out.theta).all()):
         raise CondlabError("the model's weights hold NaN or Inf at this step (the run diverged?)")
@@ -104,5 +105,6 @@ def measure_step(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
         if threads != torch.get_num_threads():  # a training loop passes its own: left alone
             set_threads(threads, inputs)
         return measure_fast(cfg, inputs, starts, problem)
-    report = run_spectrum(cfg, inputs=inputs, threads=threads, on_progress=on_progress, starts=starts)
+    report = run_spectrum(cfg, inputs=inputs, threads=threads, on_progress=on_progress,
+                          starts=starts)
     return report.results, report.vectors

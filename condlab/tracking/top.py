@@ -45,7 +45,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 import torch
 from torch import Tensor
 
