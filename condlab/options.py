@@ -149,8 +149,8 @@ COMPARE_KEYS: tuple[Option, ...] = (
            flags=()),
     Option("criterion", str, "steps_to_target", "How a tuned lr is chosen from its grid.", COMPARE,
            choices=CRITERIA, flags=()),
-    Option("divergence", float, 1e6, "A run stops when its loss exceeds this times the initial loss "
-           "(or is NaN).", COMPARE, check=ABOVE_ONE, flags=()),
+    Option("divergence", float, 1e6, "A run stops when its loss grows from its start by more "
+           "than (this - 1) x max(|initial loss|, its drop so far), or is not finite.", COMPARE, check=ABOVE_ONE, flags=()),
     Option("track", MAPPING, {}, "How conditioning is measured: the track keys below.", COMPARE,
            flags=()),
     Option("variants", ITEMS, None, "Problem overrides, one set of runs each: [{label: ..., "

@@ -100,8 +100,18 @@ class SpectrumResult:
         flags = (self.converged_top or []) + (self.converged_bottom or [])
         return all(flags)
 
+    @property
+    def kappa_scale_free(self) -> bool:
+        """Whether κ is the same for ``P`` and ``c P``: not for a preconditioned row with a shift
+        after ``P`` (decoupled decay ``P^-1/2 A P^-1/2 + lam I``, or damping), whose κ moves
+        with ``P``'s arbitrary scale (no κ ratio is printed for it)."""
+        if self.preconditioner is None:
+            return True
+        decoupled = self.details.get("decay") == "decoupled" and self.details.get("weight_decay")
+        return not (decoupled or self.damping)
+
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return _jsonable({**asdict(self), "kappa_scale_free": self.kappa_scale_free})
 
     def scalar_row(self) -> dict[str, Any]:
         """The scalar fields, one CSV row (lists and nested details left out)."""
