@@ -257,3 +257,18 @@ def test_one_call_with_an_optimizer_measures_its_preconditioner():
     torch.testing.assert_close(torch.tensor(report["optimizer"].eigenvalues_top, dtype=torch.float64), ev.flip(0)[:2],
                                rtol=1e-9, atol=0)
     assert report["optimizer"].stability["lr"] == 1e-2  # from the optimizer's param_groups
+
+
+def test_at_most_three_notes_the_most_pressing_first():
+    from condlab.report.records import SpectrumResult
+    from condlab.report.tables import key_notes
+
+    def row(name, **kw):
+        return SpectrumResult(setting=name, curvature="hessian", preconditioner=kw.pop("pre", None),
+                              normalization=None, n_params=3, n_samples=4, **kw)
+
+    rows = [row("a", converged_top=[False]), row("b", condition_resolved=False),
+            row("c", definiteness="indefinite"), row("d", pre="adam", damping=0.1)]
+    lines = key_notes(rows)
+    assert len(lines) == 3 and lines[0].startswith("not converged (a)")
+    assert key_notes([row("ok", converged_top=[True], definiteness="positive definite")]) == []
