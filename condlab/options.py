@@ -307,7 +307,7 @@ CHECK_FLAGS: tuple[Option, ...] = (
 SWEEP = "Sweep"
 # spectrum's options about one file: its weights, its optimizer state, where its report goes
 NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
-                 "density_output", "plot", "list_params")
+                 "density_output", "plot", "list_params", "explain")
 TRACK_FLAGS: tuple[Option, ...] = (
     _flag("output", PATH, "track.csv", "The CSV the rows are appended to, one per checkpoint and "
           "setting.", flags=("--output", "-o"), group=SWEEP),
