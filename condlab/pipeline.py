@@ -54,9 +54,9 @@ class SpectrumReport:
     def to_dict(self) -> dict:
         """Every field of every result, with the resolved config (the JSON of ``--format json``
         less the versions)."""
-        from condlab.report.records import _jsonable
+        from condlab.report.records import jsonable
 
-        return _jsonable({"config": self.config, "source": self.source, "loss": self.loss,
+        return jsonable({"config": self.config, "source": self.source, "loss": self.loss,
                           "results": [r.to_dict() for r in self.results]})
 
     def to_frame(self):
