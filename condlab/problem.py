@@ -38,7 +38,7 @@ from condlab.distributed import StreamedBatches, all_reduce_sum, raise_if_any
 from condlab.errors import CondlabError, UsageError
 from condlab.load.structure import batch_len, call_model, map_tensors, select_output
 from condlab.losses import Loss, make_loss
-from condlab.operators.params import ParamSpec, select_params
+from condlab.params import ParamSpec, select_params
 from condlab.problem_checks import check_problem
 from condlab.problem_options import BN_MODES, DROPOUT_MODES, DTYPES, ProblemOptions  # noqa: F401
 

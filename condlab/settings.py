@@ -301,7 +301,7 @@ def normalized_settings(cfg, inputs) -> list[Setting]:
         softmax_shift_nullity,
     )
     from condlab.operators.curvature import curvature_operator
-    from condlab.operators.params import select_params
+    from condlab.params import select_params
     from condlab.problem import make_problem
 
     dtype = cfg.torch_dtype
