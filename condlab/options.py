@@ -132,7 +132,7 @@ COMPARE_KEYS: tuple[Option, ...] = (
     Option("params", LIST, (), "Globs of the trained parameters.", COMPARE, default_text="all",
            flags=()),
     Option("bn_mode", str, "batch", "BatchNorm on batch statistics (batch) or running ones (eval).",
-           COMPARE, choices=("batch", "eval"), flags=()),
+           COMPARE, choices="condlab.problem_options:BN_MODES", flags=()),
     Option("dtype", str, "float64", "Floating-point type of the model and data.", COMPARE,
            choices=DTYPES, flags=()),
     Option("init_scale", float, 1.0, "Multiplies the trained parameters at initialization.", COMPARE,
