@@ -218,7 +218,7 @@ def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
     """
     from condlab.load.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
     from condlab.load.data import load_dataset
-    from condlab.losses import check_loss_fits, make_loss
+    from condlab.losses import check_loss_fits, make_loss, shift_copied_labels
 
     if cfg.weights and not cfg.model:
         raise UsageError("--weights needs --model: the weights alone do not say which model they fit")
@@ -236,6 +236,9 @@ def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
     loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or default_loss_for(dataset)
     loss = check_loss_fits(loss, dataset.task)
     loss_spec = make_loss(loss, ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing)
+    shifted = None
+    if loss == "sequence-cross-entropy":  # HF's labels = input_ids: shifted, with a note
+        dataset, shifted = shift_copied_labels(dataset, cfg.ignore_index)
 
     if cfg.model:
         model, dataset, source = _model(cfg, dataset)
@@ -254,6 +257,8 @@ def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
     else:
         raise UsageError("nothing to measure: pass a checkpoint, or --model")
     state = _optimizer_state(cfg, ckpt)
+    if shifted:
+        source += f" ({shifted})"
     return Inputs(model, dataset, loss, state, source, loss_spec)
 
 

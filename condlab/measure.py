@@ -31,6 +31,7 @@ from condlab.estimators import (
     slq_density,
 )
 from condlab.estimators.condition import dtype_name, noise_rel
+from condlab.estimators.noise import block_noise, dense_noise
 from condlab.operators.base import LinearOperator
 from condlab.report.records import SpectrumResult, result_of
 
@@ -122,6 +123,8 @@ def estimate(
     scale: float | None = None,
     on_matvec: Callable[[int], None] | None = None,
     start: Tensor | None = None,
+    semidefinite: str | None = None,
+    sylvester: tuple | None = None,
 ) -> Estimate:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
 
@@ -141,6 +144,7 @@ def estimate(
     if not s.exact and s.top + s.bottom > 0:
         check_tol(s.tol, A.dtype)
     bound = nullity_bound if not s.damping else None
+    semidefinite = semidefinite if s.damping >= 0 else None  # + damping I, damping >= 0: still PSD
     op = _Observed(A, s.damping, on_matvec)
     P = op.shape[0]
     t0 = time.perf_counter()
@@ -155,10 +159,12 @@ def estimate(
                 "parameters: drop --exact, or select fewer with --params"
             )
         M = op.to_dense(block_size=64)
+        noise = dense_noise(M)  # trust: the antisymmetric part is rounding noise
         M = (M + M.T) / 2
         evals, evecs = torch.linalg.eigh(M.double())
         resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
         ev, rs = evals.tolist(), resid.tolist()
+        vectors = torch.cat([evecs.flip(1)[:, :top], evecs[:, :bottom]], 1).to(op.dtype)
         cond = condition_number(
             ev[::-1][:top],
             ev[:bottom],
@@ -166,6 +172,7 @@ def estimate(
             dtype=op.dtype,
             exact_spectrum=evals,
             scale=scale,
+            noise=noise, proven_nullity=bound, semidefinite=semidefinite, inertia=sylvester,
         )
         method = "exact (dense eigendecomposition)"
         if bound is not None and cond.nullity is not None and cond.nullity < bound[0]:
@@ -226,6 +233,8 @@ def estimate(
                     lambda_max=eig.lambda_max,
                     lambda_min=eig.lambda_min,
                     scale=scale,
+                    noise=checked.noise, proven_nullity=bound, semidefinite=semidefinite,
+                    inertia=sylvester,
                 )
             else:
                 missing = ("--bottom 0 measures only the top end", "lambda_min needs --bottom >= 1") \
@@ -259,8 +268,9 @@ def estimate(
             definiteness=cond.definiteness,
             threshold=_opt_float(cond.threshold),
             lambda_min_positive=_opt_float(cond.lambda_min_positive),
-            nullity=cond.nullity,
+            nullity=None if cond.nullity_is_lower_bound else cond.nullity,  # table: ">= bound"
         )
+        inertia["noise"] = cond.noise
         if cond.nullity is not None and "nullity_method" not in fields:
             fields["nullity_method"] = "counted from the computed eigenvalues"
     if bound is not None:
@@ -306,6 +316,7 @@ class _Checked:
     fields: dict  # the record's eigenvalue, residual and convergence fields
     errors_top: list[float]  # error bound of each Ritz value: min(r, r^2 / gap)
     errors_bottom: list[float]
+    noise: float | None = None  # the rounding noise measured on the Ritz block (trust)
 
 
 def true_residuals(
@@ -323,12 +334,14 @@ def true_residuals(
     theta = torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]).to(torch.float64)
     finite = torch.isfinite(theta)
     res = torch.full_like(theta, float("inf"))
+    noise = None
     if bool(finite.any()):
         Yf = Y[:, finite]
         AY = op @ Yf
         R = AY - Yf * theta[finite].to(Yf.dtype)
         norms = torch.linalg.vector_norm(Yf, dim=0).clamp_min(torch.finfo(Yf.dtype).tiny)
         res[finite] = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
+        noise = block_noise(Yf, AY, op.shape[0])
     anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
     values = theta[finite].unique()
     errors = []
@@ -351,6 +364,7 @@ def true_residuals(
         ),
         errors_top=errors[:n],
         errors_bottom=errors[n:],
+        noise=noise,
     )
 
 

@@ -337,6 +337,9 @@ TRACKER: tuple[Option, ...] = (
            "preconditioner (Adam, RMSprop, AdaGrad), else none", flags=()),
     Option("warm", bool, True, "Start Lanczos from the previous measurement's Ritz vectors.", HOOK,
            flags=()),
+    Option("kappa", bool, False, "Also lambda_min and kappa (bottom=1 unless given).", HOOK, flags=()),
+    Option("samples", int, None, "Measure on the first N samples of the batches.", HOOK,
+           check=POSITIVE, default_text="the first batch", flags=()),
 )
 
 

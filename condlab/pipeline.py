@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from condlab.config import SpectrumConfig
+from condlab.consistency import checked, proven
 from condlab.inputs import Inputs, read_inputs, set_threads
 from condlab.measure import Density, estimate
 from condlab.problem import make_problem
@@ -127,14 +128,19 @@ def run_spectrum(
     results: list[SpectrumResult] = []
     densities: list[Density] = []
     vectors: dict = {}
-    for s in settings:
+    todo = list(settings)
+    while todo:
+        s = todo.pop(0)
         base = results[0] if results else None
         scale = (max(abs(base.lambda_max or 0.0), abs(base.lambda_min or 0.0)) or None
                  if s.relative_to_baseline and base is not None else None)
-        e = estimate(s.operator, est, nullity_bound=s.nullity_bound, scale=scale,
+        proofs = proven(s, base, cfg)  # what condlab proved about this row (condlab.consistency)
+        e = estimate(s.operator, est, scale=scale, **proofs,
                      on_matvec=_ticker(on_progress, s.name, est.hvp_budget),
                      start=(starts or {}).get(s.name))
-        results.append(record(s, e, cfg.curvature))
+        result, extra = checked(s, record(s, e, cfg.curvature), base, e.vectors)
+        results.append(result)
+        todo[:0] = [extra] if extra is not None else []
         if e.vectors is not None:
             vectors[s.name] = e.vectors
         if e.density is not None:

@@ -198,6 +198,10 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
                 f"nullity >= {r.nullity_lower_bound}: {r.nullity_bound_reason}")):
             if note and not any(line.endswith(f": {note}") for line in lines):
                 lines.append(f"{r.setting}: {note}")
+    for r in results:  # what the trust checks found (condlab.estimators.condition, preconditioners)
+        for note in r.details.get("trust_notes", []):
+            if not any(line.endswith(f": {note}") for line in lines):
+                lines.append(f"{r.setting}: {note}")
     indefinite = [r for r in results if r.definiteness == "indefinite"]
     for r in indefinite:
         n = r.details.get("negative_count")

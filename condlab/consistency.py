@@ -1,0 +1,42 @@
+"""What condlab proved about a row, before and after it is estimated (the trust checks).
+
+Before: :func:`proven` gives :func:`condlab.measure.estimate` what the row's operator is known
+to satisfy: a proven nullity (a GGN's rank; the baseline's exact null count carried to a
+congruent preconditioned row), positive semi-definiteness by construction (the GGN of a convex
+loss), the exact inertia by Sylvester's law. After: :func:`checked` adds what the numbers alone
+do not say: the batching the operator depends on, Ostrowski's cap on a preconditioned kappa,
+eps-only coordinates that dominate lambda_max (with a ``:trained`` row measured without them),
+an eigenbasis rule that depends on an arbitrary rotation. See docs/accuracy.md.
+"""
+
+from __future__ import annotations
+
+
+def proven(setting, baseline, cfg) -> dict:
+    """``estimate`` keywords for ``setting`` given the baseline's record (None for the baseline)."""
+    from condlab.losses import semidefinite_reason
+    from condlab.preconditioners.build import congruence_proof
+
+    out = {"nullity_bound": setting.nullity_bound,
+           "semidefinite": semidefinite_reason(cfg.curvature, setting.problem.loss_name)}
+    if setting.preconditioner and baseline is not None:
+        proof = congruence_proof(baseline, damping=cfg.damping, weight_decay=cfg.weight_decay,
+                                 decay=cfg.decay)
+        out["sylvester"] = proof.get("sylvester")
+        if proof.get("nullity_bound") and (out["nullity_bound"] is None
+                                           or proof["nullity_bound"][0] > out["nullity_bound"][0]):
+            out["nullity_bound"] = proof["nullity_bound"]
+    return out
+
+
+def checked(setting, result, baseline, vectors):
+    """``(result with the trust notes, an extra Setting to measure next or None)``."""
+    from condlab.normalization.batching import batch_dependence
+    from condlab.preconditioners.build import ostrowski_check
+    from condlab.preconditioners.zero_state import zero_state
+
+    result = batch_dependence(result, setting.problem)
+    if not setting.preconditioner or baseline is None:
+        return result, None
+    result = ostrowski_check(result, baseline)
+    return zero_state(result, setting, vectors)
