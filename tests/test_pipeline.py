@@ -277,9 +277,10 @@ def test_at_most_three_notes_the_most_pressing_first():
 def test_the_options_flow_one_way_from_the_cli_to_the_estimates():
     """Every condlab function that receives the run's options (the SpectrumConfig, or the
     estimator settings taken from it), in call order, one entry per visit of a module: each
-    stage once, in pipeline order. The one step back is explained in condlab.settings: a
-    normalized setting is a new Problem, built by condlab.problem.make_problem. The records and
-    the report never see the options (they get Settings and estimates)."""
+    stage once, in pipeline order, then per setting what is proven about it and its estimate.
+    The one step back is explained in condlab.settings: a normalized setting is a new Problem,
+    built by condlab.problem.make_problem. The records and the report never see the options
+    (they get Settings and estimates)."""
     import sys
 
     from condlab.config import SpectrumConfig
@@ -307,5 +308,9 @@ def test_the_options_flow_one_way_from_the_cli_to_the_estimates():
     finally:
         sys.setprofile(None)
     assert r.exit_code == 0, r.output
-    assert [m.removeprefix("condlab.") for m in seq] == [
-        "config", "pipeline", "inputs", "problem", "settings", "problem", "settings", "measure"]
+    seq = [m.removeprefix("condlab.") for m in seq]
+    loop = seq.index("consistency")  # then, per setting: what is proven, the estimate
+    assert seq[:loop] == ["config", "pipeline", "inputs", "problem", "settings", "problem",
+                          "settings"]
+    assert set(seq[loop:]) == {"consistency", "measure"}
+    assert seq[loop:] == ["consistency", "measure"] * 3  # baseline, adam, input
