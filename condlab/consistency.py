@@ -40,3 +40,20 @@ def checked(setting, result, baseline, vectors):
         return result, None
     result = ostrowski_check(result, baseline)
     return zero_state(result, setting, vectors)
+
+
+def trust_notes(results) -> list[str]:
+    """``"setting: note"`` for every distinct note the checks attached (``details['trust_notes']``)
+    and for every kappa withheld because a proven null space hides ``lambda_min+``."""
+    lines: list[str] = []
+    for r in results:
+        notes = list(r.details.get("trust_notes", []))
+        if (r.condition_number is None and r.nullity_lower_bound
+                and "exactly 0" in (r.condition_definition or "")):
+            notes.append(f"kappa withheld: at least {r.nullity_lower_bound} eigenvalues are exactly 0 "
+                         f"({r.nullity_bound_reason}); the bottom Ritz values are noise of that "
+                         "null space (--exact, or --bottom and --block-size above the nullity)")
+        for note in notes:
+            if not any(line.endswith(f": {note}") for line in lines):
+                lines.append(f"{r.setting}: {note}")
+    return lines
