@@ -269,3 +269,15 @@ def test_eigenbasis_rules_that_depend_on_a_rotation_inside_the_null_space_are_fl
     one = build_preconditioner("jacobi", ggn=spectral_matrix([0.0, 0.4, 0.5, 0.6, 1.0, 2.0]),
                                hessian=H, basis="eigen", eps=1e-3)
     assert "basis_arbitrary" not in one.meta  # a simple null eigenvalue: its vector is fixed
+
+
+def test_the_input_normalized_linear_model_counts_its_92_null_directions():
+    """--model linear --data digits --norm input --exact in float64: 650 parameters, 92 null
+    directions (softmax's shift invariance and the pixels that are constant over the data) in
+    both rows, the measured noise recorded far below the band."""
+    cfg = SpectrumConfig(model="linear", data="digits", norm=("input",), dtype="float64", top=2,
+                         bottom=2, exact=True)
+    for r in run_spectrum(cfg, threads=1).results:
+        assert r.nullity == 92, r.setting
+        noise = r.details["noise"]
+        assert 0 < noise["measured"] < noise["band"] / 10
