@@ -29,6 +29,25 @@ def proven(setting, baseline, cfg) -> dict:
     return out
 
 
+def _narrow_state(result):
+    """A note when P comes from an optimizer state narrower than the run's dtype: P is computed
+    in the run's dtype, but the state itself carries its own rounding."""
+    import dataclasses
+
+    d = result.details or {}
+    state = str(d.get("state_dtype") or "")
+    if not state or result.dtype != "float64" or "float64" in state:
+        return result
+    import torch
+
+    unit = getattr(torch, state.split(",")[0], None)
+    rel = f" (about {torch.finfo(unit).eps / 2:.1g} relative)" if isinstance(unit, torch.dtype) else ""
+    note = (f"P is built in float64 from a {state} optimizer state: the state's values carry "
+            f"{state} rounding{rel}, which no later precision removes")
+    return dataclasses.replace(result, details={**d, "trust_notes": [*d.get("trust_notes", []),
+                                                                     note]})
+
+
 def checked(setting, result, baseline, vectors):
     """``(result with the trust notes, an extra Setting to measure next or None)``."""
     from condlab.normalization.batching import batch_dependence
@@ -36,6 +55,7 @@ def checked(setting, result, baseline, vectors):
     from condlab.preconditioners.zero_state import zero_state
 
     result = batch_dependence(result, setting.problem)
+    result = _narrow_state(result)
     if not setting.preconditioner or baseline is None:
         return result, None
     result = ostrowski_check(result, baseline)
