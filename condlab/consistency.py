@@ -15,10 +15,15 @@ from __future__ import annotations
 def proven(setting, baseline, cfg) -> dict:
     """``estimate`` keywords for ``setting`` given the baseline's record (None for the baseline)."""
     from condlab.losses import semidefinite_reason
+    from condlab.normalization.invariance import shift_nullity_bound
     from condlab.preconditioners.build import congruence_proof
 
     out = {"nullity_bound": setting.nullity_bound,
            "semidefinite": semidefinite_reason(cfg.curvature, setting.problem.loss_name)}
+    if not (cfg.weight_decay and cfg.decay != "l1"):  # + lambda I removes every null space
+        shift = shift_nullity_bound(setting.problem)
+        if shift and (out["nullity_bound"] is None or shift[0] > out["nullity_bound"][0]):
+            out["nullity_bound"] = shift
     if setting.preconditioner and baseline is not None:
         proof = congruence_proof(baseline, damping=cfg.damping, weight_decay=cfg.weight_decay,
                                  decay=cfg.decay)
