@@ -78,7 +78,7 @@ def spectrum(
     Example: condlab spectrum ckpt.pt --top 5 --bottom 3 --precond optimizer --format json
     """
     from condlab.distributed import init_from_env, is_main
-    from condlab.spectrum import run_spectrum
+    from condlab.pipeline import run_spectrum
 
     init_from_env()  # under torchrun: join the process group (a no-op in one process)
     fmt, output, plot = Format(flags["format"]), flags["output"], flags["plot"]

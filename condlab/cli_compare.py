@@ -61,9 +61,11 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
 
         from condlab.compare import compare, load_config
         from condlab.compare.render import (
+            SCALE_NOTE,
             edge_notes,
             findings_table,
             grid_table,
+            scale_dependent,
             summary_table,
         )
 
@@ -110,6 +112,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
                 out.print(table)
         for line in edge_notes(report):
             out.print(f"  [yellow]{line}[/]", highlight=False)
+        if any(scale_dependent(c) for c in report.choices):
+            out.print(f"  {SCALE_NOTE}", highlight=False)
         out.print(
             f"  kappa: the positive-part condition number lambda_max / lambda_min+ of "
             f"{cfg.track.curvature} (exact: {cfg.track.exact}); P^-1/2 A P^-1/2 uses each "

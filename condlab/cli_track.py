@@ -35,7 +35,7 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         from condlab.compare.csvlog import open_log
         from condlab.errors import UsageError
         from condlab.tracking.rows import COLUMNS
-        from condlab.tracking.sweep import Sweep, discover, run_sweep
+        from condlab.tracking.sweep import Sweep, discover, run_sweep, warm_path
 
         force, resume, plot, output = flags["force"], flags["resume"], flags["plot"], Path(flags["output"])
         warm = flags["warm_start"]
@@ -60,6 +60,10 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             )
         for line in summary.skipped:
             err.print(f"[yellow]warning:[/] skipped {line}", highlight=False, soft_wrap=True)
+        if summary.replayed:
+            stale = f" ({warm_path(output).name} did not match the CSV)" if summary.stale_warm else ""
+            err.print(f"re-measured {summary.replayed} checkpoint(s) already in the CSV to rebuild "
+                      f"the warm start{stale}", highlight=False)
         done_text = f", {summary.resumed} already there" if summary.resumed else ""
         err.print(f"measured {summary.measured} checkpoint(s){done_text} ({summary.hvps} curvature "
                   f"products); wrote {output}", highlight=False)

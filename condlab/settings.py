@@ -73,7 +73,7 @@ class SettingsOptions:
         float, 1e-5, "The epsilon of the BatchNorm / LayerNorm layers that --norm inserts.",
         check=POSITIVE, advanced=True)
     per_layer: bool = option(bool, False, "Also measure each parameter tensor's diagonal block.",
-                             group="Estimators")
+                             group="Estimators", advanced=True)
 
 
 @dataclass(frozen=True)
@@ -118,21 +118,6 @@ class Setting:
     function_change: float | None = None  # normalized: max |f_new - f_old| on the data
     params_added: int | None = None  # normalized: parameters the normalization added
     details: dict = field(default_factory=dict)  # provenance for the JSON (formula, eps, ...)
-
-    def record(self, estimate, curvature: str):
-        """The :class:`condlab.report.records.SpectrumResult` of this setting's estimate."""
-        from condlab.report.records import result_of
-
-        return result_of(
-            estimate, setting=self.name, curvature=curvature, preconditioner=self.preconditioner,
-            normalization=self.normalization, layer=self.layer,
-            n_samples=self.problem.n_samples, modes=dict(self.problem.modes),
-            objective=self.objective, objective_lambda=self.objective_lambda,
-            stability=self.stability.of(estimate.fields.get("lambda_max"))
-            if self.stability else None,
-            function_change=self.function_change, params_added=self.params_added,
-            predicted_nullity=self.predicted_nullity, details=self.details,
-        )
 
 
 def build_settings(cfg, problem, inputs) -> list[Setting]:

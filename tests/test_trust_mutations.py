@@ -171,18 +171,21 @@ class _Chain:
 
 def _resume(tmp_path, held, done=("a", "b", "c"), keys=("a", "b", "c", "d"), torn=False):
     from condlab.load.checkpoint import save_checkpoint
-    from condlab.tracking.sweep import SweepSummary, _resume_starts
+    from condlab.tracking.sweep import SweepSummary, _resume_starts, fingerprint
 
     sweep = _Chain(keys)
     path = tmp_path / "run.warm"
+    rows = [{"checkpoint": str(Path(k)), "setting": "baseline", "status": "ok",
+             "lambda_max": float(i), "lambda_min": None, "hvps": 3} for i, k in enumerate(done)]
     if held is not None:
         chain = list(range(keys.index(held) + 1)) if held in keys else [7, 7]
-        save_checkpoint(path, {"checkpoint": str(Path(held)), "vectors": {
-            "chain": torch.tensor(chain)}})
+        held_rows = [r for r in rows if r["checkpoint"] == str(Path(held))]
+        save_checkpoint(path, {"checkpoint": str(Path(held)), "rows": fingerprint(held_rows),
+                               "vectors": {"chain": torch.tensor(chain)}})
     if torn:
         path.write_bytes(b"torn")
     summary = SweepSummary()
-    starts = _resume_starts(sweep, [str(Path(k)) for k in done], path, summary, None)
+    starts = _resume_starts(sweep, [str(Path(k)) for k in done], rows, path, summary, None)
     return starts["chain"].tolist(), sweep.calls, summary.replayed
 
 

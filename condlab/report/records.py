@@ -100,8 +100,18 @@ class SpectrumResult:
         flags = (self.converged_top or []) + (self.converged_bottom or [])
         return all(flags)
 
+    @property
+    def kappa_scale_free(self) -> bool:
+        """Whether κ is the same for ``P`` and ``c P``: not for a preconditioned row with a shift
+        after ``P`` (decoupled decay ``P^-1/2 A P^-1/2 + lam I``, or damping), whose κ moves
+        with ``P``'s arbitrary scale (no κ ratio is printed for it)."""
+        if self.preconditioner is None:
+            return True
+        decoupled = self.details.get("decay") == "decoupled" and self.details.get("weight_decay")
+        return not (decoupled or self.damping)
+
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return _jsonable({**asdict(self), "kappa_scale_free": self.kappa_scale_free})
 
     def scalar_row(self) -> dict[str, Any]:
         """The scalar fields, one CSV row (lists and nested details left out)."""
@@ -151,6 +161,23 @@ def result_of(estimate, *, setting: str = "baseline", curvature: str = "hessian"
         n_samples=labels.pop("n_samples", 0), hvp_count=e.hvp_count, seconds=e.seconds,
         damping=e.damping, dtype=e.dtype, device=e.device, seed=e.seed,
         details={**(details or {}), **e.details}, **labels, **e.fields,
+    )
+
+
+def record(setting, estimate, curvature: str) -> SpectrumResult:
+    """The record of one :class:`condlab.settings.Setting`'s estimate: its numbers, what the
+    setting is (name, objective, preconditioner, normalization, layer, nullity prior), the
+    problem's sample count and modes, and ``lambda_max`` against the setting's stability
+    threshold (fixed when the setting was built)."""
+    lam = estimate.fields.get("lambda_max")
+    s = setting
+    return result_of(
+        estimate, setting=s.name, curvature=curvature, preconditioner=s.preconditioner,
+        normalization=s.normalization, layer=s.layer, n_samples=s.problem.n_samples,
+        modes=dict(s.problem.modes), objective=s.objective, objective_lambda=s.objective_lambda,
+        stability=s.stability.of(lam) if s.stability is not None else None,
+        function_change=s.function_change, params_added=s.params_added,
+        predicted_nullity=s.predicted_nullity, details=s.details,
     )
 
 

@@ -96,7 +96,8 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None, 
         same = r is base
         row = [r.setting, str(r.objective or r.curvature), _kappa(r)]
         if compare:
-            row.append("" if same else _ratio(r.condition_number, base.condition_number))
+            row.append("" if same else (_ratio(r.condition_number, base.condition_number)
+                                        if r.kappa_scale_free else "n/a §"))
         if stab:
             row.append(_stability(r))
         row.append(_negatives(r))
@@ -122,7 +123,8 @@ def _short_table(results: Sequence[SpectrumResult], title: str | None) -> Table:
     table.add_column("λ_min", justify="right", no_wrap=True)
     table.add_column("ok", justify="center", no_wrap=True)
     for r in results:
-        row = [r.setting, _kappa(r)] + ([_stability(r)] if stab else [])
+        row = [r.setting, _kappa(r) + ("" if r.kappa_scale_free else " §")]
+        row += [_stability(r)] if stab else []
         row += [fmt(r.lambda_max), fmt(r.lambda_min), "[green]yes[/]" if r.converged else "[red]no[/]"]
         table.add_row(*row)
     return table
@@ -132,6 +134,9 @@ def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
     """At most three lines under the default table, each only when it applies: κ not resolved
     in this dtype, κ undefined for an indefinite operator, an eigenpair not converged."""
     lines = []
+    if not all(r.kappa_scale_free for r in results):
+        lines.append("§ κ moves with P's arbitrary scale here (a shift after P: decoupled decay or "
+                     "damping): compare it with no other row")
     unresolved = [r.setting for r in results if r.condition_resolved is False]
     if unresolved:
         lines.append(f"κ not resolved ({', '.join(unresolved)}): only a lower bound '> x'; "
@@ -169,6 +174,11 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
                 f"stab., {r.setting}: lambda_max / threshold, lr {s['lr']:g} ({s['lr_source']}), "
                 f"{s['method']} threshold {fmt(s['threshold'])}: {s['ratio']:.3g} ({s['regime']})"
             )
+    if not all(r.kappa_scale_free for r in results):
+        lines.append(
+            "§ κ of " + ", ".join(r.setting for r in results if not r.kappa_scale_free)
+            + " depends on P's arbitrary scale (a shift after P: decoupled decay or damping); no "
+            "κ ratio for it")
     if any(r.preconditioner for r in results):
         lines.append(
             "λ_max ratio n/a for preconditioned rows: P's overall scale is arbitrary up to the "
