@@ -7,7 +7,8 @@ computed in float64 and float32 by condlab's products. It prints, in units of ep
 - ``true`` (float32 only): ``||(M + M^T) / 2 - A_64||_2``, the noise that moves eigenvalues;
 - ``ratio``: true / asym, which ``NOISE_SAFETY`` (4) must exceed;
 - ``block``: :func:`~condlab.estimators.noise.block_noise` from 6 random orthonormal vectors;
-- ``null``: the largest |eigenvalue| below 1e-6 ||A|| (float64: the null space's spread).
+- ``null``: the largest of the ``n0`` smallest |eigenvalues|, ``n0`` the float64 nullity (the
+  null space's spread in this dtype).
 
     python scripts/bench_noise_band.py
 """
@@ -42,7 +43,9 @@ def main() -> None:
                                          curvature=curvature, dtype=dt, max_samples=n))
                 for dt in ("float64", "float32")}
         ref = (mats["float64"] + mats["float64"].T) / 2
-        norm = float(torch.linalg.eigvalsh(ref).abs().max())
+        ev64 = torch.linalg.eigvalsh(ref).abs()
+        norm = float(ev64.max())
+        n0 = int((ev64 <= 32 * 2.0**-52 * norm).sum())  # the float64 null space
         for dt, M in mats.items():
             unit = torch.finfo(getattr(torch, dt)).eps * norm
             asym = dense_noise(M) / unit
@@ -51,9 +54,8 @@ def main() -> None:
             g = torch.Generator().manual_seed(0)
             Y = torch.linalg.qr(torch.randn(M.shape[0], 6, generator=g, dtype=torch.float64))[0]
             block = block_noise(Y, M @ Y, M.shape[0]) / unit
-            ev = torch.linalg.eigvalsh(sym).abs()
-            null = float(ev[ev <= 1e-6 * norm].max()) / unit if bool((ev <= 1e-6 * norm).any()) \
-                else float("nan")
+            ev = torch.linalg.eigvalsh(sym).abs().sort().values
+            null = float(ev[n0 - 1]) / unit if n0 else float("nan")
             name = f"{model} {args or ''} {curvature} N={n or 'all'}"
             t = f"{true:7.3f} {true / asym:6.2f}" if true is not None else f"{'-':>7s} {'-':>6s}"
             print(f"{name:34s} {dt:8s} {asym:7.3f} {t} {block:7.3f} {null:7.3f}")

@@ -269,3 +269,36 @@ def test_eigenbasis_rules_that_depend_on_a_rotation_inside_the_null_space_are_fl
     one = build_preconditioner("jacobi", ggn=spectral_matrix([0.0, 0.4, 0.5, 0.6, 1.0, 2.0]),
                                hessian=H, basis="eigen", eps=1e-3)
     assert "basis_arbitrary" not in one.meta  # a simple null eigenvalue: its vector is fixed
+
+
+def test_the_input_normalized_linear_model_counts_its_92_null_directions():
+    """--model linear --data digits --norm input --exact in float64: 650 parameters, 92 null
+    directions (softmax's shift invariance and the pixels that are constant over the data) in
+    both rows, the measured noise recorded far below the band."""
+    cfg = SpectrumConfig(model="linear", data="digits", norm=("input",), dtype="float64", top=2,
+                         bottom=2, exact=True)
+    for r in run_spectrum(cfg, threads=1).results:
+        assert r.nullity == 92, r.setting
+        noise = r.details["noise"]
+        assert 0 < noise["measured"] < noise["band"] / 10
+
+
+def test_softmax_regression_hessian_at_one_vector_ends_is_not_positive_definite():
+    """Linear softmax regression on digits: its Hessian is PSD with 65 null directions from the
+    softmax shift (and more from constant pixels). Today: kappa 2.7e7 'positive definite' from
+    one unconverged bottom Ritz value."""
+    from condlab.normalization.invariance import shift_nullity_bound
+
+    cfg = SpectrumConfig(model="linear", data="digits", max_samples=200, dtype="float64", top=1,
+                         bottom=1)
+    rep = run_spectrum(cfg, threads=1)
+    r = rep.results[0]
+    truth = _truth(rep, "hessian")
+    true_null = int((truth.abs() <= 1e-10 * truth.abs().max()).sum())
+    assert r.nullity_lower_bound == 65 <= true_null
+    assert r.definiteness == "positive semi-definite" and r.condition_number is None
+    from condlab.inputs import read_inputs
+    from condlab.problem import make_problem
+
+    sub = make_problem(read_inputs(cfg), cfg).restrict(["0.bias"])
+    assert shift_nullity_bound(sub)[0] == 1  # a block holds only its own directions

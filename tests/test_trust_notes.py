@@ -74,6 +74,8 @@ def test_eps_only_coordinates_that_dominate_lambda_max_are_named_and_left_out(tm
     z = row.details["zero_state"]
     assert z["tensors"] == {names[-1]: 10} and z["top_share"] > 0.99
     assert z["without"] == "optimizer:trained"
+    assert any("from a float32 optimizer state" in n and "6e-08" in n
+               for n in row.details["trust_notes"])
     trained = next(r for r in results if r.setting == "optimizer:trained")
     assert trained.n_params == sum(p.numel() for p in model.parameters()) - 10
 

@@ -177,7 +177,7 @@ def _proven(cond: Condition, proven: tuple[int, str] | None, semidefinite: str |
             f"--bottom and --block-size above {n}"
         )
     return dataclasses.replace(
-        cond, value=None, definition=words, definiteness=kind, resolved=False, bound=bound,
+        cond, value=None, definition=words, definiteness=kind, resolved=bound is None, bound=bound,
         error=None, lambda_min_positive=None, **fields,
     )
 

@@ -131,12 +131,14 @@ def _short_table(results: Sequence[SpectrumResult], title: str | None) -> Table:
 
 
 def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
-    """At most three lines under the default table, each only when it applies: κ not resolved
-    in this dtype, κ undefined for an indefinite operator, an eigenpair not converged."""
+    """At most three lines under the default table, each only when it applies, the most
+    pressing first: an eigenpair not converged, κ not resolved in this dtype, κ undefined for an
+    indefinite operator, κ that moves with P's arbitrary scale (``§``)."""
     lines = []
-    if not all(r.kappa_scale_free for r in results):
-        lines.append("§ κ moves with P's arbitrary scale here (a shift after P: decoupled decay or "
-                     "damping): compare it with no other row")
+    unconverged = [r.setting for r in results if not r.converged]
+    if unconverged:
+        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
+                     "loosen --tol")
     unresolved = [r.setting for r in results if r.condition_resolved is False]
     if unresolved:
         lines.append(f"κ not resolved ({', '.join(unresolved)}): only a lower bound '> x'; "
@@ -145,11 +147,18 @@ def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
     if indefinite:
         lines.append(f"indefinite ({', '.join(indefinite)}): negative curvature, κ undefined; "
                      "--curvature ggn gives a positive semi-definite κ, --exact κ of the positive part")
-    unconverged = [r.setting for r in results if not r.converged]
-    if unconverged:
-        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
-                     "loosen --tol")
-    return lines
+    if not all(r.kappa_scale_free for r in results):
+        lines.append("§ κ moves with P's arbitrary scale here (a shift after P: decoupled decay or "
+                     "damping): compare it with no other row")
+    lines += trust_lines(results)  # what the trust checks found (condlab.consistency)
+    return lines[:3]  # the rest: --explain
+
+
+def trust_lines(results: Sequence[SpectrumResult]) -> list[str]:
+    """The trust checks' notes (condlab.consistency), one line per distinct note."""
+    from condlab.consistency import trust_notes
+
+    return trust_notes(results)
 
 
 def notes(results: Sequence[SpectrumResult]) -> list[str]:
@@ -197,10 +206,7 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
                 f"nullity >= {r.nullity_lower_bound}: {r.nullity_bound_reason}")):
             if note and not any(line.endswith(f": {note}") for line in lines):
                 lines.append(f"{r.setting}: {note}")
-    for r in results:  # what the trust checks found (condlab.estimators.condition, preconditioners)
-        for note in r.details.get("trust_notes", []):
-            if not any(line.endswith(f": {note}") for line in lines):
-                lines.append(f"{r.setting}: {note}")
+    lines += [line for line in trust_lines(results) if line not in lines]
     indefinite = [r for r in results if r.definiteness == "indefinite"]
     for r in indefinite:
         n = r.details.get("negative_count")
