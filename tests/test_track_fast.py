@@ -201,6 +201,9 @@ def test_tracker_default_is_lambda_max_of_h_and_of_adams_preconditioned_h():
     ev = torch.linalg.eigvalsh(H64)
     assert rows[0]["lambda_max"] == pytest.approx(float(ev[-1]), rel=1e-6)
     assert rows[0]["lambda_min"] == pytest.approx(float(ev[0]), rel=1e-4, abs=1e-6)
+    plain = Tracker(model, "cross-entropy", batches)
+    assert plain.cfg.resolved_tol == 1e-3  # lambda_max alone: to 0.1%
+    assert Tracker(model, "cross-entropy", batches, kappa=True).cfg.resolved_tol == 1e-6  # float64's
     with pytest.raises(UsageError, match="samples=500"):
         Tracker(model, "cross-entropy", batches, samples=500)
 
