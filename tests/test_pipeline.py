@@ -189,12 +189,19 @@ def test_hf_config_with_weights_finds_the_optimizer_entry(tmp_path, monkeypatch)
     model(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "ckpt.pt")
-    r = runner.invoke(app, ["spectrum", "--model", "hf-config:cfg.json", "--weights", "ckpt.pt",
+    model.save_pretrained(tmp_path / "tiny")  # a directory: config.json and model.safetensors
+    r = runner.invoke(app, ["spectrum", "--model", "hf-config:tiny", "--weights", "ckpt.pt",
                             "--data", "tiedlm:data", "--precond", "optimizer", "--params",
                             "transformer.ln_f.*", "--top", "1", "--bottom", "0", "--format", "json"])
     assert r.exit_code == 0, r.output
     base, pre = json.loads(r.stdout)["results"]
     assert pre["setting"] == "optimizer" and pre["lambda_max"] != base["lambda_max"]
+    # the save_pretrained folder as the weights: its safetensors leave the tied head out
+    r = runner.invoke(app, ["spectrum", "--model", "hf-config:tiny", "--weights", "tiny", "--data",
+                            "tiedlm:data", "--params", "transformer.ln_f.*", "--top", "1",
+                            "--bottom", "0", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["results"][0]["lambda_max"] == base["lambda_max"]
 
 
 # -- the one-call API -------------------------------------------------------------------------
