@@ -131,7 +131,6 @@ def run_spectrum(
     inputs: Inputs | None = None,
     threads: int | None = None,
     starts: dict | None = None,
-    loaded: Inputs | None = None,
 ) -> SpectrumReport:
     """Measure every setting ``cfg`` asks for (see :func:`condlab.settings.build_settings`).
 
@@ -139,9 +138,9 @@ def run_spectrum(
     ``threads``: torch CPU threads; None picks one thread for small problems, where intra-op
     parallelism costs more than it gains, and torch's default otherwise. ``starts``: setting ->
     Ritz vectors of a nearby model (the report's ``vectors`` from the previous checkpoint of a
-    run) to warm-start Lanczos from. ``loaded``: the old name of ``inputs``.
+    run) to warm-start Lanczos from.
     """
-    inputs = inputs or loaded or read_inputs(cfg)
+    inputs = inputs or read_inputs(cfg)
     set_threads(threads, inputs)
     problem = make_problem(inputs, cfg)
     settings = build_settings(cfg, problem, inputs)
