@@ -280,7 +280,7 @@ def _copied(ids, y, ignore_index: int) -> bool:
 def _shift(y: Tensor, ignore_index: int) -> Tensor:
     """``y[:, t] <- y[:, t + 1]``, the last position ignored: what a HF causal LM does inside."""
     out = torch.full_like(y, ignore_index)
-    out[:, 1:] = y[:, :-1]
+    out[:, :-1] = y[:, 1:]
     return out
 
 
