@@ -15,17 +15,17 @@ import typer
 
 from condlab.cli_common import (
     Command,
-    _check_outputs,
-    _hvp_ticker,
-    _interrupted,
-    _OneLineErrors,
-    _progress,
-    _state,
+    OneLineErrors,
+    check_outputs,
     config_help,
     err,
     handle_errors,
+    hvp_ticker,
+    interrupted,
     out,
+    progress_bar,
     spectrum_config,
+    state,
     with_options,
 )
 from condlab.cli_options import SPECTRUM
@@ -33,7 +33,7 @@ from condlab.errors import UsageError
 from condlab.options import DEMO, FORMATS, ROOT, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="How well-conditioned is your loss surface? Hessian and Gauss-Newton spectra, "
     "before and after preconditioning or normalization.",
     no_args_is_help=True,
@@ -45,7 +45,7 @@ app = typer.Typer(
 @app.callback()
 @with_options(ROOT)
 def _root(*, given: dict, flags: dict) -> None:
-    _state["debug"] = flags["debug"]
+    state["debug"] = flags["debug"]
 
 
 # -- choices -------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def spectrum(
         raise UsageError("--plot draws the spectral density: add --density")
     if fmt == Format.table and output is not None:
         raise UsageError("a table goes to the terminal; use --format csv or json with --output")
-    _check_outputs(
+    check_outputs(
         {"--output": output, "--output (its eigenvalues)": sidecar_of(output, fmt),
          "--density-output": density_output if cfg.density else None, "--plot": plot},
         force=flags["force"],
@@ -98,8 +98,8 @@ def spectrum(
 
     if flags["list_params"]:
         return _list_params(cfg)
-    with _progress() as bar:
-        report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
+    with progress_bar() as bar:
+        report = run_spectrum(cfg, on_progress=hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
         return
     render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]),
@@ -219,10 +219,10 @@ def train(
     out_path = flags["out"]
     if out_path is None:
         raise UsageError("say where the checkpoint goes: add --out PATH")
-    _check_outputs({"--out": out_path}, force=flags["force"])
+    check_outputs({"--out": out_path}, force=flags["force"])
     where = f"'{config}'"
     cfg = parse_mapping(TRAIN, read_yaml(config), where, required=("model", "data"))
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("training", total=cfg["steps"])
         result, ckpt = train_from_config(
             cfg, callback=lambda step, *a: bar.update(task, completed=step), where=where
@@ -242,8 +242,8 @@ def demo(*, given: dict, flags: dict) -> None:
     """Train a small MLP on scikit-learn's digits in seconds and print its spectrum (no files needed)."""
     from condlab.demo import run_demo
 
-    with _progress() as bar:
-        report = run_demo(steps=flags["steps"], on_progress=_hvp_ticker(bar))
+    with progress_bar() as bar:
+        report = run_demo(steps=flags["steps"], on_progress=hvp_ticker(bar))
     render_spectrum(report, Format(flags["format"]), None, command="condlab demo",
                     explain=flags["explain"])
 
@@ -285,7 +285,7 @@ def main() -> None:
             init_from_env()
         app()
     except KeyboardInterrupt:
-        sys.exit(_interrupted())
+        sys.exit(interrupted())
 
 
 def _register_commands() -> None:

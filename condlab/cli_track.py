@@ -14,7 +14,13 @@ import typer
 
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``track`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
-    from condlab.cli_common import Command, _check_outputs, _progress, spectrum_config, with_options
+    from condlab.cli_common import (
+        Command,
+        check_outputs,
+        progress_bar,
+        spectrum_config,
+        with_options,
+    )
     from condlab.cli_options import TRACK
 
     @app.command("track", cls=Command)
@@ -43,14 +49,14 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             raise UsageError("--resume continues --output and --force replaces it: pass one")
         if plot is not None and plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{plot}'")
-        _check_outputs({"--plot": plot}, force=force or resume)  # redrawn from the whole CSV
+        check_outputs({"--plot": plot}, force=force or resume)  # redrawn from the whole CSV
         cfg = spectrum_config({**given, "checkpoint": checkpoints[0]}, flags)
         found = discover(checkpoints, trust=cfg.trust_checkpoint)
         record = {**cfg.to_dict(), "checkpoints": list(checkpoints), "warm_start": warm}
         sweep = Sweep(cfg, found, warm=warm, threads=flags["threads"])
         log, done = open_log(output, record, resume=resume, force=force, threads=flags["threads"],
                              columns=COLUMNS, what="track")
-        with log, _progress() as bar:
+        with log, progress_bar() as bar:
             task = bar.add_task("checkpoints", total=len(found))
             bar.update(task, completed=len({r["checkpoint"] for r in done}))
             summary = run_sweep(

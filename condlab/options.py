@@ -132,7 +132,7 @@ COMPARE_KEYS: tuple[Option, ...] = (
     Option("params", LIST, (), "Globs of the trained parameters.", COMPARE, default_text="all",
            flags=()),
     Option("bn_mode", str, "batch", "BatchNorm on batch statistics (batch) or running ones (eval).",
-           COMPARE, choices=("batch", "eval"), flags=()),
+           COMPARE, choices="condlab.problem_options:BN_MODES", flags=()),
     Option("dtype", str, "float64", "Floating-point type of the model and data.", COMPARE,
            choices=DTYPES, flags=()),
     Option("init_scale", float, 1.0, "Multiplies the trained parameters at initialization.", COMPARE,
@@ -307,7 +307,7 @@ CHECK_FLAGS: tuple[Option, ...] = (
 SWEEP = "Sweep"
 # spectrum's options about one file: its weights, its optimizer state, where its report goes
 NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
-                 "density_output", "plot", "list_params")
+                 "density_output", "plot", "list_params", "explain")
 TRACK_FLAGS: tuple[Option, ...] = (
     _flag("output", PATH, "track.csv", "The CSV the rows are appended to, one per checkpoint and "
           "setting.", flags=("--output", "-o"), group=SWEEP),

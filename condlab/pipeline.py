@@ -9,8 +9,11 @@ The pipeline flows one way, one module per stage::
       -> Inputs      condlab.inputs.read_inputs       every file read once
       -> Problem     condlab.problem.make_problem     the loss as a function of theta
       -> [Setting]   condlab.settings.build_settings  operator, objective, stability, nullity prior
+      per setting:
+      -> proofs      condlab.consistency.proven       what is proven before (rank, inertia, PSD)
       -> Estimate    condlab.measure.estimate         numbers only
       -> records     condlab.report.records.record     -> SpectrumResult
+      -> checks      condlab.consistency.checked      what the numbers alone do not say
       -> report      condlab.report.tables / files    (the CLI renders)
 
 Every setting is built before the first is measured, so one that cannot be built fails the run
@@ -55,9 +58,9 @@ class SpectrumReport:
     def to_dict(self) -> dict:
         """Every field of every result, with the resolved config (the JSON of ``--format json``
         less the versions)."""
-        from condlab.report.records import _jsonable
+        from condlab.report.records import jsonable
 
-        return _jsonable({"config": self.config, "source": self.source, "loss": self.loss,
+        return jsonable({"config": self.config, "source": self.source, "loss": self.loss,
                           "results": [r.to_dict() for r in self.results]})
 
     def to_frame(self):

@@ -68,7 +68,7 @@ class SettingsOptions:
         LIST, (), "Also measure after this function-preserving normalization: the same function "
         "reparameterized (repeatable; to compare architectures with and without normalization "
         "use `condlab compare`, findings: paper-a-norm).",
-        choices=("input", "batch", "layer"))
+        choices="condlab.normalization.apply:KINDS")
     norm_eps: float = option(
         float, 1e-5, "The epsilon of the BatchNorm / LayerNorm layers that --norm inserts.",
         check=POSITIVE, advanced=True)
@@ -301,7 +301,7 @@ def normalized_settings(cfg, inputs) -> list[Setting]:
         softmax_shift_nullity,
     )
     from condlab.operators.curvature import curvature_operator
-    from condlab.operators.params import select_params
+    from condlab.params import select_params
     from condlab.problem import make_problem
 
     dtype = cfg.torch_dtype

@@ -257,3 +257,60 @@ def test_one_call_with_an_optimizer_measures_its_preconditioner():
     torch.testing.assert_close(torch.tensor(report["optimizer"].eigenvalues_top, dtype=torch.float64), ev.flip(0)[:2],
                                rtol=1e-9, atol=0)
     assert report["optimizer"].stability["lr"] == 1e-2  # from the optimizer's param_groups
+
+
+def test_at_most_three_notes_the_most_pressing_first():
+    from condlab.report.records import SpectrumResult
+    from condlab.report.tables import key_notes
+
+    def row(name, **kw):
+        return SpectrumResult(setting=name, curvature="hessian", preconditioner=kw.pop("pre", None),
+                              normalization=None, n_params=3, n_samples=4, **kw)
+
+    rows = [row("a", converged_top=[False]), row("b", condition_resolved=False),
+            row("c", definiteness="indefinite"), row("d", pre="adam", damping=0.1)]
+    lines = key_notes(rows)
+    assert len(lines) == 3 and lines[0].startswith("not converged (a)")
+    assert key_notes([row("ok", converged_top=[True], definiteness="positive definite")]) == []
+
+
+def test_the_options_flow_one_way_from_the_cli_to_the_estimates():
+    """Every condlab function that receives the run's options (the SpectrumConfig, or the
+    estimator settings taken from it), in call order, one entry per visit of a module: each
+    stage once, in pipeline order, then per setting what is proven about it and its estimate.
+    The one step back is explained in condlab.settings: a normalized setting is a new Problem,
+    built by condlab.problem.make_problem. The records and the report never see the options
+    (they get Settings and estimates)."""
+    import sys
+
+    from condlab.config import SpectrumConfig
+    from condlab.measure import EstimatorSettings
+
+    seq = []
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        mod = frame.f_globals.get("__name__", "")
+        if event != "call" or not mod.startswith("condlab") or code.co_name.startswith(("<", "__")):
+            return
+        if code.co_varnames[:1] == ("self",) or mod == "condlab.optionfield":
+            return  # the options' own methods and checks
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        if any(isinstance(frame.f_locals.get(n), EstimatorSettings) for n in names):
+            if not seq or seq[-1] != mod:
+                seq.append(mod)
+
+    assert issubclass(SpectrumConfig, EstimatorSettings)
+    sys.setprofile(profile)
+    try:
+        r = runner.invoke(app, ["spectrum", "--model", "mlp", "--data", "iris", "--precond", "adam",
+                                "--norm", "input", "--top", "2", "--bottom", "1"])
+    finally:
+        sys.setprofile(None)
+    assert r.exit_code == 0, r.output
+    seq = [m.removeprefix("condlab.") for m in seq]
+    loop = seq.index("consistency")  # then, per setting: what is proven, the estimate
+    assert seq[:loop] == ["config", "pipeline", "inputs", "problem", "settings", "problem",
+                          "settings"]
+    assert set(seq[loop:]) == {"consistency", "measure"}
+    assert seq[loop:] == ["consistency", "measure"] * 3  # baseline, adam, input

@@ -111,7 +111,7 @@ class SpectrumResult:
         return not (decoupled or self.damping)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({**asdict(self), "kappa_scale_free": self.kappa_scale_free})
+        return jsonable({**asdict(self), "kappa_scale_free": self.kappa_scale_free})
 
     def scalar_row(self) -> dict[str, Any]:
         """The scalar fields, one CSV row (lists and nested details left out)."""
@@ -125,7 +125,7 @@ class SpectrumResult:
         for k, v in self.details.items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[f"details.{k}"] = v
-        return _jsonable(row)
+        return jsonable(row)
 
     def eigen_rows(self) -> list[dict[str, Any]]:
         """Eigenvalues in long format: one row per (setting, end, rank)."""
@@ -146,7 +146,7 @@ class SpectrumResult:
                         "converged": c,
                     }
                 )
-        return _jsonable(rows)
+        return jsonable(rows)
 
 
 def result_of(estimate, *, setting: str = "baseline", curvature: str = "hessian",
@@ -181,14 +181,14 @@ def record(setting, estimate, curvature: str) -> SpectrumResult:
     )
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     """Floats that JSON cannot hold (NaN, Inf) become null; tuples become lists."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     return x
 
 
@@ -200,7 +200,7 @@ def document(command: str, config: dict, results: list[SpectrumResult], **extra)
 
     from condlab import __version__
 
-    return _jsonable(
+    return jsonable(
         {
             "condlab_version": __version__,
             "command": command,
@@ -214,3 +214,6 @@ def document(command: str, config: dict, results: list[SpectrumResult], **extra)
             **extra,
         }
     )
+
+
+_jsonable = jsonable  # the old name, for code in flight

@@ -131,12 +131,14 @@ def _short_table(results: Sequence[SpectrumResult], title: str | None) -> Table:
 
 
 def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
-    """At most three lines under the default table, each only when it applies: κ not resolved
-    in this dtype, κ undefined for an indefinite operator, an eigenpair not converged."""
+    """At most three lines under the default table, each only when it applies, the most
+    pressing first: an eigenpair not converged, κ not resolved in this dtype, κ undefined for an
+    indefinite operator, κ that moves with P's arbitrary scale (``§``)."""
     lines = []
-    if not all(r.kappa_scale_free for r in results):
-        lines.append("§ κ moves with P's arbitrary scale here (a shift after P: decoupled decay or "
-                     "damping): compare it with no other row")
+    unconverged = [r.setting for r in results if not r.converged]
+    if unconverged:
+        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
+                     "loosen --tol")
     unresolved = [r.setting for r in results if r.condition_resolved is False]
     if unresolved:
         lines.append(f"κ not resolved ({', '.join(unresolved)}): only a lower bound '> x'; "
@@ -145,12 +147,11 @@ def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
     if indefinite:
         lines.append(f"indefinite ({', '.join(indefinite)}): negative curvature, κ undefined; "
                      "--curvature ggn gives a positive semi-definite κ, --exact κ of the positive part")
-    unconverged = [r.setting for r in results if not r.converged]
-    if unconverged:
-        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
-                     "loosen --tol")
+    if not all(r.kappa_scale_free for r in results):
+        lines.append("§ κ moves with P's arbitrary scale here (a shift after P: decoupled decay or "
+                     "damping): compare it with no other row")
     lines += trust_lines(results)  # what the trust checks found (condlab.consistency)
-    return lines
+    return lines[:3]  # the rest: --explain
 
 
 def trust_lines(results: Sequence[SpectrumResult]) -> list[str]:

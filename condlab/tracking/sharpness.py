@@ -3,8 +3,8 @@ or the whole of ``condlab spectrum`` when more is asked.
 
 The fast path serves ``top = 1, bottom = 0`` (what edge-of-stability studies plot: the sharpness
 ``lambda_max(H)`` and, for an adaptive optimizer, ``lambda_max(P^-1 H) = lambda_max(P^-1/2 H
-P^-1/2)``) without trace, density, normalized or per-layer settings, damping or an explicit
-block: the same operators as :func:`condlab.spectrum.run_spectrum` builds (baseline with its
+P^-1/2)``) without trace, density, normalized or per-layer settings, damping or a block above
+1: the same operators as :func:`condlab.pipeline.run_spectrum` builds (baseline with its
 weight decay, one per ``--precond``), each solved by :func:`condlab.tracking.top.top_eigenpair`
 from the previous step's two Ritz vectors, stopping on the eigenvalue's accuracy. There is no
 true-residual product and no multiplicity check: ``lambda_max``'s value does not depend on its
@@ -44,13 +44,14 @@ def at_weights(problem, model: nn.Module):
     others and the buffers ``fixed``, copied, so later optimizer steps do not reach them."""
     named = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     out = copy.copy(problem)
+    dtype, device = problem.dtype, problem.device
     out.theta = problem.spec.flatten(
-        {n: named[n].detach().to(dtype=problem.dtype, device=problem.device) for n in problem.spec.names})
+        {n: named[n].detach().to(dtype=dtype, device=device) for n in problem.spec.names})
     out.fixed = dict(problem.fixed)
     for n in problem.fixed:
         if n in named:
             t = named[n].detach()
-            t = t.to(problem.device, problem.dtype) if t.is_floating_point() else t.to(problem.device)
+            t = t.to(device, dtype) if t.is_floating_point() else t.to(device)
             out.fixed[n] = t.clone()
     if not bool(torch.isfinite(out.theta).all()):
         raise CondlabError("the model's weights hold NaN or Inf at this step (the run diverged?)")
@@ -58,18 +59,23 @@ def at_weights(problem, model: nn.Module):
 
 
 def measure_fast(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None, problem=None):
-    """``(results, vectors)``: one :class:`SpectrumResult` per setting with ``lambda_max`` only,
-    and setting -> its top two Ritz vectors ``[P, 2]`` (the next warm start)."""
+    """``(results, vectors)``: one :class:`SpectrumResult` per setting with ``lambda_max`` only
+    (with the pipeline's trust checks, :func:`condlab.consistency.checked`, and the extra row
+    they may ask for), and setting -> its top two Ritz vectors ``[P, 2]`` (the next warm start)."""
+    from condlab.consistency import checked
+    from condlab.report.records import record
     from condlab.settings import build_settings
 
     problem = problem if problem is not None else make_problem(inputs, cfg)
     results, vectors = [], {}
-    for s in build_settings(cfg, problem, inputs):
+    todo = list(build_settings(cfg, problem, inputs))
+    while todo:
+        s = todo.pop(0)
         t0 = time.perf_counter()
         op = s.operator
         start = (starts or {}).get(s.name)
         if start is not None and start.shape[0] != op.shape[0]:
-            start = None  # another model's vectors: start cold
+            start = None  # another operator's vectors: start cold
         eig = top_eigenpair(op, tol=cfg.resolved_tol, max_products=cfg.max_hvps, start=start,
                             seed=cfg.seed, max_basis=cfg.max_basis)
         vectors[s.name] = eig.vectors
@@ -81,7 +87,10 @@ def measure_fast(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
         e = Estimate(fields=fields, details=details, n_params=op.shape[0], hvp_count=eig.products,
                      seconds=time.perf_counter() - t0, dtype=str(op.dtype).replace("torch.", ""),
                      device=str(op.device), seed=cfg.seed, damping=0.0, vectors=eig.vectors)
-        results.append(s.record(e, cfg.curvature))
+        result, extra = checked(s, record(s, e, cfg.curvature), results[0] if results else None,
+                                eig.vectors)
+        results.append(result)
+        todo[:0] = [extra] if extra is not None else []
     return results, vectors
 
 
@@ -90,10 +99,12 @@ def measure_step(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
     """``(results, vectors)`` of one tracked step: the fast path when :func:`fast`, else
     ``run_spectrum`` (``problem`` is used by the fast path only)."""
     from condlab.inputs import set_threads
-    from condlab.spectrum import run_spectrum
+    from condlab.pipeline import run_spectrum
 
     if fast(cfg):
-        set_threads(threads, inputs)
+        if threads != torch.get_num_threads():  # a training loop passes its own: left alone
+            set_threads(threads, inputs)
         return measure_fast(cfg, inputs, starts, problem)
-    report = run_spectrum(cfg, inputs=inputs, threads=threads, on_progress=on_progress, starts=starts)
+    report = run_spectrum(cfg, inputs=inputs, threads=threads, on_progress=on_progress,
+                          starts=starts)
     return report.results, report.vectors

@@ -8,8 +8,8 @@ step is the checkpoint's ``step`` (or ``global_step``, ``iteration``; a condlab 
 ``train.steps``), else the last number in the file name. ``lr`` and ``beta1`` (Adam's
 ``betas[0]``, SGD's ``momentum``) come from each checkpoint's optimizer state unless given.
 
-Every checkpoint is measured exactly as ``condlab spectrum`` would (:func:`run_spectrum`), with
-Lanczos warm-started from the previous checkpoint's Ritz vectors of the same setting
+Every checkpoint is measured exactly as ``condlab spectrum`` would
+(:func:`condlab.pipeline.run_spectrum`), with Lanczos warm-started from the previous checkpoint's Ritz vectors of the same setting
 (``warm``); ``--top 1 --bottom 0`` (lambda_max alone) takes the tracker's fast path
 (:mod:`condlab.tracking.sharpness`: single-vector Lanczos from the previous top vectors, stopped
 on the eigenvalue). Its rows are appended to the CSV and fsync'ed before the next checkpoint

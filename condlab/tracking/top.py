@@ -45,7 +45,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 import torch
 from torch import Tensor
 
@@ -54,7 +53,8 @@ from condlab.estimators._matmat import make_generator, operator_size, random_pro
 from condlab.estimators.lanczos import is_breakdown, lanczos_step
 
 WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
-WARM_NOISE = 1e-3  # weight of the random vector: no direction is exactly absent
+WARM_NOISE = 1e-4  # weight of the random vector: no direction is exactly absent
+FIRST_COLUMNS = 8  # the basis starts with room for 8 vectors and doubles as needed
 DEFAULT_BASIS_BYTES = 2**28  # the basis [P, k] stays under 256 MiB; past it, a restart
 SETTLED = 10.0  # the gap rule also needs theta_1 to have risen by <= SETTLED * tol ||A|| last step
 STOPS = ("residual", "residual^2/gap", "budget", "exact")
@@ -124,19 +124,23 @@ def top_eigenpair(
     r = random_probes(P, 1, gen, like=A)[:, 0]
     q = r if start is None else warm_vector(start, r)
     q = q / torch.linalg.vector_norm(q)
-    Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # [P, cap], columns contiguous
-    alphas, betas = np.zeros(cap), np.zeros(cap)
+    Q = torch.empty(min(cap, FIRST_COLUMNS), P, dtype=A.dtype, device=A.device).T  # [P, m], grown
+    alphas, betas = [], []  # T_k's diagonal and off-diagonal
     products = restarts = k = 0
     anorm, previous = 0.0, -math.inf
     while True:
+        if k == Q.shape[1]:  # double the basis (columns stay contiguous)
+            grown = torch.empty(min(cap, 2 * k), P, dtype=A.dtype, device=A.device).T
+            grown[:, :k] = Q
+            Q = grown
         w, stats = lanczos_step(A, Q, k, q)
         alpha, beta, aq = stats.tolist()
         products, k, anorm = products + 1, k + 1, max(anorm, aq)
-        alphas[k - 1] = alpha
+        alphas.append(alpha)
         # a breakdown: K_k is invariant, its Ritz values are exact (rho = 0 stops the run)
-        betas[k - 1] = 0.0 if is_breakdown(beta, anorm, A.dtype) else beta
-        theta, S = _tridiagonal_eigh(alphas[:k], betas[: k - 1])  # ascending
-        rho = np.abs(betas[k - 1] * S[-1])  # residual of every Ritz pair, no product
+        betas.append(0.0 if is_breakdown(beta, anorm, A.dtype) else beta)
+        theta, S = _tridiagonal_eigh(alphas, betas[:-1])  # ascending
+        rho = np.abs(betas[-1] * S[-1])  # residual of every Ritz pair, no product
         threshold = tol * float(np.abs(theta).max())
         rho1, gap = float(rho[-1]), None
         rise, previous = float(theta[-1]) - previous, float(theta[-1])
@@ -158,8 +162,7 @@ def top_eigenpair(
             Y = Q[:, :k] @ torch.from_numpy(S[:, ::-1][:, :2].copy()).to(dtype=A.dtype, device=A.device)
             q = warm_vector(Y, random_probes(P, 1, gen, like=A)[:, 0])
             q = q / torch.linalg.vector_norm(q)
-            k, restarts = 0, restarts + 1
-            alphas[:], betas[:] = 0.0, 0.0
+            k, restarts, alphas, betas = 0, restarts + 1, [], []
         else:
             q = w / beta
     error = 0.0 if stop == "exact" else rho1
@@ -175,8 +178,12 @@ def top_eigenpair(
     )
 
 
-def _tridiagonal_eigh(alphas: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs (ascending) of the symmetric tridiagonal with diagonal ``alphas [k]`` and
-    off-diagonal ``betas [k - 1]``, in float64 (numpy: a few microseconds at this size)."""
-    T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs (ascending, float64) of the symmetric tridiagonal with diagonal ``alphas [k]``
+    and off-diagonal ``betas [k - 1]``."""
+    k = len(alphas)
+    T = np.zeros((k, k))
+    i = np.arange(k)
+    T[i, i] = alphas
+    T[i[:-1], i[1:]] = T[i[1:], i[:-1]] = betas
     return np.linalg.eigh(T)

@@ -28,11 +28,12 @@ from condlab.load.models import resolve_model_spec
 from condlab.load.structure import batch_len, map_tensors, select_output, signature, take
 from condlab.losses import Loss, check_loss_fits, loss_fn, make_loss
 from condlab.options import TRAIN, parse_mapping
+from condlab.problem_options import DTYPES as FLOAT_TYPES
 from condlab.train.optimizers import build_optimizer, resolve_hparams
 
 Callback = Callable[[int, nn.Module, Optimizer, float], Any]
 CONFIG_KEYS = tuple(o.name for o in TRAIN)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {name: getattr(torch, name) for name in FLOAT_TYPES}  # name -> torch dtype
 
 
 @dataclass(frozen=True, eq=False)
