@@ -321,7 +321,7 @@ def check_tol(tol: float, dtype: torch.dtype) -> None:
 @dataclass(frozen=True)
 class _Checked:
     fields: dict  # the record's eigenvalue, residual and convergence fields
-    errors_top: list[float]  # backed error bound of each value (condlab.estimators.bounds)
+    errors_top: list[float]  # for kappa: backed at the ends, residual bounds inside the lists
     errors_bottom: list[float]
     details: dict  # the certificates, for the JSON
     kappa: dict  # what bounded_condition needs
@@ -332,9 +332,11 @@ def true_residuals(
 ) -> _Checked:
     """The record's fields from a run whose residuals are the true ``||A y - theta y||``
     (``extreme_eigenpairs`` measures them after the run) and whose errors are backed
-    (:mod:`condlab.estimators.bounds`). A value is flagged converged when its true residual and
-    its error are both ``<= tol * ||A||``: the listed value is then the true extreme eigenvalue
-    within that error (``certified_*`` and ``certificate_*`` in the details say what backs it).
+    (:mod:`condlab.estimators.bounds`). A value is flagged converged when its true residual is
+    ``<= tol * ||A||`` and, for the end values (``lambda_max``, ``lambda_min``), its certified
+    error too: the listed end is then the true extreme eigenvalue within that error. Values
+    inside a list: ``certified_*`` (every listed value's error within ``tol * ||A||``),
+    ``errors_*`` and ``certificate_*`` in the details.
     """
     anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
     limit = tol * anorm
@@ -342,7 +344,11 @@ def true_residuals(
     for end in ("top", "bottom"):
         res = torch.as_tensor(getattr(eig, f"residuals_{end}"), dtype=torch.float64)
         err = torch.as_tensor(getattr(eig, f"errors_{end}"), dtype=torch.float64)
-        ends[end] = (res, err, [bool(r <= limit and e <= limit) for r, e in zip(res, err)])
+        null = end == "bottom" and len(res) and abs(float(getattr(eig, f"eigenvalues_{end}")[0])) \
+            <= noise_rel(op.dtype) * anorm  # a null lambda_min: definiteness says the rest
+        ok = [bool(r <= limit and (i > 0 or null or e <= limit))
+              for i, (r, e) in enumerate(zip(res, err))]
+        ends[end] = (res, err, ok)
     (rt, et, ct), (rb, eb, cb) = ends["top"], ends["bottom"]
     certified = {end: bool((ends[end][1] <= limit).all()) for end in ends}
     details = {
@@ -353,7 +359,8 @@ def true_residuals(
             ("certificate", getattr(eig, f"certificate_{end}")),
         )
     }
-    details.update(lambda_max_upper=eig.lambda_max_upper, lambda_min_lower=eig.lambda_min_lower)
+    details.update(lambda_max_upper=eig.lambda_max_upper, lambda_min_lower=eig.lambda_min_lower,
+                   stop_reason=eig.stop_reason)
     why = eig.certificate_bottom if not bool(eb[:1].le(limit).all()) else eig.certificate_top
     return _Checked(
         fields=dict(
@@ -366,14 +373,20 @@ def true_residuals(
             lambda_max=float(eig.lambda_max),
             lambda_min=float(eig.lambda_min),
         ),
-        errors_top=et.tolist(),
-        errors_bottom=eb.tolist(),
+        errors_top=_kappa_errors(et, rt),
+        errors_bottom=_kappa_errors(eb, rb),
         details=details,
         kappa=dict(certified_top=bool(et[:1].le(limit).all()),  # kappa needs only the ends
                    certified_bottom=bool(eb[:1].le(limit).all()), why=why,
                    theta_max=float(eig.lambda_max), theta_min=float(eig.lambda_min),
                    lambda_min_lower=float(eig.lambda_min_lower)),
     )
+
+
+def _kappa_errors(err: Tensor, res: Tensor) -> list[float]:
+    """The errors kappa uses: the ends' backed errors; inside a list the residual bound (an
+    eigenvalue within r: lambda_min+ is the smallest positive one the run found)."""
+    return [float(e) if i == 0 else float(min(e, r)) for i, (e, r) in enumerate(zip(err, res))]
 
 
 def multiplicity(eig: ExtremeEigs, P: int, bound: tuple[int, str] | None) -> dict:

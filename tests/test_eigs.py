@@ -70,7 +70,7 @@ def test_prescribed_spectra(name, block_size):
     assert r.lambda_min == pytest.approx(float(truth[0]), abs=1e-8 * norm_a)
     assert r.block_size == block_size
     if block_size == 1:  # a block Krylov space grows b columns per power of A: more products
-        assert r.matvecs < len(lam)
+        assert r.matvecs <= len(lam)  # certifying the log-spaced bottom takes the full depth
 
 
 @pytest.mark.parametrize("block_size", [1, 3])

@@ -305,8 +305,9 @@ def bounded_condition(cond, *, certified_top: bool, certified_bottom: bool, why:
     all the run proves. A proven indefiniteness (``theta_min`` below the null band) stands."""
     import dataclasses
 
-    if (certified_top and certified_bottom) or theta_min < -cond.threshold:
-        return cond
+    if (certified_top and certified_bottom) or cond.definiteness not in (
+            "positive definite", "negative definite"):
+        return cond  # kappa_+ of a semi-definite A rests on lambda_min+, inside the list
     words = f"{why} (lambda_max >= {theta_max:.6g}, lambda_min <= {theta_min:.6g}"
     words += f", lambda_min >= {lambda_min_lower:.3g})" if math.isfinite(lambda_min_lower) else ")"
     definiteness = cond.definiteness

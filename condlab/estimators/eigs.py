@@ -120,6 +120,7 @@ class ExtremeEigs:
     lambda_max_upper: float = math.inf  # lambda_max <= this (with the certificate's probability)
     lambda_min_lower: float = -math.inf  # lambda_min >= this
     residual_kind: str = "krylov"  # 'true': ||A y - theta y|| from products after the run
+    stop_reason: str = ""  # why the run stopped, in words (converged, budget, rounding)
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ def extreme_eigenpairs(
     basis_device=None,
     start: Tensor | None = None,
     true_residuals: bool = True,
+    certify: bool = True,
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -300,6 +302,12 @@ def extreme_eigenpairs(
     reports a rounding-level Krylov estimate as converged; ``tol`` below what ``A``'s dtype
     resolves (``NOISE_FACTOR * eps``, as the CLI) is refused. ``errors_*``, ``certified_*``:
     what the run proves about the listed values (:mod:`condlab.estimators.bounds`).
+    ``certify`` (default): once the residuals meet ``tol``, the run goes on (checking every 10%
+    more products) until the certificate also bounds the end values (the largest top and the
+    smallest bottom value) within ``tol ||A||``, or ``max_matvecs`` ends it; ``stop_reason``
+    says which. Not after a thick restart or a rank drop: the certificate reads the start
+    block's recurrence, which they end, so more products would not sharpen it; not from a warm
+    start, whose first column alone backs a (weaker) certificate and whose point is speed.
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
@@ -352,7 +360,7 @@ def extreme_eigenpairs(
     Q, _ = torch.linalg.qr(first)  # [P, b]
     C = torch.zeros(0, b, dtype=torch.float64)  # coupling of V to Q
     k = matvecs = restarts = dropped = 0
-    anorm, ritz, rec, widths = 0.0, None, None, []
+    anorm, ritz, rec, widths, next_check = 0.0, None, None, [], 0
     # the certificate reads the start columns' recurrences (bounds.py): all b random columns,
     # or with a warm start the first column alone (random plus ceil(#start / b) unit vectors)
     n_start = 0 if start is None else (1 if start.ndim == 1 else start.shape[1])
@@ -388,7 +396,18 @@ def extreme_eigenpairs(
             ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
             threshold = tol * float(ritz.theta.abs().max())
             wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
-            if bool((wanted <= threshold).all()) or exhausted:
+            met = bool((wanted <= threshold).all())
+            # ... and known: the certificate, every 10% more products, while more steps can still
+            # sharpen it (not after a restart or a rank drop, which end the start's recurrence)
+            if met and certify and start is None and not exhausted and restarts == 0 and not dropped:
+                if matvecs >= next_check:
+                    now = rec or bounds.start_recurrence(H, C, widths)
+                    cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
+                    met = _certified(ritz, cert, top, bottom, threshold, P, b)
+                    next_check = matvecs + max(b, matvecs // 10)
+                else:
+                    met = False
+            if met or exhausted:
                 break
         elif k + Q.shape[1] > cap:
             ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
@@ -399,10 +418,12 @@ def extreme_eigenpairs(
             )
     if restarts == 0:
         rec = bounds.start_recurrence(H, C, widths)
-    cert = _Certificate(rec, columns, scale, exact=restarts == 0 and k >= P)
+    cert = _Certificate(rec, columns, scale, exact=restarts == 0 and k >= P,
+                        budget=None if met else max_matvecs)
+    check = true_residuals and not (cert.exact and A.dtype == torch.float64 == vdtype)
     return _result(
         V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors, b,
-        A, dropped, cert, true_residuals,
+        A, dropped, cert, check,
     )
 
 
@@ -412,6 +433,7 @@ class _Certificate:
     columns: int  # random start columns they come from
     scale: float  # 1 + unit vectors a warm start added to the first column
     exact: bool  # full depth: every eigenvalue is a Ritz value
+    budget: int | None = None  # the run stopped at this max_matvecs before converging
 
 
 def _copies(theta: Tensor, converged: Tensor, values: Tensor, width: float) -> Tensor:
@@ -530,7 +552,36 @@ def _result(
         lambda_max_upper=et.bound,
         lambda_min_lower=eb.bound,
         residual_kind="true" if check else "krylov",
+        stop_reason=_stop_reason(cert, bool(ct.all() and cb.all()), matvecs, restarts, check,
+                                 threshold, V.dtype),
     )
+
+
+def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b) -> bool:
+    """Whether the certificate bounds the end values (``lambda_max``, ``lambda_min``) within
+    ``threshold`` (Krylov residuals). Values inside a list are certified when the run's gaps
+    allow it (``errors_*``), but are not worth products: with one vector they never are."""
+    kw = dict(recurrence=cert.recurrence, P=P, block_size=b, threshold=threshold,
+              columns=cert.columns, start_scale=cert.scale, exact=cert.exact)
+    n = lambda m: min(m, 1)  # noqa: E731 (the ends: lambda_max, lambda_min; kappa needs no more)
+    errors = torch.cat([bounds.top_errors(ritz.theta, ritz.residuals, top, **kw).errors[: n(top)],
+                        bounds.bottom_errors(ritz.theta, ritz.residuals, bottom, **kw).errors[
+                            : n(bottom)]])
+    return bool((errors <= threshold).all())
+
+
+def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype) -> str:
+    runs = f"{matvecs} products, {restarts} thick restarts"
+    if cert.budget is not None:
+        return (f"budget: the next block would pass max_matvecs = {cert.budget} before every "
+                f"listed pair met tol * ||A|| = {threshold:.3g} and was certified ({runs}); "
+                f"raise max_matvecs")
+    if converged:
+        return f"converged: every listed pair's residual <= tol * ||A|| ({runs})"
+    what = "true residual" if check else "residual"
+    return (f"rounding: the Krylov estimate met tol * ||A|| = {threshold:.3g} but a {what} did "
+            f"not ({runs}); in {dtype_name(dtype)} residuals stall near the arithmetic's noise: "
+            f"loosen tol or use float64")
 
 
 def _check_residuals(A, lists) -> int:
