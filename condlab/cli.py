@@ -15,24 +15,25 @@ import typer
 
 from condlab.cli_common import (
     Command,
-    _check_outputs,
-    _hvp_ticker,
-    _interrupted,
-    _OneLineErrors,
-    _progress,
-    _state,
+    OneLineErrors,
+    check_outputs,
     config_help,
     err,
     handle_errors,
+    hvp_ticker,
+    interrupted,
     out,
+    progress_bar,
     spectrum_config,
+    state,
     with_options,
 )
+from condlab.cli_options import SPECTRUM
 from condlab.errors import UsageError
-from condlab.options import DEMO, FORMATS, ROOT, SPECTRUM, TRAIN, TRAIN_FLAGS
+from condlab.options import DEMO, FORMATS, ROOT, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="How well-conditioned is your loss surface? Hessian and Gauss-Newton spectra, "
     "before and after preconditioning or normalization.",
     no_args_is_help=True,
@@ -44,7 +45,7 @@ app = typer.Typer(
 @app.callback()
 @with_options(ROOT)
 def _root(*, given: dict, flags: dict) -> None:
-    _state["debug"] = flags["debug"]
+    state["debug"] = flags["debug"]
 
 
 # -- choices -------------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def spectrum(
     Example: condlab spectrum ckpt.pt --top 5 --bottom 3 --precond optimizer --format json
     """
     from condlab.distributed import init_from_env, is_main
-    from condlab.spectrum import run_spectrum
+    from condlab.pipeline import run_spectrum
 
     init_from_env()  # under torchrun: join the process group (a no-op in one process)
     fmt, output, plot = Format(flags["format"]), flags["output"], flags["plot"]
@@ -89,7 +90,7 @@ def spectrum(
         raise UsageError("--plot draws the spectral density: add --density")
     if fmt == Format.table and output is not None:
         raise UsageError("a table goes to the terminal; use --format csv or json with --output")
-    _check_outputs(
+    check_outputs(
         {"--output": output, "--output (its eigenvalues)": sidecar_of(output, fmt),
          "--density-output": density_output if cfg.density else None, "--plot": plot},
         force=flags["force"],
@@ -97,11 +98,12 @@ def spectrum(
 
     if flags["list_params"]:
         return _list_params(cfg)
-    with _progress() as bar:
-        report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
+    with progress_bar() as bar:
+        report = run_spectrum(cfg, on_progress=hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
         return
-    render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]))
+    render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]),
+                    explain=flags["explain"])
     if report.densities:
         from condlab.report.files import atomic_write_text, csv_text
 
@@ -120,9 +122,9 @@ def _list_params(cfg) -> None:
 
     from rich.table import Table
 
-    from condlab.build import load
+    from condlab.inputs import read_inputs
 
-    model = load(cfg).model
+    model = read_inputs(cfg).model
     table = Table("name", "shape", "size", "trainable", "selected", title="parameters",
                   title_justify="left")
     for name, p in model.named_parameters():
@@ -139,37 +141,54 @@ def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
     return sidecar(output, "eigenvalues") if output is not None and fmt == Format.csv else None
 
 
-def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
+def _print_whole(table) -> None:
+    """A table at its natural width, never truncated: wider than the terminal, it wraps there."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    width = out.width
+    out.width = max(width, need)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
+
+
+def render_spectrum(report, format: Format, output: Optional[Path], command: str,
+                    explain: bool = False) -> None:
+    """The table (with at most three notes; ``explain``: every column, eigenvalue, definition
+    and caveat), or the CSV / JSON with every field."""
+    from condlab.report import tables
     from condlab.report.files import csv_text, json_text
     from condlab.report.records import document
-    from condlab.report.tables import (
-        definitions,
-        eigenvalue_lines,
-        legend,
-        notes,
-        spectrum_table,
-    )
 
     if format == Format.table:
-        out.print(spectrum_table(report.results, title=f"condlab spectrum: {report.source}"))
+        title = f"condlab spectrum: {report.source}"
+        table = tables.spectrum_table(report.results, title=title, full=explain)
+        _print_whole(table)
+        if not explain:
+            for line in tables.key_notes(report.results):
+                out.print(f"  {line}", highlight=False)
+            return
         if report.loss:
             out.print(f"  {report.loss['description']}", highlight=False)
-        out.print(f"  {legend(report.results)}", highlight=False)
-        for line in eigenvalue_lines(report.results):
+        out.print(f"  {tables.legend(report.results)}", highlight=False)
+        for line in tables.eigenvalue_lines(report.results):
             out.print(f"  {line}", highlight=False)
-        for line in definitions(report.results):
+        for line in tables.definitions(report.results):
             out.print(f"  kappa, {line}", highlight=False)
-        for line in notes(report.results):
+        for line in tables.notes(report.results):
             out.print(f"  {line}", highlight=False)
-        unconverged = [r.setting for r in report.results if not r.converged]
-        if unconverged:
-            err.print(
-                f"[yellow]warning:[/] a listed eigenvalue is not known within tol * ||A|| (its true "
-                f"residual or its certified error is larger): {', '.join(unconverged)}; raise "
-                "--max-hvps, loosen --tol, or use --dtype float64 (JSON details: certificate_*, "
-                "stop_reason)", highlight=False,
-            )
-    elif format == Format.json:
+        return
+    unconverged = [r.setting for r in report.results if not r.converged]
+    if unconverged:
+        err.print(
+            f"[yellow]warning:[/] a listed eigenvalue is not known within tol * ||A|| (its true "
+            f"residual or its certified error is larger): {', '.join(unconverged)}; raise "
+            "--max-hvps, loosen --tol, or use --dtype float64 (JSON details: certificate_*, "
+            "stop_reason)", highlight=False,
+        )
+    if format == Format.json:
         doc = document(command, report.config, report.results, source=report.source, loss=report.loss)
         _write_or_print(json_text(doc), output)
     else:
@@ -182,8 +201,8 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
 # -- train ---------------------------------------------------------------------------------------
 @app.command(
     cls=Command,
-    help=config_help("Train a built-in model on a dataset and write a condlab checkpoint "
-                     "(optimizer state included).\n\nExample: condlab train "
+    help=config_help("Train a model (built-in or 'package.module:factory') on a dataset and "
+                     "write a condlab checkpoint (optimizer state included).\n\nExample: condlab train "
                      "configs/train_digits.yaml --out digits.pt", "CONFIG", "train"),
 )
 @handle_errors
@@ -202,10 +221,10 @@ def train(
     out_path = flags["out"]
     if out_path is None:
         raise UsageError("say where the checkpoint goes: add --out PATH")
-    _check_outputs({"--out": out_path}, force=flags["force"])
+    check_outputs({"--out": out_path}, force=flags["force"])
     where = f"'{config}'"
     cfg = parse_mapping(TRAIN, read_yaml(config), where, required=("model", "data"))
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("training", total=cfg["steps"])
         result, ckpt = train_from_config(
             cfg, callback=lambda step, *a: bar.update(task, completed=step), where=where
@@ -225,9 +244,10 @@ def demo(*, given: dict, flags: dict) -> None:
     """Train a small MLP on scikit-learn's digits in seconds and print its spectrum (no files needed)."""
     from condlab.demo import run_demo
 
-    with _progress() as bar:
-        report = run_demo(steps=flags["steps"], on_progress=_hvp_ticker(bar))
-    render_spectrum(report, Format(flags["format"]), None, command="condlab demo")
+    with progress_bar() as bar:
+        report = run_demo(steps=flags["steps"], on_progress=hvp_ticker(bar))
+    render_spectrum(report, Format(flags["format"]), None, command="condlab demo",
+                    explain=flags["explain"])
 
 
 # -- listings ------------------------------------------------------------------------------------
@@ -267,7 +287,7 @@ def main() -> None:
             init_from_env()
         app()
     except KeyboardInterrupt:
-        sys.exit(_interrupted())
+        sys.exit(interrupted())
 
 
 def _register_commands() -> None:

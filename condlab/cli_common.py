@@ -24,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 from condlab.errors import CondlabError
 
 
-class _OneLineErrors(TyperGroup):
+class OneLineErrors(TyperGroup):
     """Typer's group, with its boxed usage errors turned into the one ``error:`` line that every
     other error gets (exit 2), and Ctrl-C into one line and exit 130."""
 
@@ -36,7 +36,7 @@ class _OneLineErrors(TyperGroup):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except KeyboardInterrupt:
-            rv = _interrupted()
+            rv = interrupted()
         except Exception as e:
             if not hasattr(e, "format_message") or not hasattr(e, "exit_code"):
                 raise  # not a click error: handle_errors has seen it already
@@ -44,7 +44,7 @@ class _OneLineErrors(TyperGroup):
                 sys.stdout.write(e.format_message() + "\n")
                 rv = 0
             elif type(e).__name__ == "Abort":
-                rv = _interrupted()
+                rv = interrupted()
             else:
                 ctx = getattr(e, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
@@ -65,15 +65,38 @@ def _no_flag_types(command, ctx) -> None:
             p.metavar = ""
 
 
+# the options left out of the short --help (declared ``advanced``), shown by --help-all
+_ADVANCED: set[str] = set()
+
+
+def _print_all_help(ctx) -> None:
+    """``--help-all``: the help with the advanced options too."""
+    shown = [p for p in ctx.command.params if p.hidden and p.name in _ADVANCED]
+    for p in shown:
+        p.hidden = False
+    try:
+        typer.echo(ctx.get_help(), color=ctx.color)
+    finally:
+        for p in shown:
+            p.hidden = True
+
+
 class Command(TyperCommand):
-    """Typer's command, with flags shown without a value placeholder."""
+    """Typer's command, with flags shown without a value placeholder; ``--help-all`` (where
+    declared) is eager, as ``--help`` is."""
+
+    def parse_args(self, ctx, args):
+        if "--help-all" in args and any(p.name == "help_all" for p in self.params):
+            _print_all_help(ctx)
+            ctx.exit()
+        return super().parse_args(ctx, args)
 
     def format_help(self, ctx, formatter) -> None:
         _no_flag_types(self, ctx)
         return super().format_help(ctx, formatter)
 
 
-def _interrupted() -> int:
+def interrupted() -> int:
     err.print("[bold red]error:[/] interrupted (Ctrl-C)", highlight=False)
     return 130
 
@@ -83,7 +106,7 @@ def _interrupted() -> int:
 out = Console(soft_wrap=True,
               width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 err = Console(stderr=True)
-_state = {"debug": False}
+state = {"debug": False}
 
 
 def _fail(message: str, code: int, *, every_rank: bool = False) -> None:
@@ -109,15 +132,15 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
-            if _state["debug"]:
+            if state["debug"]:
                 raise
-            raise typer.Exit(_interrupted()) from None
+            raise typer.Exit(interrupted()) from None
         except CondlabError as e:
-            if _state["debug"]:
+            if state["debug"]:
                 raise
             _fail(str(e), e.exit_code)
         except Exception as e:  # a bug or an unexpected library error: still one line
-            if _state["debug"]:
+            if state["debug"]:
                 raise
             _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
                   "(run again with --debug for the traceback)", 1, every_rank=True)
@@ -149,8 +172,10 @@ def _parameter(o) -> inspect.Parameter:
         show_default=True if o.default_text is None and o.default not in (None, ()) and o.type is not bool
         else _escape(o.shown_default),
         metavar=o.metavar,
-        hidden=o.hidden,
+        hidden=o.hidden or o.advanced,
     )
+    if o.advanced and not o.hidden:
+        _ADVANCED.add(o.name)
     default = None if o.type is LIST else o.default
     kind = kind if o.type is bool else Optional[kind]
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -172,7 +197,8 @@ def _keys_help(options, prefix: str = "") -> str:
 def config_help(summary: str, what: str, command: str) -> str:
     """A command's help: ``summary``, then the keys of its YAML file ``what`` and of the
     mappings inside it, each with its help and default (from the option schema)."""
-    from condlab.options import COMMANDS, NESTED_KEYS
+    from condlab.cli_options import COMMANDS
+    from condlab.options import NESTED_KEYS
 
     keys = [o for o in COMMANDS[command] if not o.cli_flags and o.in_file]
     parts = [summary, f"The keys of {what}:", _keys_help(keys)]
@@ -237,8 +263,9 @@ FILE_FLAGS = ("threads",)
 
 def spectrum_config(given: dict, flags: dict):
     """The SpectrumConfig of the ``--config`` file overridden by the options ``given``."""
+    from condlab.cli_options import SPECTRUM
     from condlab.config import SpectrumConfig, build, read_yaml
-    from condlab.options import SPECTRUM, by_name
+    from condlab.options import by_name
 
     config = flags["config"]
     values: dict[str, Any] = read_yaml(config) if config else {}
@@ -253,7 +280,7 @@ def spectrum_config(given: dict, flags: dict):
                  cli={k: v for k, v in given.items() if v != []})
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     from condlab.distributed import is_main
 
     return Progress(
@@ -268,7 +295,7 @@ def _progress() -> Progress:
     )
 
 
-def _hvp_ticker(bar: Progress):
+def hvp_ticker(bar: Progress):
     """``on_progress(setting, done, budget)``: one bar per setting, in curvature products."""
     tasks: dict[str, int] = {}
 
@@ -281,7 +308,7 @@ def _hvp_ticker(bar: Progress):
 
 
 
-def _check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
+def check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
     """Every file the command will write, checked before any work (see condlab.files)."""
     from condlab.files import check_output
 
@@ -290,8 +317,8 @@ def _check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
             continue
         check_output(path, force=force, flag=flag.split()[0])
         if path.suffix.lower() == ".png":
-            from condlab.report.plots import _pyplot
+            from condlab.report.plots import pyplot
 
-            _pyplot()  # fail before the work when matplotlib is missing
+            pyplot()  # fail before the work when matplotlib is missing
 
 

@@ -1,12 +1,17 @@
-"""Measure one operator: extreme eigenvalues, condition number, trace and density.
+"""The estimate stage: extreme eigenvalues, condition number, trace and density of one operator.
 
-``measure(A, settings)`` is the one place where estimators meet an operator; every command
-(spectrum, compare's tracking, check) calls it and gets the same :class:`SpectrumResult`.
+    est = estimate(A, EstimatorSettings(top=5, bottom=3))      # numbers, no labels
+    result = measure(A, EstimatorSettings(top=5, bottom=3)).result   # the same, as a record
+
+:func:`estimate` is the one place where estimators meet an operator; ``spectrum``, ``track``,
+``check`` and ``compare``'s tracking all reach it. It computes and returns an :class:`Estimate`;
+what a row is called and what it measured (its :class:`condlab.settings.Setting`) is added by
+the record stage (:func:`condlab.report.records.result_of`). The estimator options are the
+fields of :class:`EstimatorSettings` (:mod:`condlab.estimator_options`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from torch import Tensor
 
 from condlab.distributed import peak_memory_mb
 from condlab.errors import CondlabError, UsageError
+from condlab.estimator_options import EstimatorSettings
 from condlab.estimators import (
     ExtremeEigs,
     condition_number,
@@ -26,34 +32,11 @@ from condlab.estimators import (
 )
 from condlab.estimators.bounds import bounded_condition
 from condlab.estimators.condition import dtype_name, noise_rel
+from condlab.estimators.noise import block_noise, dense_noise
 from condlab.operators.base import LinearOperator
-from condlab.options import SPECTRUM, default_tol, fields_of
-from condlab.report.records import SpectrumResult
+from condlab.report.records import SpectrumResult, result_of
 
 EXACT_LIMIT = 6000  # parameters: above this a dense eigendecomposition is refused
-
-
-class _EstimatorMethods:
-    def __post_init__(self) -> None:
-        for o in SPECTRUM:
-            if o.estimator:
-                object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "EstimatorSettings"))
-
-    def resolved(self, dtype) -> EstimatorSettings:
-        """These settings with ``tol`` (when None) set to the default for ``dtype``."""
-        return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
-
-
-EstimatorSettings = dataclasses.make_dataclass(
-    "EstimatorSettings", fields_of(SPECTRUM, estimator=True), bases=(_EstimatorMethods,),
-    frozen=True, namespace={"__module__": __name__},
-)
-EstimatorSettings.__doc__ = """How to estimate: the fields of :data:`condlab.options.SPECTRUM`
-marked ``estimator``, with the same defaults and checks. ``tol`` is relative: a pair is flagged
-converged when its true residual ``||A v - lambda v||`` (measured after the run) is
-``<= tol * ||A||`` (default: 1e-6 in float64, else 1e-4). The null threshold is separate:
-``NOISE_FACTOR * eps(dtype) * ||A||`` (:mod:`condlab.estimators.condition`), or
-``null_threshold * ||A||`` when given."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +52,23 @@ class Density:
             {"setting": self.setting, "eigenvalue": x, "density": y}
             for x, y in zip(self.grid, self.density)
         ]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What :func:`estimate` found for one operator, before it is named and recorded."""
+
+    fields: dict  # eigenvalues, residuals, convergence, kappa, nullity, trace: record fields
+    details: dict  # inertia, Krylov multiplicity flags, peak memory
+    n_params: int
+    hvp_count: int
+    seconds: float
+    dtype: str
+    device: str
+    seed: int
+    damping: float
+    density: tuple[list[float], list[float]] | None = None  # (grid, density)
+    vectors: Tensor | None = None  # [P, top + bottom] Ritz vectors (Lanczos only): a warm start
 
 
 @dataclass(frozen=True)
@@ -105,25 +105,34 @@ def measure(
     *,
     setting: str = "baseline",
     curvature: str = "hessian",
-    n_samples: int = 0,
-    preconditioner: str | None = None,
-    normalization: str | None = None,
-    layer: str | None = None,
-    modes: dict | None = None,
-    details: dict | None = None,
-    function_change: float | None = None,
-    params_added: int | None = None,
-    predicted_nullity: int | None = None,
+    **kw,
+) -> Measurement:
+    """:func:`estimate` (``kw``: its ``nullity_bound``, ``scale``, ``on_matvec``, ``start``),
+    recorded as a row named ``setting`` of the ``curvature``: the library's one call on an
+    operator (``spectrum`` records its rows from their Settings)."""
+    est = estimate(A, settings, **kw)
+    result = result_of(est, setting=setting, curvature=curvature)
+    density = Density(setting, *est.density) if est.density is not None else None
+    return Measurement(result, density, est.vectors)
+
+
+def estimate(
+    A,
+    settings: EstimatorSettings,
+    *,
     nullity_bound: tuple[int, str] | None = None,
     scale: float | None = None,
     on_matvec: Callable[[int], None] | None = None,
     start: Tensor | None = None,
-) -> Measurement:
+    semidefinite: str | None = None,
+    sylvester: tuple | None = None,
+) -> Estimate:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
 
-                start=start,
-            )
-            vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
+    ``nullity_bound``: a proven lower bound on the nullity (a GGN's rank), with its reason;
+    ``scale``: ``||A||`` to set the null threshold against (a diagonal block measured relative
+    to the whole operator); ``start``: Ritz vectors [P, k] of a nearby operator to start
+    Lanczos from; ``on_matvec(k)`` is called after every block of ``k`` products.
     """
     s = settings.resolved(A.dtype)
     if s.krylov_device is not None:
@@ -136,13 +145,14 @@ def measure(
     if not s.exact and s.top + s.bottom > 0:
         check_tol(s.tol, A.dtype)
     bound = nullity_bound if not s.damping else None
+    semidefinite = semidefinite if s.damping >= 0 else None  # + damping I, damping >= 0: still PSD
     op = _Observed(A, s.damping, on_matvec)
     P = op.shape[0]
     t0 = time.perf_counter()
     top, bottom = min(s.top, P), min(s.bottom, P)
     fields: dict = {}
     krylov: dict = {}  # block size and the copies found, for the multiplicity flags
-    density = vectors = None
+    vectors = None
     if s.exact:
         if P > EXACT_LIMIT:
             raise UsageError(
@@ -150,10 +160,12 @@ def measure(
                 "parameters: drop --exact, or select fewer with --params"
             )
         M = op.to_dense(block_size=64)
+        noise = dense_noise(M)  # trust: the antisymmetric part is rounding noise
         M = (M + M.T) / 2
         evals, evecs = torch.linalg.eigh(M.double())
         resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
         ev, rs = evals.tolist(), resid.tolist()
+        vectors = torch.cat([evecs.flip(1)[:, :top], evecs[:, :bottom]], 1).to(op.dtype)
         cond = condition_number(
             ev[::-1][:top],
             ev[:bottom],
@@ -161,6 +173,7 @@ def measure(
             dtype=op.dtype,
             exact_spectrum=evals,
             scale=scale,
+            noise=noise, proven_nullity=bound, semidefinite=semidefinite, inertia=sylvester,
         )
         method = "exact (dense eigendecomposition)"
         if bound is not None and cond.nullity is not None and cond.nullity < bound[0]:
@@ -222,6 +235,8 @@ def measure(
                     lambda_max=eig.lambda_max,
                     lambda_min=eig.lambda_min,
                     scale=scale,
+                    noise=checked.noise, proven_nullity=bound, semidefinite=semidefinite,
+                    inertia=sylvester,
                 )
                 cond = bounded_condition(cond, **checked.kappa)
             else:
@@ -245,7 +260,6 @@ def measure(
         d = slq_density(
             op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed
         )
-        density = Density(setting, _floats(d.grid), _floats(d.density))
     inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s, op.dtype)
     if cond is not None:
         fields.update(
@@ -257,39 +271,21 @@ def measure(
             definiteness=cond.definiteness,
             threshold=_opt_float(cond.threshold),
             lambda_min_positive=_opt_float(cond.lambda_min_positive),
-            nullity=cond.nullity,
+            nullity=None if cond.nullity_is_lower_bound else cond.nullity,  # table: ">= bound"
         )
+        inertia["noise"] = cond.noise
         if cond.nullity is not None and "nullity_method" not in fields:
             fields["nullity_method"] = "counted from the computed eigenvalues"
     if bound is not None:
         fields.update(nullity_lower_bound=bound[0], nullity_bound_reason=bound[1])
-    result = SpectrumResult(
-        setting=setting,
-        curvature=curvature,
-        preconditioner=preconditioner,
-        normalization=normalization,
-        n_params=P,
-        n_samples=n_samples,
-        hvp_count=op.matvecs,
-        seconds=time.perf_counter() - t0,
-        damping=s.damping,
-        layer=layer,
-        modes=dict(modes or {}),
-        dtype=str(op.dtype).replace("torch.", ""),
-        device=str(op.device),
-        seed=s.seed,
-        details={
-            **(details or {}), **inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device)
-        },
-        function_change=function_change,
-        params_added=params_added,
-        predicted_nullity=predicted_nullity,
-        **fields,
-    )
-    return Measurement(result, density, vectors)
+    details = {**inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device)}
+    grid = (_floats(d.grid), _floats(d.density)) if s.density else None
+    return Estimate(fields, details, P, op.matvecs, time.perf_counter() - t0,
+                    str(op.dtype).replace("torch.", ""), str(op.device), s.seed, s.damping,
+                    grid, vectors)
 
 
-def _inertia(evals, density, cond, s: EstimatorSettings, dtype: torch.dtype) -> dict:
+def _inertia(evals, density, cond, s, dtype: torch.dtype) -> dict:
     """The negative-eigenvalue count and mass, exactly or by SLQ, when either is at hand."""
     from condlab.estimators.inertia import inertia_from_quadrature, inertia_from_spectrum
 
@@ -325,6 +321,7 @@ class _Checked:
     errors_bottom: list[float]
     details: dict  # the certificates, for the JSON
     kappa: dict  # what bounded_condition needs
+    noise: float | None = None  # the rounding noise measured on the Ritz block (trust)
 
 
 def true_residuals(
@@ -338,6 +335,11 @@ def true_residuals(
     inside a list: ``certified_*`` (every listed value's error within ``tol * ||A||``),
     ``errors_*`` and ``certificate_*`` in the details.
     """
+    noise = None
+    if eig.checked_products is not None and eig.checked_products.shape[1]:
+        Y = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
+        finite = torch.isfinite(torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]))
+        noise = block_noise(Y[:, finite.to(Y.device)], eig.checked_products, op.shape[0])
     anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
     limit = tol * anorm
     ends = {}
@@ -380,6 +382,7 @@ def true_residuals(
                    certified_bottom=bool(eb[:1].le(limit).all()), why=why,
                    theta_max=float(eig.lambda_max), theta_min=float(eig.lambda_min),
                    lambda_min_lower=float(eig.lambda_min_lower)),
+        noise=noise,
     )
 
 

@@ -136,7 +136,8 @@ def test_json_schema_and_null_fields(ckpt):
 
 
 def test_table_output_names_the_definition(ckpt):
-    r = invoke("spectrum", ckpt, "--top", "3", "--bottom", "2", "--dtype", "float64", "--trace")
+    r = invoke("spectrum", ckpt, "--top", "3", "--bottom", "2", "--dtype", "float64", "--trace",
+               "--explain")
     assert r.exit_code == 0, r.output
     assert "lambda_max" in r.stdout and "baseline" in r.stdout and "kappa" in r.stdout
     # a legend for every column, and the eigenvalues that were asked for, not only lambda_max
@@ -330,9 +331,9 @@ def test_plot_needs_density(ckpt, tmp_path):
 
 
 def test_list_params_shows_what_params_selects_and_measures_nothing(monkeypatch):
-    import condlab.spectrum
+    import condlab.pipeline
 
-    monkeypatch.setattr(condlab.spectrum, "run_spectrum", None)  # must not be reached
+    monkeypatch.setattr(condlab.pipeline, "run_spectrum", None)  # must not be reached
     r = invoke("spectrum", "--model", "mlp", "--data", "iris", "--list-params", "--params", "0.*")
     assert r.exit_code == 0, r.output
     rows = {line.split()[1]: line.split()[-2] for line in r.stdout.splitlines()
@@ -346,11 +347,11 @@ def test_list_models_shows_their_arguments():
 
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
-    import condlab.spectrum
+    import condlab.pipeline
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(condlab.spectrum, "run_spectrum", interrupted)
+    monkeypatch.setattr(condlab.pipeline, "run_spectrum", interrupted)
     r = invoke("spectrum", "--model", "linear", "--data", "iris")
     assert r.exit_code == 130 and r.output.strip() == "error: interrupted (Ctrl-C)", r.output

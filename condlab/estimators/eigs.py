@@ -16,9 +16,12 @@ with ``H = V^T A V`` small (block tridiagonal until the first restart) and the c
 
 so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec. The run stops
 once every requested pair has ``residual <= tol * ||A||`` (``||A||`` estimated by the largest
-``|theta|``, which is ``lambda_max`` for the Hessians this tool meets); by Weyl/Kato-Temple each
-eigenvalue is then within ``tol ||A||`` of an eigenvalue of ``A`` (within ``(tol ||A||)^2 / gap``
-once it is separated by ``gap``). Both ends come from the same run.
+``|theta|``, which is ``lambda_max`` for the Hessians this tool meets) and the end values are
+certified (below). A residual proves only that *some* eigenvalue lies within it; that a listed
+value is the true extreme one comes from the random start: :mod:`condlab.estimators.bounds`
+turns ``H`` into backed errors ``errors_*`` (an end bracket from the start block's Christoffel
+function, Kato-Temple ``r^2 / gap`` only across certified gaps) and ``certified_*``. The listed
+pairs' true residuals are measured after the run. Both ends come from the same run.
 
 Multiplicity: a block Krylov space holds ``b`` independent directions of every eigenspace its
 start block touches, so an eigenvalue of multiplicity ``r <= b`` is found ``r`` times (a null
@@ -121,6 +124,8 @@ class ExtremeEigs:
     lambda_min_lower: float = -math.inf  # lambda_min >= this
     residual_kind: str = "krylov"  # 'true': ||A y - theta y|| from products after the run
     stop_reason: str = ""  # why the run stopped, in words (converged, budget, rounding)
+    checked_products: Tensor | None = None  # [P, n] A y of the returned finite vectors (top,
+    # then bottom) from the true-residual block, when return_vectors: reusable, e.g. for noise
 
 
 @dataclass(frozen=True)
@@ -499,8 +504,10 @@ def _result(
         residuals = ritz.residuals[idx].masked_fill(ghost, float("inf"))
         copies = _copies(ritz.theta, converged_all, ritz.theta[idx], 2 * threshold)
         lists.append([values, residuals, None, Y, copies])
+    AY = None
     if check:
-        matvecs += _check_residuals(A, lists)
+        AY = _check_residuals(A, lists)
+        matvecs += AY.shape[1]
     res_all = ritz.residuals.clone()
     for (values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
@@ -552,6 +559,7 @@ def _result(
         lambda_max_upper=et.bound,
         lambda_min_lower=eb.bound,
         residual_kind="true" if check else "krylov",
+        checked_products=AY if return_vectors else None,
         stop_reason=_stop_reason(cert, bool(ct.all() and cb.all()), matvecs, restarts, check,
                                  threshold, V.dtype),
     )
@@ -584,9 +592,9 @@ def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype) ->
             f"loosen tol or use float64")
 
 
-def _check_residuals(A, lists) -> int:
+def _check_residuals(A, lists) -> Tensor:
     """Replace each list's residuals by ``||A y - theta y|| / ||y||`` from one block product;
-    the number of products."""
+    the product ``A Y [P, n]`` of the finite columns."""
     Ys, thetas = [], []
     for values, _, _, Y, _ in lists:
         keep = torch.isfinite(values)
@@ -594,9 +602,10 @@ def _check_residuals(A, lists) -> int:
         thetas.append(values[keep])
     Y = torch.cat(Ys, dim=1).to(dtype=A.dtype, device=A.device)
     if Y.shape[1] == 0:
-        return 0
+        return Y
     theta = torch.cat(thetas)
-    R = matmat(A, Y) - Y * theta.to(dtype=Y.dtype, device=Y.device)
+    AY = matmat(A, Y)
+    R = AY - Y * theta.to(dtype=Y.dtype, device=Y.device)
     norms = torch.linalg.vector_norm(Y, dim=0).clamp_min(torch.finfo(Y.dtype).tiny)
     res = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
     at = 0
@@ -606,4 +615,4 @@ def _check_residuals(A, lists) -> int:
         item[1] = item[1].clone()
         item[1][keep] = res[at : at + m]
         at += m
-    return Y.shape[1]
+    return AY
