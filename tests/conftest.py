@@ -15,6 +15,15 @@ def pytest_configure(config):
 SLOW_FILES = {"test_bench_script.py", "test_bench_token_models.py", "test_distributed.py",
               "test_distributed_structured.py", "test_hf.py", "test_reproductions.py"}
 SLOW_TESTS = {
+    "test_bounds.py::test_linreg_kappa_is_within_its_error_or_a_flagged_lower_bound",
+    "test_bounds.py::test_a_deep_outlier_under_a_loose_tolerance_is_not_ok",
+    "test_bounds.py::test_ok_means_the_listed_values_are_right[linreg cluster at the bottom]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg cluster at the bottom-None]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg cluster at the bottom-1]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg bottom-3-1]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[indefinite with a deep outlier-1]",
+    "test_trust_consistency.py::test_softmax_regression_hessian_at_one_vector_ends_is_not_positive_definite",
+    "test_trust_consistency.py::test_weight_decay_removes_the_proven_null_space",
     "test_attention.py::test_hessian_through_attention_matches_double_backward[sdpa-causal-dtype0-cpu]",
     "test_trust_consistency.py::test_the_input_normalized_linear_model_counts_its_92_null_directions",
     "test_track_fast.py::test_a_stale_warm_file_is_not_used_on_resume",
