@@ -15,6 +15,7 @@ def pytest_configure(config):
 SLOW_FILES = {"test_bench_script.py", "test_bench_token_models.py", "test_distributed.py",
               "test_distributed_structured.py", "test_hf.py", "test_reproductions.py"}
 SLOW_TESTS = {
+    "test_attention.py::test_hessian_through_attention_matches_double_backward[sdpa-causal-dtype1-cpu]",
     "test_bounds.py::test_linreg_kappa_is_within_its_error_or_a_flagged_lower_bound",
     "test_bounds.py::test_a_deep_outlier_under_a_loose_tolerance_is_not_ok",
     "test_bounds.py::test_ok_means_the_listed_values_are_right[linreg cluster at the bottom]",
