@@ -509,7 +509,7 @@ def _result(
         AY = _check_residuals(A, lists)
         matvecs += AY.shape[1]
     res_all = ritz.residuals.clone()
-    for (values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
+    for (_values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
     for item in lists:
         item[2] = item[1] <= threshold
