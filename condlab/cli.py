@@ -183,8 +183,10 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
     unconverged = [r.setting for r in report.results if not r.converged]
     if unconverged:
         err.print(
-            f"[yellow]warning:[/] a true residual is above tol * ||A||: {', '.join(unconverged)}; "
-            "raise --max-hvps, loosen --tol, or use --dtype float64", highlight=False,
+            f"[yellow]warning:[/] a listed eigenvalue is not known within tol * ||A|| (its true "
+            f"residual or its certified error is larger): {', '.join(unconverged)}; raise "
+            "--max-hvps, loosen --tol, or use --dtype float64 (JSON details: certificate_*, "
+            "stop_reason)", highlight=False,
         )
     if format == Format.json:
         doc = document(command, report.config, report.results, source=report.source, loss=report.loss)

@@ -30,6 +30,7 @@ from condlab.estimators import (
     hutchpp,
     slq_density,
 )
+from condlab.estimators.bounds import bounded_condition
 from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.estimators.noise import block_noise, dense_noise
 from condlab.operators.base import LinearOperator
@@ -222,6 +223,7 @@ def estimate(
             checked = true_residuals(op, eig, s.tol, scale)
             fields.update(checked.fields)
             fields.update(multiplicity(eig, P, bound))
+            krylov.update(checked.details)
             if top and bottom:
                 cond = condition_number(
                     eig.eigenvalues_top,
@@ -236,6 +238,7 @@ def estimate(
                     noise=checked.noise, proven_nullity=bound, semidefinite=semidefinite,
                     inertia=sylvester,
                 )
+                cond = bounded_condition(cond, **checked.kappa)
             else:
                 missing = ("--bottom 0 measures only the top end", "lambda_min needs --bottom >= 1") \
                     if top else ("--top 0 measures only the bottom end", "lambda_max needs --top >= 1")
@@ -314,58 +317,79 @@ def check_tol(tol: float, dtype: torch.dtype) -> None:
 @dataclass(frozen=True)
 class _Checked:
     fields: dict  # the record's eigenvalue, residual and convergence fields
-    errors_top: list[float]  # error bound of each Ritz value: min(r, r^2 / gap)
+    errors_top: list[float]  # for kappa: backed at the ends, residual bounds inside the lists
     errors_bottom: list[float]
+    details: dict  # the certificates, for the JSON
+    kappa: dict  # what bounded_condition needs
     noise: float | None = None  # the rounding noise measured on the Ritz block (trust)
 
 
 def true_residuals(
     op: LinearOperator, eig: ExtremeEigs, tol: float, scale: float | None = None
 ) -> _Checked:
-    """The residual ``||A y - theta y||`` of every returned pair, from one block of products.
-
-    A Krylov solver's residual estimate (``beta |s_k|``) assumes exact arithmetic; in float32
-    it can read 0 while the true residual is ~1e-5 ``||A||``. The pair is flagged converged when
-    its true residual is ``<= tol * ||A||``; its eigenvalue's error bound is ``min(r, r^2 / gap)``
-    (Weyl, Kato-Temple), ``gap`` the distance to the nearest other computed eigenvalue.
+    """The record's fields from a run whose residuals are the true ``||A y - theta y||``
+    (``extreme_eigenpairs`` measures them after the run) and whose errors are backed
+    (:mod:`condlab.estimators.bounds`). A value is flagged converged when its true residual is
+    ``<= tol * ||A||`` and, for the end values (``lambda_max``, ``lambda_min``), its certified
+    error too: the listed end is then the true extreme eigenvalue within that error. Values
+    inside a list: ``certified_*`` (every listed value's error within ``tol * ||A||``),
+    ``errors_*`` and ``certificate_*`` in the details.
     """
-    Yt, Yb = eig.vectors_top, eig.vectors_bottom
-    Y = torch.cat([Yt, Yb], dim=1).to(op.dtype).to(op.device)  # [P, top + bottom]
-    theta = torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]).to(torch.float64)
-    finite = torch.isfinite(theta)
-    res = torch.full_like(theta, float("inf"))
     noise = None
-    if bool(finite.any()):
-        Yf = Y[:, finite]
-        AY = op @ Yf
-        R = AY - Yf * theta[finite].to(Yf.dtype)
-        norms = torch.linalg.vector_norm(Yf, dim=0).clamp_min(torch.finfo(Yf.dtype).tiny)
-        res[finite] = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
-        noise = block_noise(Yf, AY, op.shape[0])
+    if eig.checked_products is not None and eig.checked_products.shape[1]:
+        Y = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
+        finite = torch.isfinite(torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]))
+        noise = block_noise(Y[:, finite.to(Y.device)], eig.checked_products, op.shape[0])
     anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
-    values = theta[finite].unique()
-    errors = []
-    for x, r in zip(theta.tolist(), res.tolist()):
-        others = values[values != x]
-        gap = float((others - x).abs().min()) - r if others.numel() else 0.0
-        errors.append(min(r, r * r / gap) if gap > r else r)
-    n = len(eig.eigenvalues_top)
-    conv = [bool(r <= tol * anorm) for r in res.tolist()]
+    limit = tol * anorm
+    ends = {}
+    for end in ("top", "bottom"):
+        res = torch.as_tensor(getattr(eig, f"residuals_{end}"), dtype=torch.float64)
+        err = torch.as_tensor(getattr(eig, f"errors_{end}"), dtype=torch.float64)
+        null = end == "bottom" and len(res) and abs(float(getattr(eig, f"eigenvalues_{end}")[0])) \
+            <= noise_rel(op.dtype) * anorm  # a null lambda_min: definiteness says the rest
+        ok = [bool(r <= limit and (i > 0 or null or e <= limit))
+              for i, (r, e) in enumerate(zip(res, err))]
+        ends[end] = (res, err, ok)
+    (rt, et, ct), (rb, eb, cb) = ends["top"], ends["bottom"]
+    certified = {end: bool((ends[end][1] <= limit).all()) for end in ends}
+    details = {
+        f"{k}_{end}": v for end in ("top", "bottom") for k, v in (
+            ("errors", _floats(ends[end][1])),
+            ("error_kinds", list(getattr(eig, f"error_kinds_{end}"))),
+            ("certified", certified[end]),
+            ("certificate", getattr(eig, f"certificate_{end}")),
+        )
+    }
+    details.update(lambda_max_upper=eig.lambda_max_upper, lambda_min_lower=eig.lambda_min_lower,
+                   stop_reason=eig.stop_reason)
+    why = eig.certificate_bottom if not bool(eb[:1].le(limit).all()) else eig.certificate_top
     return _Checked(
         fields=dict(
             eigenvalues_top=_floats(eig.eigenvalues_top),
-            residuals_top=res[:n].tolist(),
-            converged_top=conv[:n],
+            residuals_top=rt.tolist(),
+            converged_top=ct,
             eigenvalues_bottom=_floats(eig.eigenvalues_bottom),
-            residuals_bottom=res[n:].tolist(),
-            converged_bottom=conv[n:],
+            residuals_bottom=rb.tolist(),
+            converged_bottom=cb,
             lambda_max=float(eig.lambda_max),
             lambda_min=float(eig.lambda_min),
         ),
-        errors_top=errors[:n],
-        errors_bottom=errors[n:],
+        errors_top=_kappa_errors(et, rt),
+        errors_bottom=_kappa_errors(eb, rb),
+        details=details,
+        kappa=dict(certified_top=bool(et[:1].le(limit).all()),  # kappa needs only the ends
+                   certified_bottom=bool(eb[:1].le(limit).all()), why=why,
+                   theta_max=float(eig.lambda_max), theta_min=float(eig.lambda_min),
+                   lambda_min_lower=float(eig.lambda_min_lower)),
         noise=noise,
     )
+
+
+def _kappa_errors(err: Tensor, res: Tensor) -> list[float]:
+    """The errors kappa uses: the ends' backed errors; inside a list the residual bound (an
+    eigenvalue within r: lambda_min+ is the smallest positive one the run found)."""
+    return [float(e) if i == 0 else float(min(e, r)) for i, (e, r) in enumerate(zip(err, res))]
 
 
 def multiplicity(eig: ExtremeEigs, P: int, bound: tuple[int, str] | None) -> dict:
