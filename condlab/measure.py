@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from condlab import memory
 from condlab.distributed import peak_memory_mb
 from condlab.errors import CondlabError, UsageError
 from condlab.estimators import (
@@ -136,6 +137,7 @@ def measure(
         check_tol(s.tol, A.dtype)
     bound = nullity_bound if not s.damping else None
     op = _Observed(A, s.damping, on_matvec)
+    plan = None if s.exact else memory.plan_for(op, s)  # sizes to fit, or refuses before work
     P = op.shape[0]
     t0 = time.perf_counter()
     top, bottom = min(s.top, P), min(s.bottom, P)
@@ -188,7 +190,7 @@ def measure(
                 bottom=bottom,
                 tol=s.tol,
                 max_matvecs=s.max_hvps,
-                max_basis=s.max_basis,
+                max_basis=plan.max_basis,
                 block_size=s.block_size,
                 seed=s.seed,
                 basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
@@ -234,13 +236,14 @@ def measure(
                 )
         if s.trace:
             estimator = hutchpp if s.trace_method == "hutch++" else hutchinson
-            tr = estimator(op, s.probes, seed=s.seed)
+            tr = estimator(op, s.probes, seed=s.seed, block_size=plan.probe_block)
             fields.update(
                 trace=float(tr.value), trace_stderr=float(tr.stderr), trace_method=s.trace_method
             )
     if s.density:
         d = slq_density(
-            op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed
+            op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed,
+            probe_block=plan.density_block if plan is not None else None,
         )
         density = Density(setting, _floats(d.grid), _floats(d.density))
     inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s, op.dtype)
@@ -276,7 +279,8 @@ def measure(
         device=str(op.device),
         seed=s.seed,
         details={
-            **(details or {}), **inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device)
+            **(details or {}), **inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device),
+            **({"memory_plan": plan.as_dict()} if plan is not None else {}),
         },
         function_change=function_change,
         params_added=params_added,

@@ -309,6 +309,10 @@ SPECTRUM: tuple[Option, ...] = (
            estimator=True),
     Option("krylov_device", str, None, "Keep the Krylov basis on this device, e.g. cpu for a large "
            "model on a GPU.", ESTIMATORS, default_text="the operator's", estimator=True),
+    Option("memory_limit", str, None, "Bytes the process may use in all, e.g. 12G or 6e9: the "
+           "memory plan sizes the Lanczos basis and the product and probe blocks to it and refuses "
+           "a run that cannot fit, before any work.", ESTIMATORS, estimator=True,
+           default_text="what the machine, its cgroup and ulimit -v allow"),
     Option("null_threshold", float, None, "Eigenvalues with |lambda| <= this * ||A|| count as "
            "zero.", ESTIMATORS, check=BELOW_ONE, default_text="32 eps(dtype), the arithmetic noise",
            estimator=True),
@@ -366,6 +370,9 @@ SPECTRUM: tuple[Option, ...] = (
            "'condlab[plot]').", OUTPUT, field=False),
     Option("force", bool, False, "Replace files that exist at --output, --density-output or "
            "--plot.", OUTPUT, flags=("--force",), field=False),
+    Option("verbose", bool, False, "Print the memory plan (what the run needs against what the "
+           "process may use) on stderr before the work.", OUTPUT, flags=("--verbose",),
+           field=False),
 )
 
 
