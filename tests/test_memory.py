@@ -293,3 +293,10 @@ def test_the_problem_keeps_one_copy_of_the_weights():
         assert not start <= p.data_ptr() < end
     plain = torch.nn.functional.cross_entropy(model(X), y)
     assert float(problem.loss().detach()) == pytest.approx(float(plain.detach()), rel=1e-6)
+
+
+def test_the_debug_hint_is_a_command_that_works(monkeypatch):
+    from condlab.cli_common import debug_command
+
+    monkeypatch.setattr("sys.argv", ["condlab", "spectrum", "ck pt.pt", "--top", "1", "--debug"])
+    assert debug_command() == "condlab --debug spectrum 'ck pt.pt' --top 1"
