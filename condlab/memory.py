@@ -204,7 +204,8 @@ class MemoryPlan:
     available_bytes: int  # what the process may still allocate when the plan was made
     limited_by: str  # the cap that binds (MemAvailable, cgroup, RLIMIT_AS, --memory-limit, ...)
     vector_bytes: int  # one [P] vector in the working dtype
-    graph_bytes: int  # kept gradient graphs (measured) or 0
+    graph_bytes: int  # kept gradient graphs still to be built (measured on batch 0) or 0
+    graph_held_bytes: int  # kept graphs already built when the plan was made (batch 0's)
     product_bytes_per_vector: int  # temporaries of one product column
     product_block: int  # columns per product call
     max_basis: int | None = None  # Lanczos basis columns (None: no Lanczos)
@@ -224,7 +225,8 @@ class MemoryPlan:
         lines = [
             f"memory plan on {self.device}: {fmt(self.available_bytes)} available "
             f"(limited by {self.limited_by}); planned peak {fmt(self.need_bytes)} more",
-            f"  one vector {fmt(self.vector_bytes)}; kept graphs {fmt(self.graph_bytes)}; "
+            f"  one vector {fmt(self.vector_bytes)}; kept graphs {fmt(self.graph_held_bytes)} "
+            f"built, {fmt(self.graph_bytes)} to come; "
             f"product {fmt(self.product_bytes_per_vector)} per vector, "
             f"{self.product_block} per call",
         ]
@@ -243,7 +245,8 @@ class MemoryPlan:
 
 def _profiled(A):
     """The operator (``A`` or one it wraps as ``.A``/``.op``/``.inner``) with a
-    ``memory_profile``, or None."""
+    ``memory_profile() -> (graph bytes to come, bytes per product column, graph bytes held)``,
+    or None."""
     for _ in range(16):
         if A is None or callable(getattr(A, "memory_profile", None)):
             return A
@@ -291,14 +294,14 @@ def plan(
     itemsize = torch.empty(0, dtype=A.dtype).element_size()
     vec = P * itemsize
     inner = _profiled(A)
-    graph, per_vec = inner.memory_profile() if inner is not None else (0, 2 * vec)
+    graph, per_vec, held = inner.memory_profile() if inner is not None else (0, 2 * vec, 0)
     product_block = max(1, int(getattr(inner, "block_size", 1) or 1))
     budget = budget or available(device, memory_limit)
     usable = int(budget.bytes * (1 - HEADROOM))
     result = MemoryPlan(
         device=str(device), available_bytes=budget.bytes, limited_by=budget.source,
-        vector_bytes=vec, graph_bytes=int(graph), product_bytes_per_vector=int(per_vec),
-        product_block=product_block,
+        vector_bytes=vec, graph_bytes=int(graph), graph_held_bytes=int(held),
+        product_bytes_per_vector=int(per_vec), product_block=product_block,
     )
 
     def room_after(fixed: float) -> float:

@@ -139,8 +139,9 @@ class _CurvatureOperator(LinearOperator):
             out = torch.zeros_like(V)
         return all_reduce_sum(out)  # a distributed run holds a shard of the batches per rank
 
-    def memory_profile(self) -> tuple[int, int]:
-        """``(graph bytes still to come, temporary bytes per product column)`` for the plan.
+    def memory_profile(self) -> tuple[int, int, int]:
+        """``(graph bytes still to come, temporary bytes per product column, graph bytes
+        already held)`` for the memory plan.
 
         The graph of batch 0 is built now (it is kept for the products anyway, so what it holds
         is already in use when the plan reads the free memory) and its saved bytes measured,
@@ -152,20 +153,21 @@ class _CurvatureOperator(LinearOperator):
         """
         vec = self.shape[0] * torch.empty(0, dtype=self.dtype).element_size()
         if not self.problem.batches:
-            return 0, 2 * vec
+            return 0, 2 * vec, 0
         n = len(self.problem.weights)
         if self.cache and self.measures_graphs:
             if not self._maps:
                 self._maps[0] = self._linear_map(0)
             per_graph = self.graph_bytes / max(1, len(self._maps)) + vec
+            held = int(per_graph * len(self._maps))
             if per_graph * n <= graph_budget(self.device):
-                return int(per_graph * (n - len(self._maps))), int(per_graph / 2 + 2 * vec)
-            return 0, int(3 * per_graph + 2 * vec)
+                return int(per_graph * (n - len(self._maps))), int(per_graph / 2 + 2 * vec), held
+            return 0, int(3 * per_graph + 2 * vec), held
         saved = _SavedBytes()
         theta = self.problem.theta.detach().requires_grad_(True)
         with torch.enable_grad(), saved:
             self.problem.batch_loss(theta, 0)
-        return 0, int(3 * saved.bytes + 2 * vec)
+        return 0, int(3 * saved.bytes + 2 * vec), 0
 
 
 class HessianOperator(_CurvatureOperator):
