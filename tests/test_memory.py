@@ -302,3 +302,21 @@ def test_the_debug_hint_is_a_command_that_works(monkeypatch):
 
     monkeypatch.setattr("sys.argv", ["condlab", "spectrum", "ck pt.pt", "--top", "1", "--debug"])
     assert debug_command() == "condlab --debug spectrum 'ck pt.pt' --top 1"
+
+
+@pytest.mark.parametrize("reach", [0, 10**12])
+def test_products_match_the_dense_hessian_whether_graphs_are_kept_or_not(monkeypatch, reach):
+    """Under a cap too small for any kept graph every product is recomputed; with room they
+    are kept; either way the products and the plan's blocks give the dense Hessian's."""
+    from cases import autograd_hessian, make_case
+
+    model, X, y, loss, _ = make_case("residual-layernorm-ce", n=12)
+    monkeypatch.setattr(memory, "_held", lambda device: 0)
+    monkeypatch.setattr(memory, "available", lambda device, limit=None: budget(reach))
+    problem = condlab.Problem(model, [(X[:5], y[:5]), (X[5:], y[5:])], loss, dtype=torch.float64)
+    H = HessianOperator(problem, block_size=3)
+    dense = autograd_hessian(model, X, y, loss)
+    V = torch.randn(H.shape[0], 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(H @ V, dense @ V, atol=1e-10)
+    assert H.cache == (reach > 0)
+    assert torch.allclose(H @ V[:, :1], dense @ V[:, :1], atol=1e-10)

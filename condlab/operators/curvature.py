@@ -225,14 +225,19 @@ GRAPH_FRACTION = 0.25  # 'auto' keeps gradient graphs up to this share of the de
 
 
 def graph_budget(device: torch.device) -> int:
-    """Bytes the kept gradient graphs may hold: ``GRAPH_FRACTION`` of the device's memory."""
+    """Bytes the kept gradient graphs may hold: ``GRAPH_FRACTION`` of the memory the process
+    may reach (the device's, or less under a cgroup cap, ``ulimit -v`` or ``--memory-limit``'s
+    environment twin ``CONDLAB_MEMORY_LIMIT``: what it holds plus what it may still allocate)."""
+    from condlab.memory import _held, available, env_memory_limit
+
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
     else:
         import os
 
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return int(GRAPH_FRACTION * total)
+    reach = _held(device) + available(device, env_memory_limit()).bytes
+    return int(GRAPH_FRACTION * min(total, reach))
 
 
 class _SavedBytes(torch.autograd.graph.saved_tensors_hooks):
