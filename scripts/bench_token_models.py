@@ -67,7 +67,7 @@ MODELS = {
 }
 SCALE = {"gpt2-10m-l4": (4, 32), "gpt2-small": (4, 64), "embbag-64m": (256, 8)}  # (rows, tokens)
 TASKS = ("top1", "trace")
-TOOLS = ("condlab", "eigenthings", "power")
+TOOLS = ("condlab", "eigenthings", "power", "product")
 TOL, PROBES = 1e-3, 30
 SCALE_PROBES = 10  # issue 21: a 10-probe Hutchinson trace at scale
 BLOCK = 1  # one eigenvalue: single-vector Lanczos (the default block of 8 spends 8 products a step)
@@ -248,6 +248,43 @@ def run_power(name, model, ids, task: str, batch: int, steps: int) -> dict:
             "note": "max |lambda|, not lambda_max"}
 
 
+def run_product_cost(name, model, ids, batch: int, reps: int = 3) -> dict:
+    """CPU seconds of one Hessian-vector product, condlab's (``HessianOperator @ v`` through
+    its kept graph, after the graph is built) against a plain double backward (``d(g . v)``
+    on the parameter list, PyHessian's), ``reps`` each in this process, the plain one first
+    and freed before condlab's is built. The graph build is timed apart for both."""
+    params = [p for p in model.parameters()]
+    g0 = torch.Generator().manual_seed(0)
+    v = [torch.randn(p.shape, generator=g0) for p in params]
+    c0 = time.process_time()
+    grads = torch.autograd.grad(plain_loss(name, model, ids, batch), params, create_graph=True)
+    plain_build = time.process_time() - c0
+    plain = []
+    for _ in range(reps):
+        c0 = time.process_time()
+        Hv = torch.autograd.grad(grads, params, v, retain_graph=True)
+        plain.append(time.process_time() - c0)
+        del Hv
+    del grads
+    batches, loss = problem_batches(name, ids, batch)
+    H = condlab.HessianOperator(condlab.Problem(model, batches, loss, dtype=torch.float32))
+    x = torch.cat([t.reshape(-1) for t in v])[:, None]
+    del v
+    c0 = time.process_time()
+    H @ x  # builds the graph and takes the first product
+    first = time.process_time() - c0
+    ours = []
+    for _ in range(reps):
+        c0 = time.process_time()
+        y = H @ x
+        ours.append(time.process_time() - c0)
+        del y
+    return {"hvps": 2 * reps + 1, "cpu_s": sum(plain) + sum(ours) + first, "wall_s": 0.0,
+            "plain_build_cpu_s": plain_build, "plain_cpu_per_hvp": min(plain),
+            "condlab_first_cpu_s": first, "condlab_cpu_per_hvp": min(ours),
+            "ratio": min(ours) / min(plain), "plain_all": plain, "condlab_all": ours}
+
+
 def cell(spec: str, sequences: int, batch: int, steps: int, product_block: int | None = 16) -> dict:
     name, tool, task, *rest = spec.split(":")
     max_basis = int(rest[0]) if rest else None
@@ -261,6 +298,8 @@ def cell(spec: str, sequences: int, batch: int, steps: int, product_block: int |
         out = run_condlab(name, model, ids, task, batch, product_block, max_basis)
     elif tool == "power":
         out = run_power(name, model, ids, task, batch, steps or 20)
+    elif tool == "product":
+        out = run_product_cost(name, model, ids, batch)
     else:
         out = run_eigenthings(name, model, ids, task, batch, steps)
     out["peak_mib"] = peak_rss_mib() - rss0
@@ -301,6 +340,7 @@ def run_cell(args, spec: str, steps: int = 0, as_limit: int | None = None) -> di
 SCALE_CELLS = (
     ("gpt2-small:power:top1", "small"), ("gpt2-small:condlab:top1", "small"),
     ("gpt2-small:condlab:trace", "small"), ("gpt2-small:eigenthings:top1", "small"),
+    ("gpt2-small:product:cost", "small"),
     ("embbag-64m:power:top1", 6_000_000_000), ("embbag-64m:condlab:top1", 6_000_000_000),
     ("gpt2-10m-l4:power:top1", None), ("gpt2-10m-l4:condlab:top1", None),
     ("gpt2-10m-l4:condlab:top1:36", None), ("gpt2-10m-l4:condlab:top1:5", None),
@@ -319,6 +359,9 @@ def scale_markdown(rows: list[dict], info: dict) -> str:
         v = f"{r['value']:.5g}" if ok and r.get("value") is not None else "–"
         if ok and r.get("stderr") is not None:
             v += f" ± {r['stderr']:.2g}"
+        if ok and r["tool"] == "product":
+            v = (f"{r['ratio']:.2f}x: {r['condlab_cpu_per_hvp']:.2f} s vs "
+                 f"{r['plain_cpu_per_hvp']:.2f} s plain")
         conv = {True: "yes", False: "no"}.get(r.get("converged")) if r["task"] == "top1" else "–"
         if r["tool"] == "power":
             conv = "no rule (max abs)"
