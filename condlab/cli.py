@@ -28,8 +28,9 @@ from condlab.cli_common import (
     spectrum_config,
     with_options,
 )
+from condlab.cli_options import SPECTRUM
 from condlab.errors import UsageError
-from condlab.options import DEMO, FORMATS, ROOT, SPECTRUM, TRAIN, TRAIN_FLAGS
+from condlab.options import DEMO, FORMATS, ROOT, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
     cls=_OneLineErrors,
@@ -105,7 +106,8 @@ def spectrum(
         report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
         return
-    render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]))
+    render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]),
+                    explain=flags["explain"])
     if report.densities:
         from condlab.report.files import atomic_write_text, csv_text
 
@@ -124,9 +126,9 @@ def _list_params(cfg) -> None:
 
     from rich.table import Table
 
-    from condlab.build import load
+    from condlab.inputs import read_inputs
 
-    model = load(cfg).model
+    model = read_inputs(cfg).model
     table = Table("name", "shape", "size", "trainable", "selected", title="parameters",
                   title_justify="left")
     for name, p in model.named_parameters():
@@ -143,35 +145,52 @@ def sidecar_of(output: Optional[Path], fmt: Format) -> Optional[Path]:
     return sidecar(output, "eigenvalues") if output is not None and fmt == Format.csv else None
 
 
-def render_spectrum(report, format: Format, output: Optional[Path], command: str) -> None:
+def _print_whole(table) -> None:
+    """A table at its natural width, never truncated: wider than the terminal, it wraps there."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    width = out.width
+    out.width = max(width, need)
+    try:
+        out.print(table)
+    finally:
+        out.width = width
+
+
+def render_spectrum(report, format: Format, output: Optional[Path], command: str,
+                    explain: bool = False) -> None:
+    """The table (with at most three notes; ``explain``: every column, eigenvalue, definition
+    and caveat), or the CSV / JSON with every field."""
+    from condlab.report import tables
     from condlab.report.files import csv_text, json_text
     from condlab.report.records import document
-    from condlab.report.tables import (
-        definitions,
-        eigenvalue_lines,
-        legend,
-        notes,
-        spectrum_table,
-    )
 
     if format == Format.table:
-        out.print(spectrum_table(report.results, title=f"condlab spectrum: {report.source}"))
+        title = f"condlab spectrum: {report.source}"
+        table = tables.spectrum_table(report.results, title=title, full=explain)
+        _print_whole(table)
+        if not explain:
+            for line in tables.key_notes(report.results):
+                out.print(f"  {line}", highlight=False)
+            return
         if report.loss:
             out.print(f"  {report.loss['description']}", highlight=False)
-        out.print(f"  {legend(report.results)}", highlight=False)
-        for line in eigenvalue_lines(report.results):
+        out.print(f"  {tables.legend(report.results)}", highlight=False)
+        for line in tables.eigenvalue_lines(report.results):
             out.print(f"  {line}", highlight=False)
-        for line in definitions(report.results):
+        for line in tables.definitions(report.results):
             out.print(f"  kappa, {line}", highlight=False)
-        for line in notes(report.results):
+        for line in tables.notes(report.results):
             out.print(f"  {line}", highlight=False)
-        unconverged = [r.setting for r in report.results if not r.converged]
-        if unconverged:
-            err.print(
-                f"[yellow]warning:[/] a true residual is above tol * ||A||: {', '.join(unconverged)}; "
-                "raise --max-hvps, loosen --tol, or use --dtype float64", highlight=False,
-            )
-    elif format == Format.json:
+        return
+    unconverged = [r.setting for r in report.results if not r.converged]
+    if unconverged:
+        err.print(
+            f"[yellow]warning:[/] a true residual is above tol * ||A||: {', '.join(unconverged)}; "
+            "raise --max-hvps, loosen --tol, or use --dtype float64", highlight=False,
+        )
+    if format == Format.json:
         doc = document(command, report.config, report.results, source=report.source, loss=report.loss)
         _write_or_print(json_text(doc), output)
     else:
@@ -184,8 +203,8 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
 # -- train ---------------------------------------------------------------------------------------
 @app.command(
     cls=Command,
-    help=config_help("Train a built-in model on a dataset and write a condlab checkpoint "
-                     "(optimizer state included).\n\nExample: condlab train "
+    help=config_help("Train a model (built-in or 'package.module:factory') on a dataset and "
+                     "write a condlab checkpoint (optimizer state included).\n\nExample: condlab train "
                      "configs/train_digits.yaml --out digits.pt", "CONFIG", "train"),
 )
 @handle_errors
@@ -229,7 +248,8 @@ def demo(*, given: dict, flags: dict) -> None:
 
     with _progress() as bar:
         report = run_demo(steps=flags["steps"], on_progress=_hvp_ticker(bar))
-    render_spectrum(report, Format(flags["format"]), None, command="condlab demo")
+    render_spectrum(report, Format(flags["format"]), None, command="condlab demo",
+                    explain=flags["explain"])
 
 
 # -- listings ------------------------------------------------------------------------------------

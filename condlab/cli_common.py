@@ -65,8 +65,31 @@ def _no_flag_types(command, ctx) -> None:
             p.metavar = ""
 
 
+# the options left out of the short --help (declared ``advanced``), shown by --help-all
+_ADVANCED: set[str] = set()
+
+
+def _print_all_help(ctx) -> None:
+    """``--help-all``: the help with the advanced options too."""
+    shown = [p for p in ctx.command.params if p.hidden and p.name in _ADVANCED]
+    for p in shown:
+        p.hidden = False
+    try:
+        typer.echo(ctx.get_help(), color=ctx.color)
+    finally:
+        for p in shown:
+            p.hidden = True
+
+
 class Command(TyperCommand):
-    """Typer's command, with flags shown without a value placeholder."""
+    """Typer's command, with flags shown without a value placeholder; ``--help-all`` (where
+    declared) is eager, as ``--help`` is."""
+
+    def parse_args(self, ctx, args):
+        if "--help-all" in args and any(p.name == "help_all" for p in self.params):
+            _print_all_help(ctx)
+            ctx.exit()
+        return super().parse_args(ctx, args)
 
     def format_help(self, ctx, formatter) -> None:
         _no_flag_types(self, ctx)
@@ -157,8 +180,10 @@ def _parameter(o) -> inspect.Parameter:
         show_default=True if o.default_text is None and o.default not in (None, ()) and o.type is not bool
         else _escape(o.shown_default),
         metavar=o.metavar,
-        hidden=o.hidden,
+        hidden=o.hidden or o.advanced,
     )
+    if o.advanced and not o.hidden:
+        _ADVANCED.add(o.name)
     default = None if o.type is LIST else o.default
     kind = kind if o.type is bool else Optional[kind]
     return inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -180,7 +205,8 @@ def _keys_help(options, prefix: str = "") -> str:
 def config_help(summary: str, what: str, command: str) -> str:
     """A command's help: ``summary``, then the keys of its YAML file ``what`` and of the
     mappings inside it, each with its help and default (from the option schema)."""
-    from condlab.options import COMMANDS, NESTED_KEYS
+    from condlab.cli_options import COMMANDS
+    from condlab.options import NESTED_KEYS
 
     keys = [o for o in COMMANDS[command] if not o.cli_flags and o.in_file]
     parts = [summary, f"The keys of {what}:", _keys_help(keys)]
@@ -245,8 +271,9 @@ FILE_FLAGS = ("threads",)
 
 def spectrum_config(given: dict, flags: dict):
     """The SpectrumConfig of the ``--config`` file overridden by the options ``given``."""
+    from condlab.cli_options import SPECTRUM
     from condlab.config import SpectrumConfig, build, read_yaml
-    from condlab.options import SPECTRUM, by_name
+    from condlab.options import by_name
 
     config = flags["config"]
     values: dict[str, Any] = read_yaml(config) if config else {}

@@ -1,7 +1,7 @@
 """``condlab track``: the CLI layer over :mod:`condlab.tracking.sweep` (parse, sweep, plot).
 
 Its loading and measuring options are ``condlab spectrum``'s, from the one option schema
-(:data:`condlab.options.TRACK`: its own, then SPECTRUM's less the single-file ones), so the two commands cannot
+(:data:`condlab.cli_options.TRACK`: its own, then SPECTRUM's less the single-file ones), so the two commands cannot
 drift apart. Exit codes: 0 done (with a warning per skipped checkpoint), 1 a checkpoint failed
 under ``--on-error stop``, 2 a usage error found before any measurement.
 """
@@ -15,7 +15,7 @@ import typer
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``track`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
     from condlab.cli_common import Command, _check_outputs, _progress, spectrum_config, with_options
-    from condlab.options import TRACK
+    from condlab.cli_options import TRACK
 
     @app.command("track", cls=Command)
     @handle_errors

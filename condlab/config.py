@@ -1,39 +1,44 @@
-"""Run configuration: one frozen dataclass per command, built from YAML and/or CLI options.
+"""The run configuration of ``condlab spectrum``: the stages' options joined in one frozen
+dataclass, built from YAML and/or CLI options.
 
-``SpectrumConfig`` has one field per option declared in :data:`condlab.options.SPECTRUM`. A
-YAML file's keys are the option names with ``_`` (or ``-``), each value parsed to the option's
-type; an unknown key is an error that names it and lists the valid ones. CLI options override
-the file. The resolved config is saved beside every result.
+:class:`SpectrumConfig` is the stages' own dataclasses side by side: what to load
+(:class:`condlab.inputs.LoadOptions`), how the problem is posed
+(:class:`condlab.problem.ProblemOptions`), how to estimate
+(:class:`condlab.measure.EstimatorSettings`) and what to measure beside the baseline
+(:class:`condlab.settings.SettingsOptions`). Each field is declared once, in its stage, with its
+help and check. A YAML file's keys are the field names with ``_`` (or ``-``), each value parsed
+to the field's type; an unknown key is an error that names it and lists the valid ones. CLI
+options override the file. The resolved config is saved beside every result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from condlab.errors import UsageError
-from condlab.options import DTYPES, SPECTRUM, by_name, default_tol, fields_of
+from condlab.inputs import LoadOptions
+from condlab.measure import EstimatorSettings
+from condlab.optionfield import by_name, check_fields, default_tol, options_of
+from condlab.problem import ProblemOptions
+from condlab.settings import SettingsOptions
 
+DTYPES = ("float32", "float64")
 __all__ = ["DTYPES", "SpectrumConfig", "build", "default_tol", "read_yaml", "validate"]
 
 
-class _SpectrumMethods:
-    """What ``SpectrumConfig`` computes from its fields (which come from :data:`SPECTRUM`)."""
+@dataclass(frozen=True)
+class SpectrumConfig(SettingsOptions, EstimatorSettings, ProblemOptions, LoadOptions):
+    """Everything ``condlab spectrum`` needs: what to load, what to measure, how precisely.
+    Each field is declared (type, default, help, check) in the stage that uses it."""
 
     def __post_init__(self) -> None:
-        for o in SPECTRUM:
-            if o.field:  # the API gets the same types and checks as a YAML file
-                object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "SpectrumConfig"))
+        check_fields(self)  # the API gets the same types and checks as a YAML file
         validate(self)
-
-    @property
-    def torch_dtype(self):
-        import torch
-
-        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
 
     @property
     def resolved_tol(self) -> float:
@@ -45,20 +50,11 @@ class _SpectrumMethods:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-SpectrumConfig = dataclasses.make_dataclass(
-    "SpectrumConfig", fields_of(SPECTRUM), bases=(_SpectrumMethods,), frozen=True,
-    namespace={"__module__": __name__},
-)
-SpectrumConfig.__doc__ = """Everything ``condlab spectrum`` needs: what to load, what to measure,
-how precisely. One field per option of :data:`condlab.options.SPECTRUM`, where its type,
-default, help text and check are declared."""
-
-
 def build(cls, values: dict[str, Any], *, source: str = "config", cli: dict[str, Any] | None = None):
     """``cls(**values)`` from a file's ``values`` (named by ``source``), overridden by the
     command line's ``cli``: keys normalized, each value parsed to its declared type; unknown
     keys, bad values and keys that a file may not set are rejected by name."""
-    options = by_name(SPECTRUM)
+    options = by_name(options_of(cls))
     clean: dict[str, Any] = {}
     for given, where in ((values, source), (cli or {}, "the command line")):
         for key, value in given.items():

@@ -10,10 +10,10 @@ standardization do to it.
 
 from __future__ import annotations
 
-from condlab.build import Loaded
+import dataclasses
+
 from condlab.config import SpectrumConfig
-from condlab.load.checkpoint import model_from_checkpoint
-from condlab.load.data import load_dataset
+from condlab.inputs import read_inputs
 from condlab.spectrum import Progress, SpectrumReport, run_spectrum
 from condlab.train.loop import train_from_config
 
@@ -45,12 +45,9 @@ DEMO_SPECTRUM = {
 def run_demo(*, steps: int = 300, on_progress: Progress | None = None) -> SpectrumReport:
     train_cfg = {**DEMO_TRAIN, "steps": steps}
     _, ckpt = train_from_config(train_cfg)
-    dataset = load_dataset(ckpt["data"])
-    loaded = Loaded(
-        model_from_checkpoint(ckpt),
-        dataset,
-        ckpt["loss"],
-        ckpt,
-        f"demo MLP 64-32-10 (tanh), digits ({dataset.X.shape[0]} samples), {steps} AdamW steps",
-    )
-    return run_spectrum(SpectrumConfig(**DEMO_SPECTRUM), on_progress=on_progress, loaded=loaded)
+    cfg = SpectrumConfig(**DEMO_SPECTRUM)
+    inputs = read_inputs(cfg, checkpoint=ckpt)
+    n = len(inputs.dataset)
+    source = f"demo MLP 64-32-10 (tanh), digits ({n} samples), {steps} AdamW steps"
+    inputs = dataclasses.replace(inputs, source=source)
+    return run_spectrum(cfg, on_progress=on_progress, inputs=inputs)

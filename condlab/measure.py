@@ -1,7 +1,13 @@
-"""Measure one operator: extreme eigenvalues, condition number, trace and density.
+"""The estimate stage: extreme eigenvalues, condition number, trace and density of one operator.
 
-``measure(A, settings)`` is the one place where estimators meet an operator; every command
-(spectrum, compare's tracking, check) calls it and gets the same :class:`SpectrumResult`.
+    est = estimate(A, EstimatorSettings(top=5, bottom=3))      # numbers, no labels
+    result = measure(A, EstimatorSettings(top=5, bottom=3)).result   # the same, as a record
+
+:func:`estimate` is the one place where estimators meet an operator; ``spectrum``, ``track``,
+``check`` and ``compare``'s tracking all reach it. It computes and returns an :class:`Estimate`;
+what a row is called and what it measured (its :class:`condlab.settings.Setting`) is added by
+the record stage (:func:`condlab.report.records.result_of`). The estimator options are the
+fields of :class:`EstimatorSettings`, declared here.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -27,33 +34,94 @@ from condlab.estimators import (
 )
 from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.operators.base import LinearOperator
-from condlab.options import SPECTRUM, default_tol, fields_of
-from condlab.report.records import SpectrumResult
+from condlab.optionfield import (
+    BELOW_ONE,
+    NONNEGATIVE,
+    POSITIVE,
+    UNIT_INTERVAL,
+    check_fields,
+    default_tol,
+    option,
+)
+from condlab.report.records import SpectrumResult, result_of
 
 EXACT_LIMIT = 6000  # parameters: above this a dense eigendecomposition is refused
+TRACE_METHODS = ("hutch++", "hutchinson")
+KRYLOV_DTYPES = ("float32", "float64")
 
 
-class _EstimatorMethods:
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """How to estimate. ``tol`` is relative: a pair is flagged converged when its true residual
+    ``||A v - lambda v||`` (measured after the run) is ``<= tol * ||A||`` (default: 1e-6 in
+    float64, else 1e-4). The null threshold is separate: ``NOISE_FACTOR * eps(dtype) * ||A||``
+    (:mod:`condlab.estimators.condition`), or ``null_threshold * ||A||`` when given."""
+
+    GROUP: ClassVar[str] = "Estimators"
+
+    seed: int = option(int, 0, "Seeds Lanczos, probes and model initialization.", group="Operator")
+    damping: float = option(float, 0.0, "Measure A + damping * I.", group="Operator",
+                            check=NONNEGATIVE, advanced=True)
+    top: int = option(int, 5, "Largest eigenvalues to report.", check=NONNEGATIVE)
+    bottom: int = option(int, 3, "Smallest eigenvalues to report.", check=NONNEGATIVE)
+    tol: float | None = option(
+        float, None, "Convergence: a pair is flagged converged when its true residual "
+        "||Av - lambda v|| <= tol * ||A||; a tol below the dtype's noise is refused.",
+        check=UNIT_INTERVAL, default_text="1e-6 in float64, 1e-4 in float32")
+    max_hvps: int = option(int, 1000, "Budget of curvature products for the eigenvalues.",
+                           check=POSITIVE)
+    max_basis: int | None = option(int, None, "Lanczos vectors kept before a thick restart.",
+                                   check=POSITIVE, default_text="no restart", advanced=True)
+    block_size: int | None = option(
+        int, None, "Block Lanczos block size b: eigenvalues repeated up to b times are found with "
+        "their multiplicity; 1 is single-vector Lanczos.", check=POSITIVE,
+        default_text="8 on CPU, 16 on GPU, at most P/8", advanced=True)
+    krylov_dtype: str | None = option(
+        str, None, "Store the Krylov basis [P, max-basis] in this dtype (float32 halves a float64 "
+        "run's memory).", choices=KRYLOV_DTYPES, default_text="the operator's", advanced=True)
+    krylov_device: str | None = option(
+        str, None, "Keep the Krylov basis on this device, e.g. cpu for a large model on a GPU.",
+        default_text="the operator's", advanced=True)
+    memory_limit: str | None = option(
+        str, None, "Bytes the process may use in all, e.g. 12G or 6e9: the memory plan sizes the "
+        "Lanczos basis and the product and probe blocks to it and refuses a run that cannot fit, "
+        "before any work.", default_text="what the machine, its cgroup and ulimit -v allow",
+        advanced=True)
+    null_threshold: float | None = option(
+        float, None, "Eigenvalues with |lambda| <= this * ||A|| count as zero.", check=BELOW_ONE,
+        default_text="32 eps(dtype), the arithmetic noise", advanced=True)
+    trace: bool = option(bool, False, "Estimate the trace with a standard error.")
+    trace_method: str = option(str, "hutch++", "The trace estimator.", choices=TRACE_METHODS,
+                               advanced=True)
+    probes: int = option(int, 100, "Products spent on the trace (and on a Hutchinson diagonal).",
+                         check=POSITIVE, advanced=True)
+    density: bool = option(bool, False, "Spectral density by stochastic Lanczos quadrature, "
+                           "written as a CSV grid.")
+    density_probes: int = option(int, 8, "Random starts of the spectral density.", check=POSITIVE,
+                                 advanced=True)
+    density_steps: int = option(int, 80, "Lanczos steps per start of the spectral density.",
+                                check=POSITIVE, advanced=True)
+    exact: bool = option(bool, False, "Dense eigendecomposition (small models): exact nullity and "
+                         "positive-part kappa.")
+
     def __post_init__(self) -> None:
-        for o in SPECTRUM:
-            if o.estimator:
-                object.__setattr__(self, o.name, o.parse(getattr(self, o.name), "EstimatorSettings"))
+        check_fields(self)
 
     def resolved(self, dtype) -> EstimatorSettings:
         """These settings with ``tol`` (when None) set to the default for ``dtype``."""
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
 
+    @property
+    def estimator(self) -> EstimatorSettings:
+        """Only the estimator fields (of a :class:`condlab.config.SpectrumConfig` too)."""
+        names = [f.name for f in dataclasses.fields(EstimatorSettings)]
+        return EstimatorSettings(**{n: getattr(self, n) for n in names})
 
-EstimatorSettings = dataclasses.make_dataclass(
-    "EstimatorSettings", fields_of(SPECTRUM, estimator=True), bases=(_EstimatorMethods,),
-    frozen=True, namespace={"__module__": __name__},
-)
-EstimatorSettings.__doc__ = """How to estimate: the fields of :data:`condlab.options.SPECTRUM`
-marked ``estimator``, with the same defaults and checks. ``tol`` is relative: a pair is flagged
-converged when its true residual ``||A v - lambda v||`` (measured after the run) is
-``<= tol * ||A||`` (default: 1e-6 in float64, else 1e-4). The null threshold is separate:
-``NOISE_FACTOR * eps(dtype) * ||A||`` (:mod:`condlab.estimators.condition`), or
-``null_threshold * ||A||`` when given."""
+    @property
+    def hvp_budget(self) -> int:
+        """The products these settings may spend, for a progress bar."""
+        return ((self.max_hvps if self.top + self.bottom else 0) + (self.probes if self.trace else 0)
+                + (self.density_probes * self.density_steps if self.density else 0))
 
 
 @dataclass(frozen=True)
@@ -69,6 +137,23 @@ class Density:
             {"setting": self.setting, "eigenvalue": x, "density": y}
             for x, y in zip(self.grid, self.density)
         ]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What :func:`estimate` found for one operator, before it is named and recorded."""
+
+    fields: dict  # eigenvalues, residuals, convergence, kappa, nullity, trace: record fields
+    details: dict  # inertia, Krylov multiplicity flags, peak memory
+    n_params: int
+    hvp_count: int
+    seconds: float
+    dtype: str
+    device: str
+    seed: int
+    damping: float
+    density: tuple[list[float], list[float]] | None = None  # (grid, density)
+    vectors: Tensor | None = None  # [P, top + bottom] Ritz vectors (Lanczos only): a warm start
 
 
 @dataclass(frozen=True)
@@ -105,25 +190,32 @@ def measure(
     *,
     setting: str = "baseline",
     curvature: str = "hessian",
-    n_samples: int = 0,
-    preconditioner: str | None = None,
-    normalization: str | None = None,
-    layer: str | None = None,
-    modes: dict | None = None,
-    details: dict | None = None,
-    function_change: float | None = None,
-    params_added: int | None = None,
-    predicted_nullity: int | None = None,
+    **kw,
+) -> Measurement:
+    """:func:`estimate` (``kw``: its ``nullity_bound``, ``scale``, ``on_matvec``, ``start``),
+    recorded as a row named ``setting`` of the ``curvature``: the library's one call on an
+    operator (``spectrum`` records its rows from their Settings)."""
+    est = estimate(A, settings, **kw)
+    result = result_of(est, setting=setting, curvature=curvature)
+    density = Density(setting, *est.density) if est.density is not None else None
+    return Measurement(result, density, est.vectors)
+
+
+def estimate(
+    A,
+    settings: EstimatorSettings,
+    *,
     nullity_bound: tuple[int, str] | None = None,
     scale: float | None = None,
     on_matvec: Callable[[int], None] | None = None,
     start: Tensor | None = None,
-) -> Measurement:
+) -> Estimate:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
 
-                start=start,
-            )
-            vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
+    ``nullity_bound``: a proven lower bound on the nullity (a GGN's rank), with its reason;
+    ``scale``: ``||A||`` to set the null threshold against (a diagonal block measured relative
+    to the whole operator); ``start``: Ritz vectors [P, k] of a nearby operator to start
+    Lanczos from; ``on_matvec(k)`` is called after every block of ``k`` products.
     """
     s = settings.resolved(A.dtype)
     if s.krylov_device is not None:
@@ -143,7 +235,7 @@ def measure(
     top, bottom = min(s.top, P), min(s.bottom, P)
     fields: dict = {}
     krylov: dict = {}  # block size and the copies found, for the multiplicity flags
-    density = vectors = None
+    vectors = None
     if s.exact:
         if P > EXACT_LIMIT:
             raise UsageError(
@@ -245,7 +337,6 @@ def measure(
             op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed,
             probe_block=plan.density_block if plan is not None else None,
         )
-        density = Density(setting, _floats(d.grid), _floats(d.density))
     inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s, op.dtype)
     if cond is not None:
         fields.update(
@@ -263,34 +354,15 @@ def measure(
             fields["nullity_method"] = "counted from the computed eigenvalues"
     if bound is not None:
         fields.update(nullity_lower_bound=bound[0], nullity_bound_reason=bound[1])
-    result = SpectrumResult(
-        setting=setting,
-        curvature=curvature,
-        preconditioner=preconditioner,
-        normalization=normalization,
-        n_params=P,
-        n_samples=n_samples,
-        hvp_count=op.matvecs,
-        seconds=time.perf_counter() - t0,
-        damping=s.damping,
-        layer=layer,
-        modes=dict(modes or {}),
-        dtype=str(op.dtype).replace("torch.", ""),
-        device=str(op.device),
-        seed=s.seed,
-        details={
-            **(details or {}), **inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device),
-            **({"memory_plan": plan.as_dict()} if plan is not None else {}),
-        },
-        function_change=function_change,
-        params_added=params_added,
-        predicted_nullity=predicted_nullity,
-        **fields,
-    )
-    return Measurement(result, density, vectors)
+    details = {**inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device),
+               **({"memory_plan": plan.as_dict()} if plan is not None else {})}
+    grid = (_floats(d.grid), _floats(d.density)) if s.density else None
+    return Estimate(fields, details, P, op.matvecs, time.perf_counter() - t0,
+                    str(op.dtype).replace("torch.", ""), str(op.device), s.seed, s.damping,
+                    grid, vectors)
 
 
-def _inertia(evals, density, cond, s: EstimatorSettings, dtype: torch.dtype) -> dict:
+def _inertia(evals, density, cond, s, dtype: torch.dtype) -> dict:
     """The negative-eigenvalue count and mass, exactly or by SLQ, when either is at hand."""
     from condlab.estimators.inertia import inertia_from_quadrature, inertia_from_spectrum
 

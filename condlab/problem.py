@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,9 +42,11 @@ from condlab.load.structure import batch_len, call_model, map_tensors, select_ou
 from condlab.losses import Loss, make_loss
 from condlab.memory import share_parameters
 from condlab.operators.params import ParamSpec, select_params
+from condlab.optionfield import DEVICE, LIST, POSITIVE, option
 
 BN_MODES = ("eval", "batch")
 DROPOUT_MODES = ("eval", "fixed")
+DTYPES = ("float32", "float64")
 _BatchNorm = nn.modules.batchnorm._BatchNorm  # every BatchNorm flavour (lazy, sync included)
 _CROSS_ENTROPIES = ("cross-entropy", "sequence-cross-entropy")
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
@@ -104,6 +108,73 @@ def couples_samples(model: nn.Module, bn_mode: str, dropout_mode: str) -> bool:
             dropout_mode == "fixed"
             and any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
         )
+    )
+
+
+@dataclass(frozen=True)
+class ProblemOptions:
+    """How the loss is posed: batches, the parameters measured, modes, dtype, device, and the
+    curvature operator built on it."""
+
+    GROUP: ClassVar[str] = "Operator"
+
+    curvature: str = option(
+        str, "hessian", "hessian, or ggn (generalized Gauss-Newton J^T H_loss J).",
+        choices="condlab.operators.curvature:CURVATURES")
+    params: tuple[str, ...] = option(
+        LIST, (), "Only parameters whose names match this glob (repeatable), e.g. '2.*'.",
+        default_text="all")
+    batch_size: int | None = option(
+        int, None, "Samples per batch; products are summed over batches weighted by size (exact "
+        "mean loss).", group="What to load", check=POSITIVE, default_text="all samples in one batch")
+    output_key: str | None = option(
+        str, None, "The entry of a dict / Hugging Face ModelOutput (or the index in a tuple) that "
+        "the loss takes.", group="What to load", default_text="logits; a tuple's first",
+        advanced=True)
+    bn_mode: str = option(
+        str, "eval", "BatchNorm with running statistics (eval) or per-batch statistics (batch).",
+        choices=BN_MODES, advanced=True)
+    dropout_mode: str = option(
+        str, "eval", "Dropout off (eval) or on with one fixed mask per batch (fixed).",
+        choices=DROPOUT_MODES, advanced=True)
+    dtype: str = option(str, "float32", "Floating-point type of the model, data and products.",
+                        choices=DTYPES)
+    device: str = option(str, "cpu", "cpu, cuda, cuda:N, mps or auto (cuda when available).",
+                         check=DEVICE)
+    product_block: int = option(
+        int, 16, "Vectors per vmapped curvature product call (activations are held once per "
+        "vector).", check=POSITIVE, advanced=True)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+
+
+def make_problem(inputs, cfg, *, model: nn.Module | None = None, transform=None,
+                 params: Sequence[str] | None = None) -> Problem:
+    """The Problem of ``inputs`` (:class:`condlab.inputs.Inputs`) as ``cfg`` poses it, or of a
+    replacement ``model`` on ``transform``-ed inputs (a normalized setting).
+
+    Under torchrun it holds this rank's contiguous shard of the batches, weighted by the global
+    sample count (see :mod:`condlab.distributed`).
+    """
+    from condlab.distributed import local_batches
+    from condlab.load.data import make_batches
+
+    model = inputs.model if model is None else model
+    batches = make_batches(inputs.dataset, cfg.batch_size)
+    if transform is not None:
+        batches = [(transform(X), y) for X, y in batches]
+    loss = inputs.loss_fn
+    n_total = sum(batch_len(X) for X, _ in batches)
+    count_total = sum(loss.count(y) for _, y in batches)
+    coupled = couples_samples(model, cfg.bn_mode, cfg.dropout_mode)
+    batches, first = local_batches(batches, coupled=coupled)
+    return Problem(
+        model, batches, loss, params=cfg.params if params is None else params,
+        bn_mode=cfg.bn_mode, dropout_mode=cfg.dropout_mode, dtype=cfg.torch_dtype,
+        device=cfg.device, seed=cfg.seed, n_total=n_total, count_total=count_total,
+        batch_offset=first, output_key=cfg.output_key,
     )
 
 

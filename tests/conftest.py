@@ -2,6 +2,12 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: over ~3 s (reproductions, distributed, benchmarks, Hugging Face); "
+        "`pytest -m 'not slow'` leaves them out, CI runs everything")
+
+
 @pytest.fixture(autouse=True)
 def _one_thread_and_seed():
     """Tests run single-threaded (CI has 2 cores) and from a fixed global seed."""

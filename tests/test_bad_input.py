@@ -194,7 +194,7 @@ def test_a_zero_diagonal_is_refused_before_any_eigenvalue(rule, monkeypatch):
     def measure(*a, **k):
         raise AssertionError("a setting was measured before the error")
 
-    monkeypatch.setattr(condlab.spectrum, "measure", measure)
+    monkeypatch.setattr(condlab.spectrum, "estimate", measure)
     r = CliRunner().invoke(app, ["spectrum", "--model", "linear", "--data", "digits", "--top", "2",
                                  "--bottom", "0", "--precond", rule, "--eps", "0"])
     assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "--eps" in r.output

@@ -136,7 +136,8 @@ def test_json_schema_and_null_fields(ckpt):
 
 
 def test_table_output_names_the_definition(ckpt):
-    r = invoke("spectrum", ckpt, "--top", "3", "--bottom", "2", "--dtype", "float64", "--trace")
+    r = invoke("spectrum", ckpt, "--top", "3", "--bottom", "2", "--dtype", "float64", "--trace",
+               "--explain")
     assert r.exit_code == 0, r.output
     assert "lambda_max" in r.stdout and "baseline" in r.stdout and "kappa" in r.stdout
     # a legend for every column, and the eigenvalues that were asked for, not only lambda_max

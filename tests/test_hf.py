@@ -98,7 +98,7 @@ def test_hf_errors_are_one_line(gpt2):
     for args, needle in [
         (["--model", "hf:gpt2"], "--model-config"),
         (["--model", "hf-config:missing.json"], "does not exist"),
-        (["--model", "hf-config:cfg.json", "--weights", "lmdata.py"], "cannot read weights"),
+        (["--model", "hf-config:cfg.json", "--weights", "lmdata.py"], "'lmdata.py'"),
     ]:
         r = runner.invoke(app, ["spectrum", *args, "--data", "lmdata:make", "--top", "1", "--bottom", "0"])
         assert r.exit_code == 2, r.output

@@ -13,9 +13,9 @@ from cases import autograd_hessian, autograd_jacobian
 from torch import nn
 from typer.testing import CliRunner
 
-from condlab.build import Loaded, load
 from condlab.config import SpectrumConfig
 from condlab.errors import CondlabError, UsageError
+from condlab.inputs import Inputs, read_inputs, read_optimizer_state
 from condlab.load.data import load_dataset
 from condlab.operators.curvature import curvature_operator
 from condlab.problem import Problem, couples_samples
@@ -37,7 +37,8 @@ def _assert_spectrum(result, H: torch.Tensor, rtol: float = 1e-9) -> None:
 
 def _spectrum(model, dataset, loss, **kw):
     cfg = SpectrumConfig(model="test", dtype="float64", exact=True, top=3, bottom=3, **kw)
-    return run_spectrum(cfg, loaded=Loaded(model, dataset, loss, None, "test model")).results
+    state = read_optimizer_state(cfg.optimizer_state) if cfg.optimizer_state else None
+    return run_spectrum(cfg, inputs=Inputs(model, dataset, loss, state, "test model")).results
 
 
 def _mlp(d_in=3, d_out=4, seed=0):
@@ -215,9 +216,9 @@ def test_task_override_makes_many_integer_labels_classes(tmp_path):
     assert load_dataset(tmp_path / "d.npz").task == "regression"
     cfg = SpectrumConfig(model="linear", data=str(tmp_path / "d.npz"), task="classification",
                          dtype="float64", exact=True, top=3, bottom=3)
-    loaded = load(cfg)
+    loaded = read_inputs(cfg)
     assert loaded.dataset.num_classes == 30 and loaded.loss == "cross-entropy"
-    (res,) = run_spectrum(cfg, loaded=loaded).results
+    (res,) = run_spectrum(cfg, inputs=loaded).results
     H = autograd_hessian(loaded.model, torch.as_tensor(X), torch.as_tensor(y), "cross-entropy")
     _assert_spectrum(res, H)
     # and from the command line

@@ -174,9 +174,9 @@ def test_stability_against_the_threshold(adam_ckpt):
     res = run_json("spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64",
                    "--top", "1", "--bottom", "0", "--lr", "0.01", "--format", "json")
     base, adam = res
-    assert base["details"]["stability"]["threshold"] == pytest.approx(2 / 0.01)
-    assert adam["details"]["stability"]["threshold"] == pytest.approx((2 + 2 * 0.9) / (0.1 * 0.01))
-    s = adam["details"]["stability"]
+    assert base["stability"]["threshold"] == pytest.approx(2 / 0.01)
+    assert adam["stability"]["threshold"] == pytest.approx((2 + 2 * 0.9) / (0.1 * 0.01))
+    s = adam["stability"]
     assert s["sharpness"] == pytest.approx(adam["lambda_max"])
     assert s["regime"] in ("stable", "edge", "unstable")
 
@@ -202,17 +202,16 @@ def test_batchnorm_model_nullity_predicted_and_measured(tmp_path):
 
 
 def test_every_estimator_setting_comes_from_the_config():
-    """EstimatorSettings is filled from SpectrumConfig by name: no field can be forgotten."""
-    import dataclasses
-
+    """SpectrumConfig is made of the stages' option dataclasses: its estimator part is an
+    EstimatorSettings with the same values, so no field can be forgotten."""
     from condlab.config import SpectrumConfig
     from condlab.measure import EstimatorSettings
-    from condlab.spectrum import estimator_settings
 
     cfg = SpectrumConfig(model="linear", top=7, bottom=2, dtype="float32", exact=True, probes=9)
-    est = estimator_settings(cfg)
-    assert {f.name for f in dataclasses.fields(EstimatorSettings)} <= set(cfg.to_dict())
-    assert (est.top, est.bottom, est.exact, est.probes, est.tol) == (7, 2, True, 9, 1e-4)
+    est = cfg.estimator
+    assert type(est) is EstimatorSettings and isinstance(cfg, EstimatorSettings)
+    assert (est.top, est.bottom, est.exact, est.probes) == (7, 2, True, 9)
+    assert est.resolved(torch.float32).tol == 1e-4 == cfg.resolved_tol
 
 
 def test_stability_lr_from_the_optimizer_state(adam_ckpt):
@@ -220,8 +219,8 @@ def test_stability_lr_from_the_optimizer_state(adam_ckpt):
     scale its P goes with); rows without that lr get no stability figure."""
     base, adam = run_json("spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64",
                           "--top", "1", "--bottom", "0", "--format", "json")
-    assert "stability" not in base["details"]
-    s = adam["details"]["stability"]
+    assert base["stability"] is None
+    s = adam["stability"]
     assert s["lr"] == 0.01 and s["beta1"] == 0.9 and s["method"] == "adam"
     assert s["threshold"] == pytest.approx((2 + 2 * 0.9) / (0.1 * 0.01))
     assert s["ratio"] == pytest.approx(adam["lambda_max"] / s["threshold"])
@@ -240,16 +239,17 @@ def test_each_row_says_whose_curvature_it_is(adam_ckpt, decay, base_label, pre_l
     base, adam = run_json("spectrum", adam_ckpt, "--precond", "optimizer", "--dtype", "float64",
                           "--top", "1", "--bottom", "0", "--weight-decay", "0.1", "--decay", decay,
                           "--format", "json")
-    assert base["details"]["objective"] == base_label
-    assert adam["details"]["objective"] == pre_label
-    assert base["details"]["objective_lambda"] == (None if decay == "l1" else 0.1)
+    assert base["objective"] == base_label
+    assert adam["objective"] == pre_label
+    assert base["objective_lambda"] == (None if decay == "l1" else 0.1)
     # the state's own decay is kept apart from the decay this run measures with
     assert adam["details"]["weight_decay"] == 0.1 and adam["details"]["optimizer_weight_decay"] == 0.0
 
 
 def test_table_leads_with_scale_free_figures(adam_ckpt):
     r = runner.invoke(app, ["spectrum", str(adam_ckpt), "--precond", "optimizer", "--dtype",
-                            "float64", "--top", "1", "--bottom", "1"], env={"COLUMNS": "200"})
+                            "float64", "--top", "1", "--bottom", "1", "--explain"],
+                      env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     header = next(line for line in r.stdout.splitlines() if "setting" in line)
     assert header.index("κ") < header.index("stab.") < header.index("λ_max")

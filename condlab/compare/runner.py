@@ -59,7 +59,7 @@ def row_key(row: dict) -> tuple:
 def _set_threads(threads: int | None, setup: Setup) -> None:
     """``threads`` torch CPU threads; None: one thread for small problems (parameters x training
     samples < 5e7, as ``condlab spectrum`` does), where threading costs more than it saves."""
-    from condlab.build import set_threads
+    from condlab.inputs import set_threads
 
     if threads is not None:
         set_threads(threads)

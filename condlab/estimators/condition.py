@@ -227,7 +227,9 @@ def condition_number(
         if lmin_pos is None:
             msg = (
                 f"undefined from these eigenvalues: every reported bottom eigenvalue is within "
-                f"the null band ({thr}); ask for more bottom eigenvalues or the exact spectrum"
+                f"the null band, {thr} plus the estimate's residual error bound (up to "
+                f"{float(ebot.max()) if ebot.numel() else 0.0:.2g}); ask for more bottom "
+                "eigenvalues, tighten --tol, or use the exact spectrum"
             )
             return result(None, msg, "positive semi-definite")
         msg = (

@@ -41,7 +41,8 @@ from torch.func import grad, jvp, linearize, vjp, vmap
 
 from condlab.distributed import all_reduce_sum
 from condlab.operators.base import LinearOperator
-from condlab.options import CURVATURES  # declared with the options
+
+CURVATURES = ("hessian", "ggn")  # the operators this module builds
 
 if TYPE_CHECKING:
     from condlab.problem import Problem

@@ -86,11 +86,14 @@ class SpectrumResult:
     params_added: int | None = None  # normalized settings: parameters the normalization added
     predicted_nullity: int | None = None  # null directions the model's normalizations create
     layer: str | None = None
+    objective: str | None = None  # whose curvature: H, H+λI, P^-½HP^-½+λI, G[layer], ...
+    objective_lambda: float | None = None  # the weight decay in the objective (None: none)
+    stability: dict[str, Any] | None = None  # lambda_max against the method's threshold
     modes: dict[str, Any] = field(default_factory=dict)
     dtype: str | None = None
     device: str | None = None
     seed: int | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # provenance; nothing reads it back
 
     @property
     def converged(self) -> bool:
@@ -134,6 +137,21 @@ class SpectrumResult:
                     }
                 )
         return _jsonable(rows)
+
+
+def result_of(estimate, *, setting: str = "baseline", curvature: str = "hessian",
+              details: dict | None = None, **labels: Any) -> SpectrumResult:
+    """The record of one :class:`condlab.measure.Estimate`: its numbers under the row's name
+    and ``labels`` (the fields of :class:`SpectrumResult` that say what was measured: its
+    preconditioner, normalization, layer, objective, stability, n_samples, modes, ...)."""
+    e = estimate
+    return SpectrumResult(
+        setting=setting, curvature=curvature, preconditioner=labels.pop("preconditioner", None),
+        normalization=labels.pop("normalization", None), n_params=e.n_params,
+        n_samples=labels.pop("n_samples", 0), hvp_count=e.hvp_count, seconds=e.seconds,
+        damping=e.damping, dtype=e.dtype, device=e.device, seed=e.seed,
+        details={**(details or {}), **e.details}, **labels, **e.fields,
+    )
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,4 +1,11 @@
-"""Result records -> rich tables. Nothing here computes curvature; tests render to a StringIO."""
+"""Result records -> rich tables and notes. Nothing here computes curvature; tests render to a
+StringIO.
+
+Two levels: the default (:func:`spectrum_table` and :func:`key_notes`) shows the columns a user
+decides with (setting, κ or its bound, stab., λ_max, λ_min, ok) and at most three notes, each
+only when it applies (not resolved, indefinite, not converged); ``--explain``
+(``full=True``, :func:`legend`, :func:`eigenvalue_lines`, :func:`definitions`, :func:`notes`)
+adds every column, eigenvalue, definition and caveat. The JSON keeps every field."""
 
 from __future__ import annotations
 
@@ -49,19 +56,24 @@ def _nullity(r: SpectrumResult) -> str:
 
 
 def _stability(r: SpectrumResult) -> str:
-    s = r.details.get("stability")
+    s = r.stability
     return "-" if not s else f"{s['ratio']:.3g}"
 
 
-def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) -> Table:
-    """One row per setting; settings after the first show their change against the first.
+def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None, *,
+                   full: bool = False) -> Table:
+    """One row per setting: setting, κ (or ``> bound``), stab. (when an lr is known), λ_max,
+    λ_min, ok; ``full`` adds what ``--explain`` shows (below).
 
-    Scale-free figures lead (kappa, the stability ratio ``lambda_max(P^-1 A) / threshold(lr)``,
+    With ``full``, settings after the first show their change against the first. Scale-free
+    figures lead (kappa, the stability ratio ``lambda_max(P^-1 A) / threshold(lr)``,
     the negative-eigenvalue count); the lambda_max ratio is shown only for rows whose scale is
     comparable with the baseline's (not preconditioned: ``P`` has an arbitrary scale)."""
+    if not full:
+        return _short_table(results, title)
     base = results[0] if results else None
     compare = any(r.preconditioner or r.normalization for r in results[1:])
-    stab = any(r.details.get("stability") for r in results)
+    stab = any(r.stability for r in results)
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("setting", no_wrap=True)
     table.add_column("curvature of", no_wrap=True)
@@ -82,7 +94,7 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
     for r in results:
         trace = "-" if r.trace is None else f"{fmt(r.trace)} ± {fmt(r.trace_stderr, 2)}"
         same = r is base
-        row = [r.setting, str(r.details.get("objective", r.curvature)), _kappa(r)]
+        row = [r.setting, str(r.objective or r.curvature), _kappa(r)]
         if compare:
             row.append("" if same else _ratio(r.condition_number, base.condition_number))
         if stab:
@@ -98,15 +110,52 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None) 
     return table
 
 
+def _short_table(results: Sequence[SpectrumResult], title: str | None) -> Table:
+    """The columns a user decides with; narrow enough for 80 columns (long names fold)."""
+    stab = any(r.stability for r in results)
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("setting", overflow="fold")
+    table.add_column("κ", justify="right", no_wrap=True)
+    if stab:
+        table.add_column("stab.", justify="right", no_wrap=True)
+    table.add_column("λ_max", justify="right", no_wrap=True)
+    table.add_column("λ_min", justify="right", no_wrap=True)
+    table.add_column("ok", justify="center", no_wrap=True)
+    for r in results:
+        row = [r.setting, _kappa(r)] + ([_stability(r)] if stab else [])
+        row += [fmt(r.lambda_max), fmt(r.lambda_min), "[green]yes[/]" if r.converged else "[red]no[/]"]
+        table.add_row(*row)
+    return table
+
+
+def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
+    """At most three lines under the default table, each only when it applies: κ not resolved
+    in this dtype, κ undefined for an indefinite operator, an eigenpair not converged."""
+    lines = []
+    unresolved = [r.setting for r in results if r.condition_resolved is False]
+    if unresolved:
+        lines.append(f"κ not resolved ({', '.join(unresolved)}): only a lower bound '> x'; "
+                     "the smallest eigenvalue is within the arithmetic noise (--dtype float64)")
+    indefinite = [r.setting for r in results if r.definiteness == "indefinite"]
+    if indefinite:
+        lines.append(f"indefinite ({', '.join(indefinite)}): negative curvature, κ undefined; "
+                     "--curvature ggn gives a positive semi-definite κ, --exact κ of the positive part")
+    unconverged = [r.setting for r in results if not r.converged]
+    if unconverged:
+        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
+                     "loosen --tol")
+    return lines
+
+
 def notes(results: Sequence[SpectrumResult]) -> list[str]:
     """What the rows mean beyond their numbers: scale caveats, objectives, indefiniteness."""
     lines: list[str] = []
-    lams = {r.details.get("objective_lambda") for r in results} - {None}
+    lams = {r.objective_lambda for r in results} - {None}
     if lams:
         lam = ", ".join(f"{x:g}" for x in sorted(lams))
         lines.append(f"curvature of: λ = {lam} (weight decay), P = the row's diagonal preconditioner")
     for r in results:
-        s = r.details.get("stability")
+        s = r.stability
         if s:
             lines.append(
                 f"stab., {r.setting}: lambda_max / threshold, lr {s['lr']:g} ({s['lr_source']}), "
@@ -117,8 +166,8 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
             "λ_max ratio n/a for preconditioned rows: P's overall scale is arbitrary up to the "
             "learning rate; compare κ and stab. (give --lr, or measure an optimizer state)"
         )
-    objectives = {str(r.details.get("objective")) for r in results if r.layer is None}
-    decayed = [r for r in results if r.layer is None and r.details.get("objective_lambda")]
+    objectives = {str(r.objective) for r in results if r.layer is None}
+    decayed = [r for r in results if r.layer is None and r.objective_lambda]
     if decayed and len(objectives) > 1:
         lines.append(
             "rows are curvatures of different objectives (see 'curvature of'); at a converged "
@@ -149,7 +198,7 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
             else "negative eigenvalues not counted (--density for an SLQ count, --exact)"
         )
         lines.append(f"indefinite, {r.setting}: {count}")
-    if indefinite:
+    if indefinite and any(r.preconditioner for r in results):
         lines.append(
             "a diagonal P does not create negative eigenvalues (Sylvester's law of inertia: "
             "P^-1/2 H P^-1/2 has exactly as many as H; counts above differ only by eigenvalues "
@@ -166,7 +215,7 @@ def legend(results: Sequence[SpectrumResult]) -> str:
     parts = ["κ = condition number (its definition below)"]
     if compare:
         parts.append("κ ratio = κ / the first row's κ")
-    if any(r.details.get("stability") for r in results):
+    if any(r.stability for r in results):
         parts.append("stab. = λ_max of P^-1 A / the method's stability threshold")
     parts.append("neg. = eigenvalues below -threshold")
     if compare:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from condlab.build import Loaded
 from condlab.config import SpectrumConfig, build
 from condlab.errors import UsageError
+from condlab.inputs import Inputs
 from condlab.load.data import Dataset
 from condlab.options import TRACKER, by_name
 from condlab.spectrum import run_spectrum
@@ -124,8 +124,8 @@ class Tracker:
             lr=cfg.lr if cfg.lr is not None else lr, beta1=cfg.beta1 if cfg.beta1 is not None else beta1,
             batch_size=cfg.batch_size or self.batch_size,
         )
-        loaded = Loaded(self.model, self.dataset, cfg.loss, {"optimizer": state}, "training loop")
-        report = run_spectrum(cfg, loaded=loaded, threads=torch.get_num_threads(),
+        inputs = Inputs(self.model, self.dataset, cfg.loss, state, "training loop")
+        report = run_spectrum(cfg, inputs=inputs, threads=torch.get_num_threads(),
                               starts=self.vectors if self.warm else None)
         self.vectors = report.vectors
         rows = result_rows(self.count, "", report.results, cfg.lr, cfg.beta1, is_adaptive(state))

@@ -59,7 +59,7 @@ def result_rows(step: int, checkpoint: str, results, lr: float | None, beta1: fl
     threshold on the baseline of an ``adaptive`` optimizer, whose update sees P^-1 H."""
     rows = []
     for r in results:
-        stab = r.details.get("stability") or {}
+        stab = r.stability or {}
         if adaptive and r.setting == "baseline":
             stab = {}
         rows.append({

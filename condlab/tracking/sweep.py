@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from condlab.build import Loaded, load
 from condlab.config import SpectrumConfig
 from condlab.errors import CondlabError, UsageError
+from condlab.inputs import Inputs, read_inputs
 from condlab.load.checkpoint import (
     FORMAT,
     _classify,
@@ -206,17 +206,17 @@ class Sweep:
             )
         # the model (built once, weights replaced per checkpoint) and the data, as spectrum loads them
         base_cfg = dataclasses.replace(cfg, checkpoint=str(first.path) if c.condlab else None)
-        self.base: Loaded = load(base_cfg)
+        self.base: Inputs = read_inputs(base_cfg)
         self.loaded(c, first.path)  # weights that do not fit the model: a usage error, before any work
 
-    def loaded(self, c: Contents, path: Path) -> Loaded:
+    def loaded(self, c: Contents, path: Path) -> Inputs:
         model = copy.deepcopy(self.base.model)
         dtypes = {v.dtype for v in c.state_dict.values() if v.is_floating_point()}
         if len(dtypes) == 1:  # keep the precision the weights were saved in (float64 stays float64)
             model = model.to(dtypes.pop())
         state, _ = match_prefix(c.state_dict, model, self.cfg.strip_prefix)
         model = load_weights(model, state, source=str(path))
-        return dataclasses.replace(self.base, model=model, checkpoint={"optimizer": c.optimizer},
+        return dataclasses.replace(self.base, model=model, optimizer_state=c.optimizer,
                                    source=f"checkpoint {path}")
 
     def measure(self, ckpt: Checkpoint, starts: dict | None, on_progress=None):

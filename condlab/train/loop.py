@@ -193,7 +193,7 @@ def train_from_config(
     opt_name = opt_cfg["name"]
     hparams = resolve_hparams(opt_name, {k: v for k, v in opt_cfg.items() if k != "name"})
 
-    from condlab.build import default_loss_for, token_model_spec
+    from condlab.inputs import default_loss_for, token_model_spec
 
     data = load_dataset(cfg["data"], max_samples=cfg.get("max_samples"), seed=seed).to(dtype)
     loss = check_loss_fits(cfg.get("loss") or default_loss_for(data), data.task)

@@ -187,8 +187,7 @@ class Tracker:
         kind, lam = opt.decay
         if pre is not None:
             op = preconditioned_operator(A, pre, weight_decay=lam, decay=kind)
-            pm = measure(op, est, setting=pre.name, curvature=s.curvature,
-                         preconditioner=pre.name).result
+            pm = measure(op, est, setting=pre.name, curvature=s.curvature).result
             row.update(pre_lambda_max=pm.lambda_max, pre_kappa=pm.condition_number,
                        pre_kappa_bound=_bound(pm),
                        sharpness_ratio=pm.lambda_max / row["threshold"])
