@@ -386,7 +386,10 @@ def plan(
                     "one trace probe and its product")
             refuse(what, keep + per_probe + graph,
                    "use --trace-method hutchinson or fewer --probes" if keep else fix_limit)
-        result.probe_block = int(max(1, min(trace_probes, result.product_block,
+        # a block of probes buys speed only where the product batches its columns; column by
+        # column (a large model's kept graph on a CPU) it would only hold more vectors
+        batched = bool(getattr(inner, "batches_columns", True))
+        result.probe_block = int(max(1, min(trace_probes, result.product_block if batched else 1,
                                             room // per_probe)))
         need = max(need, graph + keep + result.probe_block * per_probe)
 
@@ -398,7 +401,8 @@ def plan(
             refuse(f"the spectral density's {density_steps} Lanczos vectors per probe",
                    per_run + graph,
                    f"lower --density-steps to {steps}" if steps >= 2 else fix_limit)
-        result.density_block = int(max(1, min(density_probes, room // per_run)))
+        together = DEFAULT_BASIS_BYTES // max(1, density_steps * vec)  # slq_density's own rule
+        result.density_block = int(max(1, min(density_probes, together, room // per_run)))
         need = max(need, graph + result.density_block * per_run)
     result.need_bytes = int(need)
     return result

@@ -320,3 +320,18 @@ def test_products_match_the_dense_hessian_whether_graphs_are_kept_or_not(monkeyp
     assert torch.allclose(H @ V, dense @ V, atol=1e-10)
     assert H.cache == (reach > 0)
     assert torch.allclose(H @ V[:, :1], dense @ V[:, :1], atol=1e-10)
+
+
+def test_blocks_are_not_hoarded_where_they_buy_nothing():
+    M, _ = spectrum_matrix()
+    A = Fake(M)
+    assert memory.plan(A, trace_probes=10, budget=budget(10**9)).probe_block == 10
+    A.batches_columns = False  # products go column by column: a probe block only holds memory
+    assert memory.plan(A, trace_probes=10, budget=budget(10**9)).probe_block == 1
+    # SLQ runs recurrences together only while their bases fit slq_density's 1 GiB
+    p = memory.plan(A, density_probes=8, density_steps=100, budget=budget(10**12))
+    assert p.density_block == 8
+    big = Fake(torch.zeros(1, 1, dtype=torch.float64))
+    big.shape = (2**24, 2**24)  # 128 MiB vectors: 100 steps = 13 GiB per recurrence
+    p = memory.plan(big, density_probes=8, density_steps=100, budget=budget(10**12))
+    assert p.density_block == 1

@@ -61,6 +61,7 @@ def _linearize(f, x: Tensor):
 class _CurvatureOperator(LinearOperator):
     auto_cache_after = CACHE_AFTER  # 'auto': direct products on a batch before it is cached
     measures_graphs = False  # 'auto' caches by the kept graphs' measured size, not CACHE_LIMIT
+    batches_columns = True  # a block's columns go through one batched call (memory_profile says)
     block_map = False  # the cached map multiplies a block [P, K] itself (else vmapped)
 
     def __init__(self, problem: Problem, block_size: int = 16, cache: bool | str = "auto"):
@@ -161,6 +162,8 @@ class _CurvatureOperator(LinearOperator):
                 self._maps[0] = self._linear_map(0)
             per_graph = self.graph_bytes / max(1, len(self._maps)) + vec
             held = int(per_graph * len(self._maps))
+            self.batches_columns = (_batched_backward(self.problem, 0)
+                                    and per_graph * self.block_size <= BATCHED_BYTES)
             if per_graph * n <= graph_budget(self.device):
                 return int(per_graph * (n - len(self._maps))), int(per_graph / 2 + 2 * vec), held
             return 0, int(3 * per_graph + 2 * vec), held
