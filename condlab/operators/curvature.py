@@ -131,7 +131,7 @@ class _CurvatureOperator(LinearOperator):
                     cols = slice(start, start + step)
                     prod = self._batch_product(b, V[:, cols])
                     if out is None and prod.shape[1] == K:  # the whole block at once: no copy
-                        out = prod.mul_(w)
+                        out = prod.mul_(w) if w != 1.0 else prod
                         continue
                     if out is None:
                         out = torch.zeros_like(V)
