@@ -335,3 +335,19 @@ def test_blocks_are_not_hoarded_where_they_buy_nothing():
     big.shape = (2**24, 2**24)  # 128 MiB vectors: 100 steps = 13 GiB per recurrence
     p = memory.plan(big, density_probes=8, density_steps=100, budget=budget(10**12))
     assert p.density_block == 1
+
+
+@pytest.mark.parametrize("from_params", [1, 2**40])
+def test_a_column_product_with_or_without_the_dot_matches_the_dense_hessian(monkeypatch,
+                                                                             from_params):
+    """Large models pass v as autograd's output gradient, small ones go through g . v."""
+    from cases import autograd_hessian, make_case
+
+    from condlab.operators import curvature
+
+    monkeypatch.setattr(curvature, "GRAD_OUTPUTS_FROM", from_params)
+    model, X, y, loss, _ = make_case("residual-layernorm-ce", n=10)
+    problem = condlab.Problem(model, [(X, y)], loss, dtype=torch.float64)
+    H = HessianOperator(problem, block_size=1)
+    V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert torch.allclose(H @ V, autograd_hessian(model, X, y, loss) @ V, atol=1e-10)
