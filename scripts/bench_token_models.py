@@ -349,7 +349,7 @@ SCALE_CELLS = (
 def scale_markdown(rows: list[dict], info: dict) -> str:
     lines = [
         "| model | params | tool | task | basis | value | converged | HVPs | CPU s / HVP | "
-        "peak RSS GB | vs power | status |",
+        "peak RSS GiB | vs power | status |",
         "|---|---:|---|---|---:|---|---|---:|---:|---:|---:|---|",
     ]
     power = {r["model"]: r["rss_mib"] for r in rows if r["tool"] == "power" and r["status"] == "ok"}
