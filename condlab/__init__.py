@@ -1,7 +1,12 @@
 """condlab: how well-conditioned is a network's loss surface, and what do preconditioners and
 normalization do to it?
 
-The library API that the command line calls::
+One call on a model and data you already have::
+
+    report = condlab.spectrum(model, nn.CrossEntropyLoss(), loader, top=5, bottom=3)
+    report["baseline"].condition_number, report.to_frame()
+
+The stages, for control (what the one call and the command line run)::
 
     import torch, condlab
 
@@ -56,7 +61,9 @@ _EXPORTS = {
     "preconditioned_operator": "condlab.preconditioners",
     "Problem": "condlab.problem",
     "SpectrumResult": "condlab.report.records",
-    "run_spectrum": "condlab.spectrum",
+    "run_spectrum": "condlab.pipeline",
+    "spectrum": "condlab.pipeline",
+    "SpectrumReport": "condlab.pipeline",
     "Tracker": "condlab.tracking",
 }
 

@@ -15,17 +15,17 @@ import typer
 
 from condlab.cli_common import (
     Command,
-    _check_outputs,
-    _hvp_ticker,
-    _interrupted,
-    _OneLineErrors,
-    _progress,
-    _state,
+    OneLineErrors,
+    check_outputs,
     config_help,
     err,
     handle_errors,
+    hvp_ticker,
+    interrupted,
     out,
+    progress_bar,
     spectrum_config,
+    state,
     with_options,
 )
 from condlab.cli_options import SPECTRUM
@@ -33,7 +33,7 @@ from condlab.errors import UsageError
 from condlab.options import DEMO, FORMATS, ROOT, TRAIN, TRAIN_FLAGS
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="How well-conditioned is your loss surface? Hessian and Gauss-Newton spectra, "
     "before and after preconditioning or normalization.",
     no_args_is_help=True,
@@ -45,7 +45,7 @@ app = typer.Typer(
 @app.callback()
 @with_options(ROOT)
 def _root(*, given: dict, flags: dict) -> None:
-    _state["debug"] = flags["debug"]
+    state["debug"] = flags["debug"]
 
 
 # -- choices -------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def spectrum(
     Example: condlab spectrum ckpt.pt --top 5 --bottom 3 --precond optimizer --format json
     """
     from condlab.distributed import init_from_env, is_main
-    from condlab.spectrum import run_spectrum
+    from condlab.pipeline import run_spectrum
 
     init_from_env()  # under torchrun: join the process group (a no-op in one process)
     fmt, output, plot = Format(flags["format"]), flags["output"], flags["plot"]
@@ -90,7 +90,7 @@ def spectrum(
         raise UsageError("--plot draws the spectral density: add --density")
     if fmt == Format.table and output is not None:
         raise UsageError("a table goes to the terminal; use --format csv or json with --output")
-    _check_outputs(
+    check_outputs(
         {"--output": output, "--output (its eigenvalues)": sidecar_of(output, fmt),
          "--density-output": density_output if cfg.density else None, "--plot": plot},
         force=flags["force"],
@@ -102,8 +102,8 @@ def spectrum(
         from condlab import memory
 
         memory.on_plan.append(lambda p: err.print(p.describe(), highlight=False, soft_wrap=True))
-    with _progress() as bar:
-        report = run_spectrum(cfg, on_progress=_hvp_ticker(bar), threads=flags["threads"])
+    with progress_bar() as bar:
+        report = run_spectrum(cfg, on_progress=hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it
         return
     render_spectrum(report, fmt, output, command=" ".join(["condlab", *sys.argv[1:]]),
@@ -187,8 +187,10 @@ def render_spectrum(report, format: Format, output: Optional[Path], command: str
     unconverged = [r.setting for r in report.results if not r.converged]
     if unconverged:
         err.print(
-            f"[yellow]warning:[/] a true residual is above tol * ||A||: {', '.join(unconverged)}; "
-            "raise --max-hvps, loosen --tol, or use --dtype float64", highlight=False,
+            f"[yellow]warning:[/] a listed eigenvalue is not known within tol * ||A|| (its true "
+            f"residual or its certified error is larger): {', '.join(unconverged)}; raise "
+            "--max-hvps, loosen --tol, or use --dtype float64 (JSON details: certificate_*, "
+            "stop_reason)", highlight=False,
         )
     if format == Format.json:
         doc = document(command, report.config, report.results, source=report.source, loss=report.loss)
@@ -223,10 +225,10 @@ def train(
     out_path = flags["out"]
     if out_path is None:
         raise UsageError("say where the checkpoint goes: add --out PATH")
-    _check_outputs({"--out": out_path}, force=flags["force"])
+    check_outputs({"--out": out_path}, force=flags["force"])
     where = f"'{config}'"
     cfg = parse_mapping(TRAIN, read_yaml(config), where, required=("model", "data"))
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("training", total=cfg["steps"])
         result, ckpt = train_from_config(
             cfg, callback=lambda step, *a: bar.update(task, completed=step), where=where
@@ -246,8 +248,8 @@ def demo(*, given: dict, flags: dict) -> None:
     """Train a small MLP on scikit-learn's digits in seconds and print its spectrum (no files needed)."""
     from condlab.demo import run_demo
 
-    with _progress() as bar:
-        report = run_demo(steps=flags["steps"], on_progress=_hvp_ticker(bar))
+    with progress_bar() as bar:
+        report = run_demo(steps=flags["steps"], on_progress=hvp_ticker(bar))
     render_spectrum(report, Format(flags["format"]), None, command="condlab demo",
                     explain=flags["explain"])
 
@@ -289,7 +291,7 @@ def main() -> None:
             init_from_env()
         app()
     except KeyboardInterrupt:
-        sys.exit(_interrupted())
+        sys.exit(interrupted())
 
 
 def _register_commands() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from condlab.cli_common import Command, _check_outputs, _progress, config_help, with_options
+from condlab.cli_common import Command, check_outputs, config_help, progress_bar, with_options
 from condlab.options import CHECK_FLAGS
 
 HELP = config_help(
@@ -58,10 +58,10 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         if update and junit is not None:
             raise UsageError("--junit reports a check; run --update without it")
         if junit is not None:
-            _check_outputs({"--junit": junit}, force=force)
+            check_outputs({"--junit": junit}, force=force)
         base = load_baseline(baseline, need_values=not update, trust=flags["trust_checkpoint"])
 
-        with _progress() as bar:
+        with progress_bar() as bar:
             tasks: dict[tuple[str, str], int] = {}
 
             def on_progress(name: str, setting: str, done: int, budget: int) -> None:

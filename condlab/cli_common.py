@@ -24,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 from condlab.errors import CondlabError
 
 
-class _OneLineErrors(TyperGroup):
+class OneLineErrors(TyperGroup):
     """Typer's group, with its boxed usage errors turned into the one ``error:`` line that every
     other error gets (exit 2), and Ctrl-C into one line and exit 130."""
 
@@ -36,7 +36,7 @@ class _OneLineErrors(TyperGroup):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except KeyboardInterrupt:
-            rv = _interrupted()
+            rv = interrupted()
         except Exception as e:
             if not hasattr(e, "format_message") or not hasattr(e, "exit_code"):
                 raise  # not a click error: handle_errors has seen it already
@@ -44,7 +44,7 @@ class _OneLineErrors(TyperGroup):
                 sys.stdout.write(e.format_message() + "\n")
                 rv = 0
             elif type(e).__name__ == "Abort":
-                rv = _interrupted()
+                rv = interrupted()
             else:
                 ctx = getattr(e, "ctx", None)
                 hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
@@ -96,7 +96,7 @@ class Command(TyperCommand):
         return super().format_help(ctx, formatter)
 
 
-def _interrupted() -> int:
+def interrupted() -> int:
     err.print("[bold red]error:[/] interrupted (Ctrl-C)", highlight=False)
     return 130
 
@@ -106,7 +106,7 @@ def _interrupted() -> int:
 out = Console(soft_wrap=True,
               width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
 err = Console(stderr=True)
-_state = {"debug": False}
+state = {"debug": False}
 
 
 def _fail(message: str, code: int, *, every_rank: bool = False) -> None:
@@ -140,15 +140,15 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
-            if _state["debug"]:
+            if state["debug"]:
                 raise
-            raise typer.Exit(_interrupted()) from None
+            raise typer.Exit(interrupted()) from None
         except CondlabError as e:
-            if _state["debug"]:
+            if state["debug"]:
                 raise
             _fail(str(e), e.exit_code)
         except Exception as e:  # a bug or an unexpected library error: still one line
-            if _state["debug"]:
+            if state["debug"]:
                 raise
             _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
                   f"(for the traceback run: {debug_command()})", 1, every_rank=True)
@@ -288,7 +288,7 @@ def spectrum_config(given: dict, flags: dict):
                  cli={k: v for k, v in given.items() if v != []})
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     from condlab.distributed import is_main
 
     return Progress(
@@ -303,7 +303,7 @@ def _progress() -> Progress:
     )
 
 
-def _hvp_ticker(bar: Progress):
+def hvp_ticker(bar: Progress):
     """``on_progress(setting, done, budget)``: one bar per setting, in curvature products."""
     tasks: dict[str, int] = {}
 
@@ -316,7 +316,7 @@ def _hvp_ticker(bar: Progress):
 
 
 
-def _check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
+def check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
     """Every file the command will write, checked before any work (see condlab.files)."""
     from condlab.files import check_output
 
@@ -325,8 +325,8 @@ def _check_outputs(paths: dict[str, Optional[Path]], *, force: bool) -> None:
             continue
         check_output(path, force=force, flag=flag.split()[0])
         if path.suffix.lower() == ".png":
-            from condlab.report.plots import _pyplot
+            from condlab.report.plots import pyplot
 
-            _pyplot()  # fail before the work when matplotlib is missing
+            pyplot()  # fail before the work when matplotlib is missing
 
 

@@ -13,12 +13,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from condlab.cli_common import Command, _check_outputs, config_help, with_options
+from condlab.cli_common import Command, check_outputs, config_help, with_options
 from condlab.errors import UsageError
 from condlab.options import COMPARE_FLAGS
 
 
-def _progress(err) -> Progress:
+def progress_bar(err) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=True,
@@ -61,9 +61,11 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
 
         from condlab.compare import compare, load_config
         from condlab.compare.render import (
+            SCALE_NOTE,
             edge_notes,
             findings_table,
             grid_table,
+            scale_dependent,
             summary_table,
         )
 
@@ -82,8 +84,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         outputs = {"--plot": plot}
         if output is not None and not resume:  # --resume continues the file (checked there)
             outputs["--output"] = output
-        _check_outputs(outputs, force=force)
-        with _progress(err) as bar:
+        check_outputs(outputs, force=force)
+        with progress_bar(err) as bar:
             runs = bar.add_task("runs", total=None, info="")
             current = bar.add_task("", total=cfg.steps, info="")
 
@@ -110,6 +112,8 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
                 out.print(table)
         for line in edge_notes(report):
             out.print(f"  [yellow]{line}[/]", highlight=False)
+        if any(scale_dependent(c) for c in report.choices):
+            out.print(f"  {SCALE_NOTE}", highlight=False)
         out.print(
             f"  kappa: the positive-part condition number lambda_max / lambda_min+ of "
             f"{cfg.track.curvature} (exact: {cfg.track.exact}); P^-1/2 A P^-1/2 uses each "

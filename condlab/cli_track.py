@@ -14,7 +14,13 @@ import typer
 
 def register(app: typer.Typer, handle_errors, out, err) -> None:
     """Add ``track`` to ``app``; ``out``/``err`` are the rich consoles for results/diagnostics."""
-    from condlab.cli_common import Command, _check_outputs, _progress, spectrum_config, with_options
+    from condlab.cli_common import (
+        Command,
+        check_outputs,
+        progress_bar,
+        spectrum_config,
+        with_options,
+    )
     from condlab.cli_options import TRACK
 
     @app.command("track", cls=Command)
@@ -35,7 +41,7 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
         from condlab.compare.csvlog import open_log
         from condlab.errors import UsageError
         from condlab.tracking.rows import COLUMNS
-        from condlab.tracking.sweep import Sweep, discover, run_sweep
+        from condlab.tracking.sweep import Sweep, discover, run_sweep, warm_path
 
         force, resume, plot, output = flags["force"], flags["resume"], flags["plot"], Path(flags["output"])
         warm = flags["warm_start"]
@@ -43,14 +49,14 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             raise UsageError("--resume continues --output and --force replaces it: pass one")
         if plot is not None and plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not '{plot}'")
-        _check_outputs({"--plot": plot}, force=force or resume)  # redrawn from the whole CSV
+        check_outputs({"--plot": plot}, force=force or resume)  # redrawn from the whole CSV
         cfg = spectrum_config({**given, "checkpoint": checkpoints[0]}, flags)
         found = discover(checkpoints, trust=cfg.trust_checkpoint)
         record = {**cfg.to_dict(), "checkpoints": list(checkpoints), "warm_start": warm}
         sweep = Sweep(cfg, found, warm=warm, threads=flags["threads"])
         log, done = open_log(output, record, resume=resume, force=force, threads=flags["threads"],
                              columns=COLUMNS, what="track")
-        with log, _progress() as bar:
+        with log, progress_bar() as bar:
             task = bar.add_task("checkpoints", total=len(found))
             bar.update(task, completed=len({r["checkpoint"] for r in done}))
             summary = run_sweep(
@@ -60,6 +66,10 @@ def register(app: typer.Typer, handle_errors, out, err) -> None:
             )
         for line in summary.skipped:
             err.print(f"[yellow]warning:[/] skipped {line}", highlight=False, soft_wrap=True)
+        if summary.replayed:
+            stale = f" ({warm_path(output).name} did not match the CSV)" if summary.stale_warm else ""
+            err.print(f"re-measured {summary.replayed} checkpoint(s) already in the CSV to rebuild "
+                      f"the warm start{stale}", highlight=False)
         done_text = f", {summary.resumed} already there" if summary.resumed else ""
         err.print(f"measured {summary.measured} checkpoint(s){done_text} ({summary.hvps} curvature "
                   f"products); wrote {output}", highlight=False)

@@ -21,13 +21,12 @@ from typing import Any
 import yaml
 
 from condlab.errors import UsageError
+from condlab.estimator_options import EstimatorSettings
 from condlab.inputs import LoadOptions
-from condlab.measure import EstimatorSettings
 from condlab.optionfield import by_name, check_fields, default_tol, options_of
-from condlab.problem import ProblemOptions
+from condlab.problem_options import DTYPES, ProblemOptions
 from condlab.settings import SettingsOptions
 
-DTYPES = ("float32", "float64")
 __all__ = ["DTYPES", "SpectrumConfig", "build", "default_tol", "read_yaml", "validate"]
 
 

@@ -14,7 +14,7 @@ import dataclasses
 
 from condlab.config import SpectrumConfig
 from condlab.inputs import read_inputs
-from condlab.spectrum import Progress, SpectrumReport, run_spectrum
+from condlab.pipeline import Progress, SpectrumReport, run_spectrum
 from condlab.train.loop import train_from_config
 
 DEMO_TRAIN = {

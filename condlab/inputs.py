@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: --help lists these options without it
+    import torch
+    from torch import nn
 
 from condlab.errors import UsageError
 from condlab.optionfield import BELOW_ONE, LIST, MAPPING, PATH, POSITIVE, SPEC, option
@@ -72,7 +73,7 @@ class LoadOptions:
         str, None, "Dict samples: the entry holding the targets.",
         default_text="labels, label, targets, target or y", advanced=True)
     max_samples: int | None = option(
-        int, None, "Use the first N samples.", check=POSITIVE, default_text="all")
+        int, None, "Use the first N samples.", check=POSITIVE, default_text="all", advanced=True)
 
 
 @dataclass(frozen=True)
@@ -123,10 +124,41 @@ def _data_spec(cfg: LoadOptions, spec):
     return spec
 
 
+def dataset_from_batches(data, name: str = "the given data"):
+    """A Dataset from a ``DataLoader`` (its batches read once, in order, and kept fixed), a list
+    of ``(X, y)`` batches, or one ``(X, y)`` pair; batches may be dicts with a ``labels`` entry.
+    Integer targets are class labels."""
+    import torch
+
+    from condlab.load.data import Dataset
+    from condlab.load.structure import batch_len, concat
+    from condlab.load.userdata import split_sample
+
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], torch.Tensor):
+        data = [data]
+    batches = [split_sample(b, None, None, f"batch {i} of {name}") for i, b in enumerate(data)]
+    batches = [(X, y) for X, y in batches if batch_len(X)]
+    if not batches:
+        raise UsageError(f"{name} holds no batches")
+    try:
+        X, y = concat([b[0] for b in batches]), concat([b[1] for b in batches])
+    except RuntimeError:  # batches padded to different lengths: no single tensor
+        X, y = None, None
+    labels = [t for _, t in batches]
+    integer = not labels[0].is_floating_point()
+    ids = torch.cat([t.reshape(-1) for t in labels]) if integer else None
+    num_classes = int(ids[ids >= 0].max()) + 1 if integer and bool((ids >= 0).any()) else None
+    meta = {"batches": batches} if len(batches) > 1 else {}
+    return Dataset(X=X, y=y, task="classification" if integer else "regression",
+                   num_classes=num_classes, name=name, spec={"name": name}, meta=meta)
+
+
 def token_model_spec(spec: dict, dataset) -> tuple[dict, int]:
     """The built-in token transformer sized from the data: ``vocab`` 1 + the largest token id
     (of the inputs, and of per-position targets), a language-model head (logits per position,
     over the vocab) for per-position targets, a mean-pooled classifier for labels ``[N]``."""
+    import torch
+
     X, y = dataset.X, dataset.y
     if not isinstance(X, torch.Tensor) or X.is_floating_point():
         raise UsageError(
@@ -152,20 +184,30 @@ def default_loss_for(dataset) -> str:
     return default_loss(dataset.task)
 
 
-def model_for_data(spec: dict, dataset, *, seed: int) -> tuple[nn.Module, Any, int]:
-    """A built-in model ``spec`` (``{"name", **arguments}``) sized from ``dataset``:
-    ``(model, dataset, outputs)``. The transformer takes its vocabulary from the token ids;
-    integer features of another model become floats (the returned dataset)."""
+def model_for_data(spec: dict, dataset, *, seed: int, dtype: torch.dtype | None = None
+                   ) -> tuple[nn.Module, Any, dict, int]:
+    """A model ``spec`` (``{"name", **arguments}``: a built-in or ``package.module:factory``)
+    sized from ``dataset``: ``(model, dataset, spec, outputs)``, the spec with the sizes it
+    took. The transformer takes its vocabulary from the token ids; integer features of another
+    built-in become ``dtype`` floats (the returned dataset). ``spectrum`` and ``train`` both
+    build their models here."""
+    import torch
+
     from condlab.load.models import build_model
 
-    n_out = num_outputs(dataset)
-    if spec.get("name") == "transformer":
+    dtype = torch.float64 if dtype is None else dtype
+    name = spec.get("name", "")
+    n_out = None
+    if name == "transformer":
         spec, n_out = token_model_spec(spec, dataset)
-    elif isinstance(dataset.X, torch.Tensor) and not dataset.X.is_floating_point():
-        dataset = replace(dataset, X=dataset.X.double())  # integer features, float model
     structured = not isinstance(dataset.X, torch.Tensor)
-    shape = () if structured else dataset.input_shape
-    return build_model(spec, shape or (1,), n_out, seed=seed), dataset, n_out
+    if ":" not in name and name != "transformer" and not structured \
+            and not dataset.X.is_floating_point():
+        dataset = replace(dataset, X=dataset.X.to(dtype))  # integer features, float model
+    n_out = num_outputs(dataset) if n_out is None else n_out
+    shape = dataset.input_shape if not structured or (":" not in name and name != "transformer") \
+        else ()
+    return build_model(spec, shape or (1,), n_out, seed=seed), dataset, spec, n_out
 
 
 def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
@@ -176,7 +218,7 @@ def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
     """
     from condlab.load.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
     from condlab.load.data import load_dataset
-    from condlab.losses import check_loss_fits, make_loss
+    from condlab.losses import check_loss_fits, make_loss, shift_copied_labels
 
     if cfg.weights and not cfg.model:
         raise UsageError("--weights needs --model: the weights alone do not say which model they fit")
@@ -194,6 +236,9 @@ def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
     loss = cfg.loss or (ckpt.get("loss") if is_condlab else None) or default_loss_for(dataset)
     loss = check_loss_fits(loss, dataset.task)
     loss_spec = make_loss(loss, ignore_index=cfg.ignore_index, label_smoothing=cfg.label_smoothing)
+    shifted = None
+    if loss == "sequence-cross-entropy":  # HF's labels = input_ids: shifted, with a note
+        dataset, shifted = shift_copied_labels(dataset, cfg.ignore_index)
 
     if cfg.model:
         model, dataset, source = _model(cfg, dataset)
@@ -212,6 +257,8 @@ def read_inputs(cfg, *, checkpoint: dict | None = None) -> Inputs:
     else:
         raise UsageError("nothing to measure: pass a checkpoint, or --model")
     state = _optimizer_state(cfg, ckpt)
+    if shifted:
+        source += f" ({shifted})"
     return Inputs(model, dataset, loss, state, source, loss_spec)
 
 
@@ -223,6 +270,8 @@ def _is_hf(spec: str) -> bool:
 
 def _model(cfg, dataset) -> tuple[nn.Module, Any, str]:
     """The model ``--model`` names, at its initialization, and the source line."""
+    import torch
+
     from condlab.load.hf import build_hf_model
     from condlab.load.models import import_factory
 
@@ -233,7 +282,7 @@ def _model(cfg, dataset) -> tuple[nn.Module, Any, str]:
             return build_hf_model(cfg.model, args), dataset, f"Hugging Face {cfg.model}"
     if ":" in cfg.model:
         return import_factory(cfg.model, args), dataset, cfg.model
-    model, dataset, _ = model_for_data({"name": cfg.model, **args}, dataset, seed=cfg.seed)
+    model, dataset, _, _ = model_for_data({"name": cfg.model, **args}, dataset, seed=cfg.seed)
     return model, dataset, f"built-in {cfg.model}"
 
 
@@ -295,6 +344,8 @@ def _optimizer_state(cfg, ckpt: dict | None) -> dict | None:
 def read_optimizer_state(path) -> dict:
     """A torch optimizer ``state_dict`` file (``--optimizer-state``), or one holding it under
     an optimizer key, or condlab's ``{"name", "hparams", "state_dict"}`` entry."""
+    import torch
+
     from condlab.load.checkpoint import OPTIMIZER_KEYS, find_optimizer_state
 
     try:
@@ -320,6 +371,8 @@ def read_optimizer_state(path) -> dict:
 def set_threads(threads: int | None, inputs: Inputs | None = None) -> None:
     """``threads`` torch CPU threads; None: 1 for small problems (parameters x samples < 5e7),
     where threading overhead outweighs the work, else torch's default."""
+    import torch
+
     if threads is not None:
         if threads < 1:
             raise UsageError(f"--threads must be >= 1, got {threads}")

@@ -223,9 +223,27 @@ def check_loss_fits(name: str, task: str) -> str:
     make_loss(key)
     if key in ("cross-entropy", "sequence-cross-entropy") and task != "classification":
         raise UsageError(
-            f"loss {key!r} needs a classification dataset, this one is regression; use loss 'mse'"
+            f"loss {key!r} needs class labels, but these targets were taken as regression (float "
+            "values, or integers with more than 20 distinct values): if they are class labels "
+            "pass --task classification, else use --loss mse"
         )
     return key
+
+
+# losses convex in the model's outputs: their GGN J^T H_loss J is positive semi-definite
+CONVEX_LOSSES = ("cross-entropy", "sequence-cross-entropy", "mse", "bce")
+
+
+def semidefinite_reason(curvature: str, loss_name: str) -> str | None:
+    """Why the curvature is positive semi-definite by construction, or None.
+
+    A GGN ``sum_n J_n^T H_n J_n`` with ``H_n`` the Hessian of a loss convex in the outputs
+    (every built-in loss) is PSD; so are its congruences ``S^T G S`` (preconditioners, an
+    eigenbasis), principal blocks (a layer) and ``+ lam I`` shifts with ``lam >= 0``. A user's
+    loss or the Hessian carries no such guarantee."""
+    if curvature == "ggn" and loss_name in CONVEX_LOSSES:
+        return f"the GGN of {loss_name}, a loss convex in the outputs"
+    return None
 
 
 __all__ = [
@@ -235,6 +253,7 @@ __all__ = [
     "LossFn",
     "WEIGHTINGS",
     "bce",
+    "CONVEX_LOSSES",
     "check_loss_fits",
     "cross_entropy",
     "default_loss",
@@ -242,4 +261,59 @@ __all__ = [
     "loss_fn",
     "make_loss",
     "mse",
+    "semidefinite_reason",
+    "shift_copied_labels",
 ]
+
+
+# -- the next-token convention (trust) ----------------------------------------------------------
+def _copied(ids, y, ignore_index: int) -> bool:
+    """``y`` is the token ids themselves (Hugging Face's ``labels = input_ids``), padding aside."""
+    if not isinstance(ids, Tensor) or not isinstance(y, Tensor) or ids.is_floating_point():
+        return False
+    if y.is_floating_point() or y.shape != ids.shape or y.ndim != 2 or y.shape[1] < 2:
+        return False
+    kept = y != ignore_index
+    return bool(kept.any()) and bool(((y == ids) | ~kept).all())
+
+
+def _shift(y: Tensor, ignore_index: int) -> Tensor:
+    """``y[:, t] <- y[:, t + 1]``, the last position ignored: what a HF causal LM does inside."""
+    out = torch.full_like(y, ignore_index)
+    out[:, :-1] = y[:, 1:]
+    return out
+
+
+def shift_copied_labels(dataset, ignore_index: int = IGNORE_INDEX):
+    """``(dataset, note)``: per-position labels equal to the input ids shifted to next tokens.
+
+    condlab's convention (``sequence-cross-entropy``): ``y[:, t]`` is the target of position
+    ``t``, already shifted (``y[:, t] = x[:, t + 1]`` for a causal LM). Hugging Face models take
+    ``labels = input_ids`` and shift inside; passed as they are, condlab would measure "predict
+    the current token", another loss (e.g. lambda_max 9.33 instead of 19.8 on a character
+    GPT-2). Labels equal to the inputs (``input_ids`` of dict samples, or the token tensor),
+    ``ignore_index`` positions aside, are therefore shifted one position left with the last
+    position ignored, and the note says so; ``note`` is None when nothing was shifted.
+    """
+    import dataclasses
+
+    def ids_of(X):
+        return X.get("input_ids") if isinstance(X, dict) else X
+
+    batches = dataset.meta.get("batches") or []
+    if dataset.y is not None:
+        if not _copied(ids_of(dataset.X), dataset.y, ignore_index):
+            return dataset, None
+        meta = dict(dataset.meta)
+        if batches:  # a DataLoader's batches hold the same labels
+            meta["batches"] = [(X, _shift(y, ignore_index)) for X, y in batches]
+        new = dataclasses.replace(dataset, y=_shift(dataset.y, ignore_index), meta=meta)
+    elif batches and all(_copied(ids_of(X), y, ignore_index) for X, y in batches):
+        meta = {**dataset.meta, "batches": [(X, _shift(y, ignore_index)) for X, y in batches]}
+        new = dataclasses.replace(dataset, meta=meta)
+    else:
+        return dataset, None
+    note = ("labels equal to the input ids (the Hugging Face convention labels = input_ids) "
+            "were shifted to the next token, y[:, t] = ids[:, t+1], the last position ignored; "
+            "condlab's sequence-cross-entropy takes labels already shifted")
+    return new, note

@@ -7,7 +7,7 @@
 ``check`` and ``compare``'s tracking all reach it. It computes and returns an :class:`Estimate`;
 what a row is called and what it measured (its :class:`condlab.settings.Setting`) is added by
 the record stage (:func:`condlab.report.records.result_of`). The estimator options are the
-fields of :class:`EstimatorSettings`, declared here.
+fields of :class:`EstimatorSettings` (:mod:`condlab.estimator_options`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -24,6 +23,7 @@ from torch import Tensor
 from condlab import memory
 from condlab.distributed import peak_memory_mb
 from condlab.errors import CondlabError, UsageError
+from condlab.estimator_options import EstimatorSettings
 from condlab.estimators import (
     ExtremeEigs,
     condition_number,
@@ -32,96 +32,13 @@ from condlab.estimators import (
     hutchpp,
     slq_density,
 )
+from condlab.estimators.bounds import bounded_condition
 from condlab.estimators.condition import dtype_name, noise_rel
+from condlab.estimators.noise import block_noise, dense_noise
 from condlab.operators.base import LinearOperator
-from condlab.optionfield import (
-    BELOW_ONE,
-    NONNEGATIVE,
-    POSITIVE,
-    UNIT_INTERVAL,
-    check_fields,
-    default_tol,
-    option,
-)
 from condlab.report.records import SpectrumResult, result_of
 
 EXACT_LIMIT = 6000  # parameters: above this a dense eigendecomposition is refused
-TRACE_METHODS = ("hutch++", "hutchinson")
-KRYLOV_DTYPES = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class EstimatorSettings:
-    """How to estimate. ``tol`` is relative: a pair is flagged converged when its true residual
-    ``||A v - lambda v||`` (measured after the run) is ``<= tol * ||A||`` (default: 1e-6 in
-    float64, else 1e-4). The null threshold is separate: ``NOISE_FACTOR * eps(dtype) * ||A||``
-    (:mod:`condlab.estimators.condition`), or ``null_threshold * ||A||`` when given."""
-
-    GROUP: ClassVar[str] = "Estimators"
-
-    seed: int = option(int, 0, "Seeds Lanczos, probes and model initialization.", group="Operator")
-    damping: float = option(float, 0.0, "Measure A + damping * I.", group="Operator",
-                            check=NONNEGATIVE, advanced=True)
-    top: int = option(int, 5, "Largest eigenvalues to report.", check=NONNEGATIVE)
-    bottom: int = option(int, 3, "Smallest eigenvalues to report.", check=NONNEGATIVE)
-    tol: float | None = option(
-        float, None, "Convergence: a pair is flagged converged when its true residual "
-        "||Av - lambda v|| <= tol * ||A||; a tol below the dtype's noise is refused.",
-        check=UNIT_INTERVAL, default_text="1e-6 in float64, 1e-4 in float32")
-    max_hvps: int = option(int, 1000, "Budget of curvature products for the eigenvalues.",
-                           check=POSITIVE)
-    max_basis: int | None = option(int, None, "Lanczos vectors kept before a thick restart.",
-                                   check=POSITIVE, default_text="no restart", advanced=True)
-    block_size: int | None = option(
-        int, None, "Block Lanczos block size b: eigenvalues repeated up to b times are found with "
-        "their multiplicity; 1 is single-vector Lanczos.", check=POSITIVE,
-        default_text="8 on CPU, 16 on GPU, at most P/8", advanced=True)
-    krylov_dtype: str | None = option(
-        str, None, "Store the Krylov basis [P, max-basis] in this dtype (float32 halves a float64 "
-        "run's memory).", choices=KRYLOV_DTYPES, default_text="the operator's", advanced=True)
-    krylov_device: str | None = option(
-        str, None, "Keep the Krylov basis on this device, e.g. cpu for a large model on a GPU.",
-        default_text="the operator's", advanced=True)
-    memory_limit: str | None = option(
-        str, None, "Bytes the process may use in all, e.g. 12G or 6e9: the memory plan sizes the "
-        "Lanczos basis and the product and probe blocks to it and refuses a run that cannot fit, "
-        "before any work.", default_text="what the machine, its cgroup and ulimit -v allow",
-        advanced=True)
-    null_threshold: float | None = option(
-        float, None, "Eigenvalues with |lambda| <= this * ||A|| count as zero.", check=BELOW_ONE,
-        default_text="32 eps(dtype), the arithmetic noise", advanced=True)
-    trace: bool = option(bool, False, "Estimate the trace with a standard error.")
-    trace_method: str = option(str, "hutch++", "The trace estimator.", choices=TRACE_METHODS,
-                               advanced=True)
-    probes: int = option(int, 100, "Products spent on the trace (and on a Hutchinson diagonal).",
-                         check=POSITIVE, advanced=True)
-    density: bool = option(bool, False, "Spectral density by stochastic Lanczos quadrature, "
-                           "written as a CSV grid.")
-    density_probes: int = option(int, 8, "Random starts of the spectral density.", check=POSITIVE,
-                                 advanced=True)
-    density_steps: int = option(int, 80, "Lanczos steps per start of the spectral density.",
-                                check=POSITIVE, advanced=True)
-    exact: bool = option(bool, False, "Dense eigendecomposition (small models): exact nullity and "
-                         "positive-part kappa.")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-
-    def resolved(self, dtype) -> EstimatorSettings:
-        """These settings with ``tol`` (when None) set to the default for ``dtype``."""
-        return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
-
-    @property
-    def estimator(self) -> EstimatorSettings:
-        """Only the estimator fields (of a :class:`condlab.config.SpectrumConfig` too)."""
-        names = [f.name for f in dataclasses.fields(EstimatorSettings)]
-        return EstimatorSettings(**{n: getattr(self, n) for n in names})
-
-    @property
-    def hvp_budget(self) -> int:
-        """The products these settings may spend, for a progress bar."""
-        return ((self.max_hvps if self.top + self.bottom else 0) + (self.probes if self.trace else 0)
-                + (self.density_probes * self.density_steps if self.density else 0))
 
 
 @dataclass(frozen=True)
@@ -209,6 +126,8 @@ def estimate(
     scale: float | None = None,
     on_matvec: Callable[[int], None] | None = None,
     start: Tensor | None = None,
+    semidefinite: str | None = None,
+    sylvester: tuple | None = None,
 ) -> Estimate:
     """Estimate the spectrum of the symmetric operator ``A`` (``+ damping * I``).
 
@@ -228,8 +147,9 @@ def estimate(
     if not s.exact and s.top + s.bottom > 0:
         check_tol(s.tol, A.dtype)
     bound = nullity_bound if not s.damping else None
+    semidefinite = semidefinite if s.damping >= 0 else None  # + damping I, damping >= 0: still PSD
     op = _Observed(A, s.damping, on_matvec)
-    plan = None if s.exact else memory.plan_for(op, s)  # sizes to fit, or refuses before work
+    plan = None if s.exact else memory.plan_for(op, dataclasses.asdict(s))  # fits, or refuses
     P = op.shape[0]
     t0 = time.perf_counter()
     top, bottom = min(s.top, P), min(s.bottom, P)
@@ -243,10 +163,12 @@ def estimate(
                 "parameters: drop --exact, or select fewer with --params"
             )
         M = op.to_dense(block_size=64)
+        noise = dense_noise(M)  # trust: the antisymmetric part is rounding noise
         M = (M + M.T) / 2
         evals, evecs = torch.linalg.eigh(M.double())
         resid = torch.linalg.vector_norm(M.double() @ evecs - evecs * evals, dim=0)
         ev, rs = evals.tolist(), resid.tolist()
+        vectors = torch.cat([evecs.flip(1)[:, :top], evecs[:, :bottom]], 1).to(op.dtype)
         cond = condition_number(
             ev[::-1][:top],
             ev[:bottom],
@@ -254,6 +176,7 @@ def estimate(
             dtype=op.dtype,
             exact_spectrum=evals,
             scale=scale,
+            noise=noise, proven_nullity=bound, semidefinite=semidefinite, inertia=sylvester,
         )
         method = "exact (dense eigendecomposition)"
         if bound is not None and cond.nullity is not None and cond.nullity < bound[0]:
@@ -303,6 +226,7 @@ def estimate(
             checked = true_residuals(op, eig, s.tol, scale)
             fields.update(checked.fields)
             fields.update(multiplicity(eig, P, bound))
+            krylov.update(checked.details)
             if top and bottom:
                 cond = condition_number(
                     eig.eigenvalues_top,
@@ -314,7 +238,10 @@ def estimate(
                     lambda_max=eig.lambda_max,
                     lambda_min=eig.lambda_min,
                     scale=scale,
+                    noise=checked.noise, proven_nullity=bound, semidefinite=semidefinite,
+                    inertia=sylvester,
                 )
+                cond = bounded_condition(cond, **checked.kappa)
             else:
                 missing = ("--bottom 0 measures only the top end", "lambda_min needs --bottom >= 1") \
                     if top else ("--top 0 measures only the bottom end", "lambda_max needs --top >= 1")
@@ -348,8 +275,9 @@ def estimate(
             definiteness=cond.definiteness,
             threshold=_opt_float(cond.threshold),
             lambda_min_positive=_opt_float(cond.lambda_min_positive),
-            nullity=cond.nullity,
+            nullity=None if cond.nullity_is_lower_bound else cond.nullity,  # table: ">= bound"
         )
+        inertia["noise"] = cond.noise
         if cond.nullity is not None and "nullity_method" not in fields:
             fields["nullity_method"] = "counted from the computed eigenvalues"
     if bound is not None:
@@ -394,54 +322,79 @@ def check_tol(tol: float, dtype: torch.dtype) -> None:
 @dataclass(frozen=True)
 class _Checked:
     fields: dict  # the record's eigenvalue, residual and convergence fields
-    errors_top: list[float]  # error bound of each Ritz value: min(r, r^2 / gap)
+    errors_top: list[float]  # for kappa: backed at the ends, residual bounds inside the lists
     errors_bottom: list[float]
+    details: dict  # the certificates, for the JSON
+    kappa: dict  # what bounded_condition needs
+    noise: float | None = None  # the rounding noise measured on the Ritz block (trust)
 
 
 def true_residuals(
     op: LinearOperator, eig: ExtremeEigs, tol: float, scale: float | None = None
 ) -> _Checked:
-    """The residual ``||A y - theta y||`` of every returned pair, from one block of products.
-
-    A Krylov solver's residual estimate (``beta |s_k|``) assumes exact arithmetic; in float32
-    it can read 0 while the true residual is ~1e-5 ``||A||``. The pair is flagged converged when
-    its true residual is ``<= tol * ||A||``; its eigenvalue's error bound is ``min(r, r^2 / gap)``
-    (Weyl, Kato-Temple), ``gap`` the distance to the nearest other computed eigenvalue.
+    """The record's fields from a run whose residuals are the true ``||A y - theta y||``
+    (``extreme_eigenpairs`` measures them after the run) and whose errors are backed
+    (:mod:`condlab.estimators.bounds`). A value is flagged converged when its true residual is
+    ``<= tol * ||A||`` and, for the end values (``lambda_max``, ``lambda_min``), its certified
+    error too: the listed end is then the true extreme eigenvalue within that error. Values
+    inside a list: ``certified_*`` (every listed value's error within ``tol * ||A||``),
+    ``errors_*`` and ``certificate_*`` in the details.
     """
-    Yt, Yb = eig.vectors_top, eig.vectors_bottom
-    Y = torch.cat([Yt, Yb], dim=1).to(op.dtype).to(op.device)  # [P, top + bottom]
-    theta = torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]).to(torch.float64)
-    finite = torch.isfinite(theta)
-    res = torch.full_like(theta, float("inf"))
-    if bool(finite.any()):
-        Yf = Y[:, finite]
-        AY = op @ Yf
-        R = AY - Yf * theta[finite].to(Yf.dtype)
-        norms = torch.linalg.vector_norm(Yf, dim=0).clamp_min(torch.finfo(Yf.dtype).tiny)
-        res[finite] = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
+    noise = None
+    if eig.checked_products is not None and eig.checked_products.shape[1]:
+        Y = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
+        finite = torch.isfinite(torch.cat([eig.eigenvalues_top, eig.eigenvalues_bottom]))
+        noise = block_noise(Y[:, finite.to(Y.device)], eig.checked_products, op.shape[0])
     anorm = max(abs(eig.lambda_max), abs(eig.lambda_min), abs(scale or 0.0))
-    values = theta[finite].unique()
-    errors = []
-    for x, r in zip(theta.tolist(), res.tolist()):
-        others = values[values != x]
-        gap = float((others - x).abs().min()) - r if others.numel() else 0.0
-        errors.append(min(r, r * r / gap) if gap > r else r)
-    n = len(eig.eigenvalues_top)
-    conv = [bool(r <= tol * anorm) for r in res.tolist()]
+    limit = tol * anorm
+    ends = {}
+    for end in ("top", "bottom"):
+        res = torch.as_tensor(getattr(eig, f"residuals_{end}"), dtype=torch.float64)
+        err = torch.as_tensor(getattr(eig, f"errors_{end}"), dtype=torch.float64)
+        null = end == "bottom" and len(res) and abs(float(getattr(eig, f"eigenvalues_{end}")[0])) \
+            <= noise_rel(op.dtype) * anorm  # a null lambda_min: definiteness says the rest
+        ok = [bool(r <= limit and (i > 0 or null or e <= limit))
+              for i, (r, e) in enumerate(zip(res, err))]
+        ends[end] = (res, err, ok)
+    (rt, et, ct), (rb, eb, cb) = ends["top"], ends["bottom"]
+    certified = {end: bool((ends[end][1] <= limit).all()) for end in ends}
+    details = {
+        f"{k}_{end}": v for end in ("top", "bottom") for k, v in (
+            ("errors", _floats(ends[end][1])),
+            ("error_kinds", list(getattr(eig, f"error_kinds_{end}"))),
+            ("certified", certified[end]),
+            ("certificate", getattr(eig, f"certificate_{end}")),
+        )
+    }
+    details.update(lambda_max_upper=eig.lambda_max_upper, lambda_min_lower=eig.lambda_min_lower,
+                   stop_reason=eig.stop_reason)
+    why = eig.certificate_bottom if not bool(eb[:1].le(limit).all()) else eig.certificate_top
     return _Checked(
         fields=dict(
             eigenvalues_top=_floats(eig.eigenvalues_top),
-            residuals_top=res[:n].tolist(),
-            converged_top=conv[:n],
+            residuals_top=rt.tolist(),
+            converged_top=ct,
             eigenvalues_bottom=_floats(eig.eigenvalues_bottom),
-            residuals_bottom=res[n:].tolist(),
-            converged_bottom=conv[n:],
+            residuals_bottom=rb.tolist(),
+            converged_bottom=cb,
             lambda_max=float(eig.lambda_max),
             lambda_min=float(eig.lambda_min),
         ),
-        errors_top=errors[:n],
-        errors_bottom=errors[n:],
+        errors_top=_kappa_errors(et, rt),
+        errors_bottom=_kappa_errors(eb, rb),
+        details=details,
+        kappa=dict(certified_top=bool(et[:1].le(limit).all()),  # kappa needs only the ends
+                   certified_bottom=bool(eb[:1].le(limit).all()), why=why,
+                   theta_max=float(eig.lambda_max), theta_min=float(eig.lambda_min),
+                   lambda_min_lower=float(eig.lambda_min_lower)),
+        noise=noise,
     )
+
+
+def _kappa_errors(err: Tensor, res: Tensor) -> list[float]:
+    """The errors kappa uses: the ends' backed errors; inside a list the residual bound (an
+    eigenvalue within r: lambda_min+ is the smallest positive one the run found)."""
+    return [float(e) if i == 0 else float(min(e, r)) for i, (e, r) in enumerate(zip(err, res))]
 
 
 def multiplicity(eig: ExtremeEigs, P: int, bound: tuple[int, str] | None) -> dict:

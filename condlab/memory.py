@@ -423,18 +423,21 @@ on_plan: list = []  # callables given each plan as it is made (the CLI's --verbo
 
 
 def plan_for(A, s) -> MemoryPlan:
-    """The plan for estimator settings ``s`` (:class:`condlab.measure.EstimatorSettings`) on
-    operator ``A``; lowers the product block of the operator it wraps when the plan must, and
-    hands the plan to every ``on_plan`` callable."""
-    limit = getattr(s, "memory_limit", None)
+    """The plan for the estimator settings ``s`` (the fields of
+    :class:`condlab.measure.EstimatorSettings`, as a mapping or the object) on operator ``A``;
+    lowers the product block of the operator it wraps when the plan must, and hands the plan
+    to every ``on_plan`` callable."""
+    get = s.get if isinstance(s, dict) else (lambda k, d=None: getattr(s, k, d))
+    limit = get("memory_limit")
     limit = parse_bytes(limit) if limit is not None else env_memory_limit()
-    dtype = getattr(torch, s.krylov_dtype) if getattr(s, "krylov_dtype", None) else None
+    dtype = getattr(torch, get("krylov_dtype")) if get("krylov_dtype") else None
     p = plan(
-        A, top=s.top, bottom=s.bottom, block_size=s.block_size, max_basis=s.max_basis,
-        basis_dtype=dtype, basis_device=getattr(s, "krylov_device", None),
-        trace_probes=s.probes if s.trace else 0, trace_method=s.trace_method,
-        density_probes=s.density_probes if s.density else 0,
-        density_steps=min(s.density_steps, int(A.shape[0])) if s.density else 0,
+        A, top=get("top", 0), bottom=get("bottom", 0), block_size=get("block_size"),
+        max_basis=get("max_basis"), basis_dtype=dtype, basis_device=get("krylov_device"),
+        trace_probes=get("probes", 0) if get("trace") else 0,
+        trace_method=get("trace_method", "hutchinson"),
+        density_probes=get("density_probes", 0) if get("density") else 0,
+        density_steps=min(get("density_steps", 0), int(A.shape[0])) if get("density") else 0,
         memory_limit=limit,
     )
     inner = _profiled(A)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -222,11 +221,32 @@ def option(kind: Any, default: Any, help: str, group: str | None = None, **kw: A
     return dataclasses.field(default=default, metadata=meta)
 
 
+@functools.cache
+def _owned(ref: str) -> tuple[str, ...]:
+    """The tuple ``NAME`` of ``package.module`` (``ref = "package.module:NAME"``), read from the
+    module's source when it is a literal there, so that listing the options (``--help``) does
+    not import the module and what it imports (torch); imported otherwise."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    module, name = ref.split(":")
+    top, *rest = module.split(".")
+    root = importlib.util.find_spec(top)
+    path = Path(root.origin).parent.joinpath(*rest).with_suffix(".py") if root and root.origin else None
+    if path is not None and path.is_file():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                try:
+                    return tuple(ast.literal_eval(node.value))
+                except ValueError:
+                    break
+    return tuple(getattr(importlib.import_module(module), name))
+
+
 def _choices(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):  # "package.module:NAME", owned by that module
-        module, name = value.split(":")
-        return tuple(getattr(importlib.import_module(module), name))
-    return tuple(value)
+    return _owned(value) if isinstance(value, str) else tuple(value)
 
 
 @functools.cache

@@ -50,7 +50,8 @@ OUTPUT = "Output"
 
 CURVATURES = "condlab.operators.curvature:CURVATURES"  # choices, owned by the operators
 PRECONDITIONERS = "condlab.preconditioners.base:PRECONDITIONERS"
-DTYPES = ("float32", "float64")
+from condlab.problem_options import DTYPES  # noqa: E402  (the floating types of a problem)
+
 FORMATS = ("table", "csv", "json")
 
 # every command that computes takes it (a decision of the machine, not of the measurement)
@@ -66,7 +67,7 @@ SPECTRUM_FLAGS: tuple[Option, ...] = (
            LOAD, field=False, advanced=True),
     Option("list_params", bool, False, "List the model's parameter names, shapes and whether "
            "--params selects them, then stop (nothing is measured).", OPERATOR,
-           flags=("--list-params",), field=False),
+           flags=("--list-params",), field=False, advanced=True),
     THREADS,
     Option("explain", bool, False, "Print the full legend, every eigenvalue and the definitions "
            "under the table.", OUTPUT, flags=("--explain",), field=False),
@@ -134,7 +135,7 @@ COMPARE_KEYS: tuple[Option, ...] = (
     Option("params", LIST, (), "Globs of the trained parameters.", COMPARE, default_text="all",
            flags=()),
     Option("bn_mode", str, "batch", "BatchNorm on batch statistics (batch) or running ones (eval).",
-           COMPARE, choices=("batch", "eval"), flags=()),
+           COMPARE, choices="condlab.problem_options:BN_MODES", flags=()),
     Option("dtype", str, "float64", "Floating-point type of the model and data.", COMPARE,
            choices=DTYPES, flags=()),
     Option("init_scale", float, 1.0, "Multiplies the trained parameters at initialization.", COMPARE,
@@ -151,8 +152,8 @@ COMPARE_KEYS: tuple[Option, ...] = (
            flags=()),
     Option("criterion", str, "steps_to_target", "How a tuned lr is chosen from its grid.", COMPARE,
            choices=CRITERIA, flags=()),
-    Option("divergence", float, 1e6, "A run stops when its loss exceeds this times the initial loss "
-           "(or is NaN).", COMPARE, check=ABOVE_ONE, flags=()),
+    Option("divergence", float, 1e6, "A run stops when its loss grows from its start by more "
+           "than (this - 1) x max(|initial loss|, its drop so far), or is not finite.", COMPARE, check=ABOVE_ONE, flags=()),
     Option("track", MAPPING, {}, "How conditioning is measured: the track keys below.", COMPARE,
            flags=()),
     Option("variants", ITEMS, None, "Problem overrides, one set of runs each: [{label: ..., "
@@ -309,7 +310,7 @@ CHECK_FLAGS: tuple[Option, ...] = (
 SWEEP = "Sweep"
 # spectrum's options about one file: its weights, its optimizer state, where its report goes
 NOT_FOR_TRACK = ("checkpoint", "weights", "optimizer_state", "format", "output", "density",
-                 "density_output", "plot", "list_params")
+                 "density_output", "plot", "list_params", "explain")
 TRACK_FLAGS: tuple[Option, ...] = (
     _flag("output", PATH, "track.csv", "The CSV the rows are appended to, one per checkpoint and "
           "setting.", flags=("--output", "-o"), group=SWEEP),
@@ -339,6 +340,9 @@ TRACKER: tuple[Option, ...] = (
            "preconditioner (Adam, RMSprop, AdaGrad), else none", flags=()),
     Option("warm", bool, True, "Start Lanczos from the previous measurement's Ritz vectors.", HOOK,
            flags=()),
+    Option("kappa", bool, False, "Also lambda_min and kappa (bottom=1 unless given).", HOOK, flags=()),
+    Option("samples", int, None, "Measure on the first N samples of the batches.", HOOK,
+           check=POSITIVE, default_text="the first batch", flags=()),
 )
 
 

@@ -29,24 +29,20 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.func import grad
 
-from condlab.distributed import StreamedBatches, all_reduce_max, all_reduce_sum, raise_if_any
+from condlab.distributed import StreamedBatches, all_reduce_sum, raise_if_any
 from condlab.errors import CondlabError, UsageError
-from condlab.load.structure import batch_len, call_model, map_tensors, select_output, tensors
+from condlab.load.structure import batch_len, call_model, map_tensors, select_output
 from condlab.losses import Loss, make_loss
 from condlab.memory import share_parameters
-from condlab.operators.params import ParamSpec, select_params
-from condlab.optionfield import DEVICE, LIST, POSITIVE, option
+from condlab.params import ParamSpec, select_params
+from condlab.problem_checks import check_problem
+from condlab.problem_options import BN_MODES, DROPOUT_MODES, DTYPES, ProblemOptions  # noqa: F401
 
-BN_MODES = ("eval", "batch")
-DROPOUT_MODES = ("eval", "fixed")
-DTYPES = ("float32", "float64")
 _BatchNorm = nn.modules.batchnorm._BatchNorm  # every BatchNorm flavour (lazy, sync included)
 _CROSS_ENTROPIES = ("cross-entropy", "sequence-cross-entropy")
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
@@ -109,45 +105,6 @@ def couples_samples(model: nn.Module, bn_mode: str, dropout_mode: str) -> bool:
             and any(isinstance(m, _DROPOUT_TYPES) and m.p > 0 for m in model.modules())
         )
     )
-
-
-@dataclass(frozen=True)
-class ProblemOptions:
-    """How the loss is posed: batches, the parameters measured, modes, dtype, device, and the
-    curvature operator built on it."""
-
-    GROUP: ClassVar[str] = "Operator"
-
-    curvature: str = option(
-        str, "hessian", "hessian, or ggn (generalized Gauss-Newton J^T H_loss J).",
-        choices="condlab.operators.curvature:CURVATURES")
-    params: tuple[str, ...] = option(
-        LIST, (), "Only parameters whose names match this glob (repeatable), e.g. '2.*'.",
-        default_text="all")
-    batch_size: int | None = option(
-        int, None, "Samples per batch; products are summed over batches weighted by size (exact "
-        "mean loss).", group="What to load", check=POSITIVE, default_text="all samples in one batch")
-    output_key: str | None = option(
-        str, None, "The entry of a dict / Hugging Face ModelOutput (or the index in a tuple) that "
-        "the loss takes.", group="What to load", default_text="logits; a tuple's first",
-        advanced=True)
-    bn_mode: str = option(
-        str, "eval", "BatchNorm with running statistics (eval) or per-batch statistics (batch).",
-        choices=BN_MODES, advanced=True)
-    dropout_mode: str = option(
-        str, "eval", "Dropout off (eval) or on with one fixed mask per batch (fixed).",
-        choices=DROPOUT_MODES, advanced=True)
-    dtype: str = option(str, "float32", "Floating-point type of the model, data and products.",
-                        choices=DTYPES)
-    device: str = option(str, "cpu", "cpu, cuda, cuda:N, mps or auto (cuda when available).",
-                         check=DEVICE)
-    product_block: int = option(
-        int, 16, "Vectors per vmapped curvature product call (activations are held once per "
-        "vector).", check=POSITIVE, advanced=True)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
 
 
 def make_problem(inputs, cfg, *, model: nn.Module | None = None, transform=None,
@@ -253,7 +210,7 @@ class Problem:
         self.randomness = "same" if self.uses_dropout else "error"
         # a batch's samples interact: per-sample computations must go through whole batches
         self.couples_samples = couples_samples(self.model, bn_mode, dropout_mode)
-        self._validate()
+        check_problem(self)  # weights finite, outputs fit the loss, labels in range
 
     # -- setup ---------------------------------------------------------------------------------
     def _prepare(self, model: nn.Module) -> nn.Module:
@@ -292,120 +249,6 @@ class Problem:
         elif y.is_floating_point():
             y = y.to(self.dtype)  # integer class labels stay: mse one-hot encodes them
         return X, y
-
-    def _validate(self) -> None:
-        for name, t in {**self.spec.unflatten(self.theta), **self.fixed}.items():
-            if t.is_floating_point() and not torch.isfinite(t).all():
-                raise CondlabError(f"the model's tensor {name!r} holds NaN or Inf; the checkpoint is broken")
-        out, error = None, None
-        if self.batches:  # a rank of a distributed run may hold no batches: it checks nothing here
-            out, error = self._check_outputs()
-        raise_if_any(error)  # distributed: every rank raises, none waits in a collective
-        self._check_labels(out)
-        value = self.loss()
-        if not torch.isfinite(value):
-            raise CondlabError("the loss at these weights is NaN or Inf; check the weights and the data")
-
-    def _check_labels(self, out: Tensor | None) -> None:
-        """Class labels are used as given: each must be one of the model's classes ``0..C-1``
-        (cross-entropy, and mse on one-hot encoded labels)."""
-        ce = self.loss_name in _CROSS_ENTROPIES
-        classes = ce or (
-            out is not None and out.ndim == 2 and out.shape[1] > 1
-            and not self.batches.host[0][1].is_floating_point() and self.batches.host[0][1].ndim == 1
-        )
-        # [labels in question, classes] over all ranks (a rank without batches adds nothing)
-        span, bad = torch.zeros(2, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-        if out is not None and classes:
-            ys = torch.cat([yb.reshape(-1) for _, yb in self.batches.host])
-            if ce:  # the cross-entropies leave the ignore index (padding) out
-                ys = ys[ys != self.loss_spec.ignore_index]
-            bad = torch.unique(ys[(ys < 0) | (ys >= out.shape[-1])])
-            span = torch.tensor([int(bad.numel() > 0), out.shape[-1]])
-        any_bad, num_classes = all_reduce_max(span).tolist()
-        if any_bad:
-            named = ", ".join(str(v) for v in bad[:5].tolist()) + (" ..." if len(bad) > 5 else "")
-            raise CondlabError(
-                f"class label(s) {named or 'on another rank'} outside 0..{num_classes - 1}: the "
-                f"model has {num_classes} classes; labels are used as given (shift 1-based labels "
-                "to 0-based, or give the model one output per class)"
-            )
-
-    def _check_outputs(self) -> tuple[Tensor | None, CondlabError | None]:
-        """The outputs on the first local batch, or the error that says why they do not fit."""
-        X, y = self.batches[0]
-        try:
-            with torch.no_grad():
-                out = self.outputs(self.theta, X, 0)
-        except CondlabError as e:
-            return None, e
-        except Exception as e:  # shape errors surface as RuntimeError / ValueError
-            return None, CondlabError(self._misfit(X, e))
-        name = self.loss_name
-        if name == "cross-entropy" and (out.ndim != 2 or y.ndim != 1):
-            hint = "; use --loss sequence-cross-entropy for [N, T, V] outputs" if out.ndim == 3 else ""
-            return None, CondlabError(
-                f"cross-entropy needs model outputs [N, classes] and labels [N], got outputs "
-                f"{list(out.shape)} and labels {list(y.shape)}{hint}"
-            )
-        if name == "sequence-cross-entropy" and (
-            out.ndim != y.ndim + 1 or tuple(out.shape[:-1]) != tuple(y.shape)
-        ):
-            return None, CondlabError(
-                f"sequence-cross-entropy needs outputs [N, T, V] and targets [N, T], got outputs "
-                f"{list(out.shape)} and targets {list(y.shape)}; check --output-key and --target-key"
-            )
-        if name in ("mse", "bce") and y.is_floating_point() and y.numel() != out.numel():
-            return None, CondlabError(
-                f"{name} targets have {y[0].numel()} values per sample but the model outputs "
-                f"{out[0].numel()}; match the model's output size to the targets"
-            )
-        if not self.loss_spec.custom:  # the built-ins are scalar means on these shapes
-            return out, None
-        try:
-            with torch.no_grad():
-                value = self._loss(out, y)
-        except CondlabError as e:
-            return None, e
-        except Exception as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return None, CondlabError(
-                f"loss {name!r} fails on outputs {list(out.shape)} and targets {list(y.shape)}: "
-                f"{msg}; check --loss, --output-key and --target-key"
-            )
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            shape = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            return None, CondlabError(
-                f"loss {name!r} returned {shape}, not a scalar; it must return the mean loss "
-                "of the batch (reduce with .mean())"
-            )
-        return out, None
-
-    def _misfit(self, X, e: Exception) -> str:
-        """Why inputs ``X`` do not fit the model: token ids out of range, or shapes."""
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        ids = [t for t in tensors(X) if not t.is_floating_point() and t.numel()]
-        rows = sorted({m.num_embeddings for m in self.model.modules() if isinstance(m, nn.Embedding)})
-        if ids and rows and isinstance(e, IndexError | RuntimeError) and "index" in msg.lower():
-            lo = min(int(t.min()) for t in ids)
-            hi = max(int(t.max()) for t in ids)
-            return (
-                f"token ids span {lo}..{hi} but the model's embeddings have "
-                f"{', '.join(map(str, rows))} rows; ids must lie in 0..{rows[-1] - 1} at most "
-                "(a larger vocab in the model, or a tokenizer that matches it)"
-            )
-        if ids and not rows and ("dtype" in msg or "Long" in msg):
-            return (
-                f"the model takes float inputs but the data hold integers ({msg}); integer "
-                "arrays stay integers (token ids): store float features as a float array"
-            )
-        shapes = {k: list(v.shape[1:]) for k, v in X.items()} if isinstance(X, dict) else (
-            [list(t.shape[1:]) for t in X] if isinstance(X, tuple) else list(X.shape[1:])
-        )
-        return (
-            f"data with samples of shape {shapes} do not fit the model ({msg}); "
-            "check --data and the model's input size"
-        )
 
     # -- functions of theta --------------------------------------------------------------------
     def _rng(self, batch_index: int):

@@ -68,12 +68,12 @@ class SettingsOptions:
         LIST, (), "Also measure after this function-preserving normalization: the same function "
         "reparameterized (repeatable; to compare architectures with and without normalization "
         "use `condlab compare`, findings: paper-a-norm).",
-        choices=("input", "batch", "layer"))
+        choices="condlab.normalization.apply:KINDS")
     norm_eps: float = option(
         float, 1e-5, "The epsilon of the BatchNorm / LayerNorm layers that --norm inserts.",
         check=POSITIVE, advanced=True)
     per_layer: bool = option(bool, False, "Also measure each parameter tensor's diagonal block.",
-                             group="Estimators")
+                             group="Estimators", advanced=True)
 
 
 @dataclass(frozen=True)
@@ -118,21 +118,6 @@ class Setting:
     function_change: float | None = None  # normalized: max |f_new - f_old| on the data
     params_added: int | None = None  # normalized: parameters the normalization added
     details: dict = field(default_factory=dict)  # provenance for the JSON (formula, eps, ...)
-
-    def record(self, estimate, curvature: str):
-        """The :class:`condlab.report.records.SpectrumResult` of this setting's estimate."""
-        from condlab.report.records import result_of
-
-        return result_of(
-            estimate, setting=self.name, curvature=curvature, preconditioner=self.preconditioner,
-            normalization=self.normalization, layer=self.layer,
-            n_samples=self.problem.n_samples, modes=dict(self.problem.modes),
-            objective=self.objective, objective_lambda=self.objective_lambda,
-            stability=self.stability.of(estimate.fields.get("lambda_max"))
-            if self.stability else None,
-            function_change=self.function_change, params_added=self.params_added,
-            predicted_nullity=self.predicted_nullity, details=self.details,
-        )
 
 
 def build_settings(cfg, problem, inputs) -> list[Setting]:
@@ -316,7 +301,7 @@ def normalized_settings(cfg, inputs) -> list[Setting]:
         softmax_shift_nullity,
     )
     from condlab.operators.curvature import curvature_operator
-    from condlab.operators.params import select_params
+    from condlab.params import select_params
     from condlab.problem import make_problem
 
     dtype = cfg.torch_dtype

@@ -22,6 +22,16 @@ class ResidualLN(nn.Module):
         return self.head(self.norm(h))
 
 
+def spectral_matrix(eigenvalues, seed=0, dtype=torch.float64) -> torch.Tensor:
+    """A matrix with a prescribed spectrum: ``Q diag(eigenvalues) Q^T`` with a seeded random
+    orthogonal ``Q``, built in float64 and cast to ``dtype``. Repeated, zero and negative
+    eigenvalues make null spaces, multiplicities and indefiniteness on demand."""
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
+    return ((Q * lam) @ Q.T).to(dtype)
+
+
 def _linear():
     return nn.Linear(3, 2)
 
@@ -176,17 +186,21 @@ def finite_difference_column(loss, params, j, h=1e-5):
     return col
 
 
-def own_model_section() -> str:
-    """The README's "Your own model" section."""
+def own_model_section(page: str = "docs/own-models.md") -> str:
+    """The recipes for a user's own model: docs/own-models.md, or the README's "Your own
+    model" section (``page="README.md"``)."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    return re.search(r"\n## Your own model\n(.*?)\n## ", text, flags=re.S).group(1)
+    text = (Path(__file__).resolve().parents[1] / page).read_text(encoding="utf-8")
+    if page == "README.md":
+        return re.search(r"\n## Your own model\n(.*?)\n## ", text, flags=re.S).group(1)
+    return text
 
 
-def own_model_files() -> dict[str, str]:
-    """``{file name: code}`` of the README's recipe files (```python file=NAME blocks)."""
+def own_model_files(page: str = "docs/own-models.md") -> dict[str, str]:
+    """``{file name: code}`` of the recipe files (```python file=NAME blocks) of ``page``."""
     import re
 
-    return dict(re.findall(r"```python file=(\S+)\n(.*?)```", own_model_section(), flags=re.S))
+    return dict(re.findall(r"```python file=(\S+)\n(.*?)```", own_model_section(page),
+                           flags=re.S))

@@ -2,7 +2,7 @@
 
 Each row runs in an empty folder holding only the row's files; a curvature product or a
 training step raises, so a check that comes after the work fails the row; nothing may be
-written. The README's "Bad input" reference lists the same rows (kept true by a test below);
+written. docs/errors.md lists the same rows (kept true by a test below);
 ``python tests/test_bad_input.py`` prints that table.
 """
 
@@ -189,12 +189,12 @@ def test_bad_input_is_one_line_before_any_work(what, args, files, code, words, t
 def test_a_zero_diagonal_is_refused_before_any_eigenvalue(rule, monkeypatch):
     """Digits has constant pixels: with eps 0 these rules' P has zeros (building P takes
     products; measuring any setting must not start)."""
-    import condlab.spectrum
+    import condlab.pipeline
 
     def measure(*a, **k):
         raise AssertionError("a setting was measured before the error")
 
-    monkeypatch.setattr(condlab.spectrum, "estimate", measure)
+    monkeypatch.setattr(condlab.pipeline, "estimate", measure)
     r = CliRunner().invoke(app, ["spectrum", "--model", "linear", "--data", "digits", "--top", "2",
                                  "--bottom", "0", "--precond", rule, "--eps", "0"])
     assert r.exit_code == 2 and r.output.strip().startswith("error: ") and "--eps" in r.output
@@ -202,7 +202,7 @@ def test_a_zero_diagonal_is_refused_before_any_eigenvalue(rule, monkeypatch):
 
 
 def table() -> str:
-    """The rows as the README's markdown table."""
+    """The rows as docs/errors.md's markdown table."""
     lines = ["| bad input | command | exit | the error names |", "|---|---|---|---|"]
     for what, args, files, code, words in BAD:
         given = "; ".join(f"{k}: `{v.strip()}`" if v.strip() else f"{k} exists"
@@ -213,11 +213,11 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_the_readme_lists_every_row():
-    readme = (ROOT / "README.md").read_text()
-    missing = [row[0] for row in BAD if f"| {row[0]}" not in readme]
-    assert not missing, f"README's bad-input table lacks {missing}: paste `python {__file__}`"
-    assert re.sub(r"\s+", " ", table()) in re.sub(r"\s+", " ", readme)
+def test_the_errors_page_lists_every_row():
+    page = (ROOT / "docs" / "errors.md").read_text()
+    missing = [row[0] for row in BAD if f"| {row[0]}" not in page]
+    assert not missing, f"docs/errors.md's bad-input table lacks {missing}: paste `python {__file__}`"
+    assert re.sub(r"\s+", " ", table()) in re.sub(r"\s+", " ", page)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from condlab.check.schema import DEFAULT_BETTER
 from condlab.check.verdict import change, change_text
 from condlab.cli import app
 from condlab.errors import CondlabError, UsageError
+from condlab.pipeline import SpectrumReport
 from condlab.report.records import SpectrumResult
-from condlab.spectrum import SpectrumReport
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

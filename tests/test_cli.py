@@ -331,9 +331,9 @@ def test_plot_needs_density(ckpt, tmp_path):
 
 
 def test_list_params_shows_what_params_selects_and_measures_nothing(monkeypatch):
-    import condlab.spectrum
+    import condlab.pipeline
 
-    monkeypatch.setattr(condlab.spectrum, "run_spectrum", None)  # must not be reached
+    monkeypatch.setattr(condlab.pipeline, "run_spectrum", None)  # must not be reached
     r = invoke("spectrum", "--model", "mlp", "--data", "iris", "--list-params", "--params", "0.*")
     assert r.exit_code == 0, r.output
     rows = {line.split()[1]: line.split()[-2] for line in r.stdout.splitlines()
@@ -347,11 +347,11 @@ def test_list_models_shows_their_arguments():
 
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch):
-    import condlab.spectrum
+    import condlab.pipeline
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(condlab.spectrum, "run_spectrum", interrupted)
+    monkeypatch.setattr(condlab.pipeline, "run_spectrum", interrupted)
     r = invoke("spectrum", "--model", "linear", "--data", "iris")
     assert r.exit_code == 130 and r.output.strip() == "error: interrupted (Ctrl-C)", r.output

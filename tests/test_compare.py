@@ -173,6 +173,40 @@ def test_runs_rows_divergence_and_lr_choice():
     assert gn and all(r["threshold"] == pytest.approx(2 / 0.5) for r in gn)
 
 
+@pytest.mark.parametrize("offset", [0.0, "start", 10.0])
+def test_divergence_is_judged_by_the_runs_own_loss_history(monkeypatch, offset):
+    """A loss minus a constant (ending at or below 0) trains the same runs: the healthy ones
+    finish, the blown-up one still stops (the old guard, loss > 1e6 max(loss0, 1e-300), stopped
+    a healthy mini-batch run whose loss started at 0 the first time it rose above 0)."""
+    from condlab.compare import setup as setup_mod
+    from condlab.compare.runner import diverged
+
+    evaluate = setup_mod.Setup.evaluate
+    starts: dict = {}
+
+    def shifted(self, theta):
+        row = evaluate(self, theta)
+        c = offset
+        if offset == "start":  # the initial loss: every run starts at exactly 0
+            c = starts.setdefault(id(self), row["train_loss"])
+        row["train_loss"] -= c
+        return row
+
+    monkeypatch.setattr(setup_mod.Setup, "evaluate", shifted)
+    cfg = parse_config(tiny(track={"every": 1000}, variants=[{"label": "mini", "batch_size": 16}],
+                            optimizers=[{"name": "sgd", "lr": {"grid": [0.1, 30.0]}}]))
+    runs = {(r.lr, r.seed): r for r in compare(cfg).runs}
+    assert not runs[(0.1, 0)].diverged and runs[(0.1, 0)].steps == cfg.steps
+    assert not runs[(0.1, 1)].diverged and runs[(0.1, 1)].steps == cfg.steps
+    if offset != "start":  # from exactly 0 with no drop, only a non-finite loss stops a run
+        assert runs[(30.0, 0)].diverged and runs[(30.0, 0)].steps < cfg.steps
+    # the rule itself: a positive loss as before; a negative start judged by its own size
+    assert diverged(2e6 + 1, 2.0, 1.0, 1e6) and not diverged(2e6 - 1, 2.0, 1.0, 1e6)
+    assert not diverged(-4.0, -5.0, -5.0, 1e6) and not diverged(0.1, 0.0, -0.2, 1e6)
+    assert diverged(0.2 * 1e6, 0.0, -0.2, 1e6) and diverged(math.nan, 1.0, 1.0, 1e6)
+    assert not diverged(1.0, 0.0, 0.0, 1e6)  # at 0 with no drop yet: only non-finite counts
+
+
 def test_an_end_value_the_last_tracked_step_lacks_is_not_filled_from_an_earlier_step():
     """A kappa float64 cannot resolve is None at the last tracked step: the run's end value is
     None (the table shows "-"), not the start value repeated as if measured at the end."""
@@ -270,7 +304,8 @@ def test_tables_render_as_text():
     text = console.file.getvalue()
     assert "condlab compare: tiny" in text and "0.1*" in text and "diverged" in text
     assert "findings (paper-b)" in text and "full batch, identity basis" in text
-    assert findings_markdown(report).startswith("| claim | measured | agrees |")
+    assert findings_markdown(report).startswith(
+        "| claim | source | control (wins if the claim is false) | measured | verdict |")
     again = report_from_rows(cfg, report.rows)
     assert [f.measured for f in again.findings] == [f.measured for f in report.findings]
 

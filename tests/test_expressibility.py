@@ -37,11 +37,11 @@ def _spectrum(tmp_path, text, *args):
 
 
 def test_curvature_at_zero_weights_from_a_config_alone(tmp_path, monkeypatch):
-    import condlab.spectrum
+    import condlab.pipeline
 
     threads = []
-    real = condlab.spectrum.set_threads
-    monkeypatch.setattr(condlab.spectrum, "set_threads", lambda t, loaded=None: (threads.append(t), real(t, loaded)))
+    real = condlab.pipeline.set_threads
+    monkeypatch.setattr(condlab.pipeline, "set_threads", lambda t, loaded=None: (threads.append(t), real(t, loaded)))
     r = _spectrum(tmp_path, W0)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)["results"][0]

@@ -18,8 +18,8 @@ from condlab.errors import CondlabError, UsageError
 from condlab.inputs import Inputs, read_inputs, read_optimizer_state
 from condlab.load.data import load_dataset
 from condlab.operators.curvature import curvature_operator
+from condlab.pipeline import run_spectrum
 from condlab.problem import Problem, couples_samples
-from condlab.spectrum import run_spectrum
 
 
 def _eigs(H: torch.Tensor) -> torch.Tensor:

@@ -16,17 +16,10 @@ from condlab.measure import EstimatorSettings, measure
 from condlab.operators import GGNOperator, HessianOperator, dense_ggn, dense_hessian
 from condlab.operators.base import DenseOperator
 from condlab.problem import Problem
-from condlab.spectrum import ggn_nullity_bound
-from tests.cases import make_case
+from condlab.settings import ggn_nullity_bound
+from tests.cases import make_case, spectral_matrix
 
 runner = CliRunner()
-
-
-def spectral_matrix(eigenvalues, seed=0, dtype=torch.float64):
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
-    return ((Q * lam) @ Q.T).to(dtype)
 
 
 def run_json(*args):

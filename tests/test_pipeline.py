@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from condlab.cli import app
@@ -89,10 +90,17 @@ def test_root_help_does_not_call_train_built_in_only():
 
 
 def test_spectrum_help_is_short_and_help_all_lists_every_option():
-    short = runner.invoke(app, ["spectrum", "--help"], env={"COLUMNS": "80"})
-    every = runner.invoke(app, ["spectrum", "--help-all"], env={"COLUMNS": "80"})
+    import re
+
+    env = {"COLUMNS": "200", "TERMINAL_WIDTH": "200"}
+    short = runner.invoke(app, ["spectrum", "--help"], env=env)
+    every = runner.invoke(app, ["spectrum", "--help-all"], env=env)
     assert short.exit_code == 0 and every.exit_code == 0
-    assert len(short.output.splitlines()) < 170 < len(every.output.splitlines())
+
+    def flags(text):
+        return set(re.findall(r"│ (--[a-z][a-z0-9-]*)", text))
+
+    assert len(flags(short.output)) <= 30 and 2 * len(flags(short.output)) < len(flags(every.output))
     assert "--krylov-dtype" not in short.output and "--krylov-dtype" in every.output
 
 
@@ -187,3 +195,122 @@ def test_hf_config_with_weights_finds_the_optimizer_entry(tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     base, pre = json.loads(r.stdout)["results"]
     assert pre["setting"] == "optimizer" and pre["lambda_max"] != base["lambda_max"]
+
+
+# -- the one-call API -------------------------------------------------------------------------
+def _user_model_and_loader(batch_size=5):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(13, 3, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 3, (13,), generator=g)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    return model, DataLoader(TensorDataset(X, y), batch_size=batch_size), X, y
+
+
+def test_one_call_on_a_model_and_dataloader_matches_the_dense_hessian():
+    """condlab.spectrum(model, loss, loader): the mean loss over the loader's unequal batches
+    (5, 5, 3), its extreme eigenvalues against a double-backward Hessian."""
+    from cases import autograd_hessian
+
+    import condlab
+
+    model, loader, X, y = _user_model_and_loader()
+    before = [p.detach().clone() for p in model.parameters()]
+    report = condlab.spectrum(model, nn.CrossEntropyLoss(), loader, top=3, bottom=2,
+                              dtype="float64", exact=True)
+    ev = torch.linalg.eigvalsh(autograd_hessian(model, X, y, "cross-entropy"))
+    base = report["baseline"]
+    torch.testing.assert_close(torch.tensor(base.eigenvalues_top, dtype=torch.float64), ev.flip(0)[:3], rtol=0,
+                               atol=1e-10)
+    torch.testing.assert_close(torch.tensor(base.eigenvalues_bottom, dtype=torch.float64), ev[:2], rtol=0, atol=1e-10)
+    assert base.n_samples == 13
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # not modified
+    frame = report.to_frame()
+    assert list(frame.index) == ["baseline"] and frame.loc["baseline", "n_params"] == 31
+    d = report.to_dict()
+    assert d["results"][0]["eigenvalues_top"] == base.eigenvalues_top
+    assert d["config"]["top"] == 3
+
+
+def test_one_call_with_an_optimizer_measures_its_preconditioner():
+    """precond=["optimizer"] with the user's Adam: P^-1/2 H P^-1/2 from its exp_avg_sq."""
+    from cases import autograd_hessian
+
+    import condlab
+
+    model, loader, X, y = _user_model_and_loader(batch_size=13)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    report = condlab.spectrum(model, "cross-entropy", loader, top=2, bottom=2, dtype="float64",
+                              exact=True, precond=["optimizer"], optimizer=opt)
+    H = autograd_hessian(model, X, y, "cross-entropy")
+    st = opt.state_dict()["state"]
+    P = torch.cat([(st[i]["exp_avg_sq"] / (1 - 0.999 ** float(st[i]["step"]))).sqrt().reshape(-1)
+                   + 1e-8 for i in sorted(st)])
+    D = P.rsqrt()
+    ev = torch.linalg.eigvalsh(D[:, None] * H * D[None, :])
+    torch.testing.assert_close(torch.tensor(report["optimizer"].eigenvalues_top, dtype=torch.float64), ev.flip(0)[:2],
+                               rtol=1e-9, atol=0)
+    assert report["optimizer"].stability["lr"] == 1e-2  # from the optimizer's param_groups
+
+
+def test_at_most_three_notes_the_most_pressing_first():
+    from condlab.report.records import SpectrumResult
+    from condlab.report.tables import key_notes
+
+    def row(name, **kw):
+        return SpectrumResult(setting=name, curvature="hessian", preconditioner=kw.pop("pre", None),
+                              normalization=None, n_params=3, n_samples=4, **kw)
+
+    rows = [row("a", converged_top=[False]), row("b", condition_resolved=False),
+            row("c", definiteness="indefinite"), row("d", pre="adam", damping=0.1)]
+    lines = key_notes(rows)
+    assert len(lines) == 3 and lines[0].startswith("not converged (a)")
+    assert key_notes([row("ok", converged_top=[True], definiteness="positive definite")]) == []
+
+
+def test_the_options_flow_one_way_from_the_cli_to_the_estimates():
+    """Every condlab function that receives the run's options (the SpectrumConfig, or the
+    estimator settings taken from it), in call order, one entry per visit of a module: each
+    stage once, in pipeline order, then per setting what is proven about it and its estimate.
+    The one step back is explained in condlab.settings: a normalized setting is a new Problem,
+    built by condlab.problem.make_problem. The records and the report never see the options
+    (they get Settings and estimates)."""
+    import sys
+
+    from condlab.config import SpectrumConfig
+    from condlab.measure import EstimatorSettings
+
+    seq = []
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        mod = frame.f_globals.get("__name__", "")
+        if event != "call" or not mod.startswith("condlab") or code.co_name.startswith(("<", "__")):
+            return
+        if code.co_varnames[:1] == ("self",) or mod == "condlab.optionfield":
+            return  # the options' own methods and checks
+        names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        if any(isinstance(frame.f_locals.get(n), EstimatorSettings) for n in names):
+            if not seq or seq[-1] != mod:
+                seq.append(mod)
+
+    assert issubclass(SpectrumConfig, EstimatorSettings)
+    sys.setprofile(profile)
+    try:
+        r = runner.invoke(app, ["spectrum", "--model", "mlp", "--data", "iris", "--precond", "adam",
+                                "--norm", "input", "--top", "2", "--bottom", "1"])
+    finally:
+        sys.setprofile(None)
+    assert r.exit_code == 0, r.output
+    seq = [m.removeprefix("condlab.") for m in seq]
+    loop = seq.index("consistency")  # then, per setting: what is proven, the estimate
+    assert seq[:loop] == ["config", "pipeline", "inputs", "problem", "settings", "problem",
+                          "settings"]
+    assert set(seq[loop:]) == {"consistency", "measure"}
+    assert seq[loop:] == ["consistency", "measure"] * 3  # baseline, adam, input

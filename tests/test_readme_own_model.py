@@ -1,4 +1,5 @@
-"""The README's "Your own model" recipes run as written: files written, commands run in order."""
+"""The own-model recipes (docs/own-models.md) run as written: files written, commands run in
+order."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def test_the_recipes_run_as_written(tmp_path, monkeypatch):
             assert words[0] == "condlab", cmd
             r = runner.invoke(app, words[1:])
             assert r.exit_code == 0, f"{cmd}\n{r.output}"
-            assert "baseline" in r.stdout and "loss:" in r.stdout, r.stdout
+            assert "baseline" in r.stdout, r.stdout
     finally:
         for name in ("mymod", "mydata", "myloss", "lmdata"):
             sys.modules.pop(name, None)

@@ -18,6 +18,7 @@ from condlab.compare.csvlog import CsvLog, read_rows
 from condlab.errors import UsageError
 from condlab.estimators import extreme_eigenpairs
 from condlab.losses import mse
+from condlab.tracking.hook import HOOK_COLUMNS
 from condlab.tracking.rows import COLUMNS
 
 runner = CliRunner()
@@ -118,7 +119,7 @@ def test_track_reproduces_the_hook_at_the_same_steps(adam_run, tmp_path):
 def test_sgd_rows_compare_lambda_max_with_2_over_lr(tmp_path):
     tracker = train(tmp_path, "sgd", tracker_kw={"csv": tmp_path / "hook.csv"})
     tracker.close()
-    rows = read_rows(tmp_path / "hook.csv", columns=COLUMNS, what="track")
+    rows = read_rows(tmp_path / "hook.csv", columns=HOOK_COLUMNS, what="track")
     assert [r["setting"] for r in rows] == ["baseline"] * 4  # SGD holds no preconditioner
     for r in rows:
         assert r["threshold"] == pytest.approx(2 / 0.5)

@@ -115,7 +115,7 @@ def json_document(run: CheckRun, command: str) -> dict:
     import torch
 
     from condlab import __version__
-    from condlab.report.records import _jsonable
+    from condlab.report.records import jsonable as _jsonable
 
     checks = []
     for c in run.checks:

@@ -18,7 +18,7 @@ A YAML mapping (``yaml.safe_load``); every unknown key is an error that names it
     log_every: 1                       # a CSV row every k steps (and the last)
     target_loss: 0.05                  # for "steps to target"
     criterion: steps_to_target         # choosing a tuned lr: steps_to_target | final_loss | test_loss
-    divergence: 1.0e+6                 # stop a run when loss > divergence * initial loss (or NaN)
+    divergence: 1.0e+6                 # stop a run whose loss grows past divergence x its start (runner.diverged)
     track: {every: 25, curvature: ggn, exact: true, ...}     # see condlab.train.track
     variants: [{label: full}, {label: mini, batch_size: 32}] # problem overrides, one set of runs each
     optimizers:

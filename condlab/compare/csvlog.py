@@ -31,7 +31,8 @@ STEP_COLUMNS = ("step", "status", "train_loss", "test_loss", "train_acc", "test_
                 "lambda_max", "kappa", "nullity", "pre_lambda_max", "pre_kappa", "threshold",
                 "sharpness_ratio", "block_lambda_max", "block_kappa", "si_norm", "si_eff_lr",
                 "si_angle", "v_gn_spread", "v_h_spread", "gn_spread", "dist_l2", "dist_pw", "dist_wlasso", "dist_lasso", "converged",
-                "kappa_bound", "pre_kappa_bound", "block_kappa_bound")
+                "kappa_bound", "pre_kappa_bound", "block_kappa_bound", "dist_pstar",
+                "dist_lasso_sq")
 COLUMNS = RUN_COLUMNS + STEP_COLUMNS
 _INTS = {"batch_size", "seed", "step", "nullity", "hvps"}
 _STRS = {"variant", "optimizer", "method", "basis", "status", "checkpoint", "setting"}

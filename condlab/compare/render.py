@@ -37,12 +37,24 @@ def _kappas(c: Choice, key: str, converged: bool) -> str:
     return _arrow(c.median_end(key, 0), end, converged)
 
 
-def summary_table(report: CompareReport) -> Table:
-    """One row per (variant, optimizer) at its chosen lr; medians over seeds."""
+def scale_dependent(c: Choice) -> bool:
+    """Whether the row's ``kappa(P^-1/2 A P^-1/2)`` moves with ``P``'s arbitrary scale: decoupled
+    decay (``P^-1/2 A P^-1/2 + lam I``); coupled decay and none are scale-free."""
+    from condlab.train.diag_optimizers import DECAY_KIND
+
+    r = c.runs[0]
+    return DECAY_KIND.get(r.method) == "decoupled" and r.weight_decay > 0
+
+
+SCALE_NOTE = ("§ = depends on P's arbitrary scale (decoupled decay: P^-1/2 A P^-1/2 + lam I "
+              "moves when P -> c P); compare it with no other row")
+
+
+def summary_rows(report: CompareReport) -> tuple[list[str], list[list[str]]]:
+    """The summary's columns and rows: one row per (variant, optimizer) at its chosen lr;
+    medians over seeds."""
     cfg = report.config
     many = len(cfg.variants) > 1
-    title = f"condlab compare: {cfg.name}"
-    table = Table(title=title, title_justify="left", header_style="bold")
     cols = (["variant"] if many else []) + [
         "optimizer", "lr", "seeds",
         f"steps to {fmt(cfg.target_loss)}" if cfg.target_loss is not None else "steps",
@@ -51,8 +63,7 @@ def summary_table(report: CompareReport) -> Table:
     block = any(c.median_end("block_kappa", 0) is not None for c in report.choices)
     if block:
         cols.insert(-2, f"kappa(block {','.join(cfg.track.block)})")
-    for c in cols:
-        table.add_column(c, justify="left" if c in ("variant", "optimizer") else "right")
+    rows = []
     for c in report.choices:
         acc = c.median("final_test_acc")
         ratio = [r.max_ratio for r in c.runs if r.max_ratio is not None]
@@ -62,27 +73,33 @@ def summary_table(report: CompareReport) -> Table:
             _steps(c, cfg.steps) if cfg.target_loss is not None else str(cfg.steps),
             fmt(c.median("final_train_loss")), fmt(c.median("final_test_loss")),
             "-" if acc is None else f"{acc:.3f}",
-            _kappas(c, "kappa", ok), _kappas(c, "pre_kappa", ok),
+            _kappas(c, "kappa", ok), _kappas(c, "pre_kappa", ok) + (" §" if scale_dependent(c) else ""),
             fmt(max(ratio), 3) if ratio else "-",
         ]
         if block:
             row.insert(-2, _kappas(c, "block_kappa", ok))
+        rows.append(row)
+    return cols, rows
+
+
+def summary_table(report: CompareReport) -> Table:
+    """One row per (variant, optimizer) at its chosen lr; medians over seeds."""
+    table = Table(title=f"condlab compare: {report.config.name}", title_justify="left",
+                  header_style="bold")
+    cols, rows = summary_rows(report)
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("variant", "optimizer") else "right")
+    for row in rows:
         table.add_row(*row)
     return table
 
 
-def grid_table(report: CompareReport) -> Table | None:
-    """The score of every lr tried by the tuned entries (None when nothing was tuned)."""
-    tuned = [c for c in report.choices if c.tuned]
-    if not tuned:
-        return None
+def grid_rows(report: CompareReport) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the lr grids: the score of every lr tried by the tuned entries."""
     crit = report.config.criterion
-    table = Table(title=f"learning-rate grids (criterion: {crit}, median over seeds; * chosen)",
-                  title_justify="left", header_style="bold")
     many = len(report.config.variants) > 1
-    for col in (["variant"] if many else []) + ["optimizer", "lr: score"]:
-        table.add_column(col)
-    for c in tuned:
+    rows = []
+    for c in (c for c in report.choices if c.tuned):
         cells = []
         for lr, (primary, tie) in c.grid:
             score = "diverged/never" if math.isinf(primary) else fmt(primary)
@@ -91,8 +108,28 @@ def grid_table(report: CompareReport) -> Table | None:
             cells.append(f"{lr:g}{'*' if lr == c.lr else ''}: {score}")
         if c.edge:
             cells.append(f"(best at the {c.edge} edge)")
-        table.add_row(*(([c.variant] if many else []) + [c.optimizer, ", ".join(cells)]))
+        rows.append(([c.variant] if many else []) + [c.optimizer, ", ".join(cells)])
+    return (["variant"] if many else []) + ["optimizer", "lr: score"], rows
+
+
+def grid_table(report: CompareReport) -> Table | None:
+    """The score of every lr tried by the tuned entries (None when nothing was tuned)."""
+    cols, rows = grid_rows(report)
+    if not rows:
+        return None
+    table = Table(title=f"learning-rate grids (criterion: {report.config.criterion}, median "
+                        "over seeds; * chosen)", title_justify="left", header_style="bold")
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def markdown_table(cols: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_md(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def edge_notes(report: CompareReport) -> list[str]:
@@ -106,24 +143,38 @@ def edge_notes(report: CompareReport) -> list[str]:
     ]
 
 
+COLOURS = {"yes": "green", "no": "red", "tie": "yellow", "inconclusive": "yellow",
+           "not distinguishable": "yellow"}
+
+
 def findings_table(report: CompareReport) -> Table | None:
     if not report.findings:
         return None
     table = Table(title=f"findings ({report.config.findings})", title_justify="left",
                   header_style="bold")
     table.add_column("claim")
+    table.add_column("source")
+    table.add_column("control (wins if the claim is false)")
     table.add_column("measured")
-    table.add_column("agrees", justify="center")
+    table.add_column("verdict", justify="center")
     for f in report.findings:
-        mark = "-" if f.agrees is None else ("[green]yes[/]" if f.agrees else "[red]no[/]")
-        table.add_row(f.claim, f.measured, mark)
+        colour = COLOURS.get(f.verdict)
+        mark = f"[{colour}]{f.verdict}[/]" if colour else f.verdict
+        table.add_row(f.claim, f.source, f.control or "-", f.measured, mark)
     return table
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def findings_markdown(report: CompareReport) -> str:
     """The findings as a markdown table (for docs/reproductions.md)."""
-    lines = ["| claim | measured | agrees |", "|---|---|---|"]
+    lines = ["| claim | source | control (wins if the claim is false) | measured | verdict |",
+             "|---|---|---|---|---|"]
     for f in report.findings:
-        mark = "-" if f.agrees is None else ("yes" if f.agrees else "**no**")
-        lines.append(f"| {f.claim} | {f.measured} | {mark} |")
+        mark = f"**{f.verdict}**" if f.verdict in ("no", "inconclusive", "not distinguishable",
+                                                   "tie") else f.verdict
+        lines.append(f"| {_md(f.claim)} | {f.source} | {_md(f.control or '-')} | "
+                     f"{_md(f.measured)} | {mark} |")
     return "\n".join(lines) + "\n"

@@ -5,7 +5,10 @@ seed's ``theta_0`` and takes ``steps`` updates ``theta, state = opt.update(g, st
 with ``g`` the gradient of the mini-batch (or full-batch) mean loss. Step ``t`` (0 = before the
 first update) gets a row when ``t % log_every == 0``, when conditioning is tracked at ``t``,
 and at the last step. A run stops early, with status ``diverged``, when ``theta`` or the
-training loss is not finite or the loss exceeds ``divergence`` times its initial value.
+training loss is not finite or the loss has grown from its start by more than
+``(divergence - 1) * max(|initial loss|, its drop so far)`` (:func:`diverged`: judged by the
+run's own loss history, so a loss with an offset, negative or at 0, is judged as fairly as a
+positive one; for a positive loss the rule is ``loss > divergence * initial loss``).
 
 Resuming: a run whose rows end at its last step (or in ``diverged``) is not run again; a run
 cut short is rerun from its start (every random draw is seeded, so the trajectory is the same)
@@ -67,6 +70,17 @@ def _set_threads(threads: int | None, setup: Setup) -> None:
         torch.set_num_threads(1)
 
 
+def diverged(loss: float, start: float, lowest: float, factor: float) -> bool:
+    """Whether a run whose loss began at ``start`` and has been as low as ``lowest`` has
+    diverged at ``loss``: not finite, or grown by more than ``(factor - 1) * scale`` from its
+    start, the scale being ``max(|start|, start - lowest)`` (its own size or its progress; a loss
+    that starts at 0 and has not dropped yet is judged only by finiteness)."""
+    if not math.isfinite(loss):
+        return True
+    scale = max(abs(start), start - lowest)
+    return scale > 0 and loss - start > (factor - 1) * scale
+
+
 def run_all(
     cfg: CompareConfig,
     *,
@@ -110,13 +124,15 @@ def run_all(
             if on_event is not None:
                 on_event("row", row)
 
-        run_one(cfg, spec, setups[skey], skip_until=last, emit=out)
+        low = min((r["train_loss"] for r in old), default=None)  # its history before a resume
+        run_one(cfg, spec, setups[skey], skip_until=last, emit=out, lowest=low)
     return rows
 
 
 def run_one(cfg: CompareConfig, spec: RunSpec, setup: Setup, *, skip_until: int,
-            emit: Callable[[dict], None]) -> None:
-    """Train one run and ``emit`` its rows after step ``skip_until``."""
+            emit: Callable[[dict], None], lowest: float | None = None) -> None:
+    """Train one run and ``emit`` its rows after step ``skip_until`` (``lowest``: the lowest
+    loss of its rows already written, for the divergence guard)."""
     entry = spec.entry
     basis = setup.eigenbasis if entry.basis == "eigen" else None
     opt = make_optimizer(entry.name, {**entry.hparams, "lr": spec.lr}, basis=basis)
@@ -145,15 +161,15 @@ def run_one(cfg: CompareConfig, spec: RunSpec, setup: Setup, *, skip_until: int,
         ev = setup.evaluate(theta)
         loss = ev["train_loss"]
         loss0 = loss if loss0 is None else loss0
-        finite = math.isfinite(loss) and bool(theta.isfinite().all())
-        diverged = not finite or loss > cfg.divergence * max(loss0, 1e-300)
+        lowest = loss if lowest is None or not loss >= lowest else lowest
+        bad = not bool(theta.isfinite().all()) or diverged(loss, loss0, lowest, cfg.divergence)
         if t <= skip_until:
             continue  # step 0 of a resumed run: only its initial loss was needed
-        row = {**head, "step": t, "status": "diverged" if diverged else "ok", **ev}
-        if not diverged:
+        row = {**head, "step": t, "status": "diverged" if bad else "ok", **ev}
+        if not bad:
             row.update(tracker.weights(theta, previous, spec.lr))
             if tracked:
                 row.update(tracker.conditioning(theta, opt, state))
         emit(row)
-        if diverged:
+        if bad:
             return

@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from condlab.compare.config import CompareConfig
 from condlab.compare.runner import row_key
 
 EQ_TOL = 0.1
+DISTANCES = ("dist_l2", "dist_pw", "dist_pstar", "dist_wlasso", "dist_lasso", "dist_lasso_sq")
 INF = math.inf
 
 
@@ -67,6 +68,9 @@ class RunSummary:
     block_kappa_bound: float | None = None  # at the last tracked step, where kappa is not resolved
     kappa_bound: float | None = None  # likewise
     pre_kappa_bound: float | None = None
+    lambda_max: tuple[float | None, float | None] = (None, None)
+    # every tracked distance to a candidate fixed point, (first, last) tracked value
+    dists: dict = field(default_factory=dict)
 
 
 def _ends(rows: Sequence[dict], key: str) -> tuple[float | None, float | None]:
@@ -111,6 +115,8 @@ def summarize_run(rows: Sequence[dict], cfg: CompareConfig) -> RunSummary:
         dist_wlasso=_ends(rows, "dist_wlasso")[1], dist_lasso=_ends(rows, "dist_lasso")[1],
         block_kappa_bound=_ends(rows, "block_kappa_bound")[1],
         kappa_bound=_ends(rows, "kappa_bound")[1], pre_kappa_bound=_ends(rows, "pre_kappa_bound")[1],
+        lambda_max=_ends(rows, "lambda_max"),
+        dists={k: _ends(rows, k) for k in DISTANCES if any(r.get(k) is not None for r in rows)},
     )
 
 
@@ -156,9 +162,10 @@ class Choice:
     @property
     def edge(self) -> str | None:
         """``"lowest"`` / ``"highest"`` when the chosen lr is at an end of a tuned grid (the
-        optimum may lie outside it), else None."""
+        optimum may lie outside it; also when no lr reached the target and the tie-break chose
+        it), else None."""
         lrs = [lr for lr, _ in self.grid]
-        if not self.tuned or not math.isfinite(dict(self.grid)[self.lr][0]):
+        if not self.tuned:
             return None
         return "lowest" if self.lr == min(lrs) else ("highest" if self.lr == max(lrs) else None)
 

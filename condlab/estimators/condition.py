@@ -43,6 +43,7 @@ whatever the caller passes (e.g. a lower bound from the rank of a GGN), else Non
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,6 +68,120 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+# -- the null band and what condlab proved (trust) ---------------------------------------------
+def null_band(
+    *,
+    anorm: float,
+    dtype: torch.dtype,
+    threshold_rel: float | None = None,
+    noise: float | None = None,
+    spectrum: Tensor | None = None,
+    lmin: float | None = None,
+    proven_nullity: tuple[int, str] | None = None,
+    semidefinite: str | None = None,
+    inertia: tuple[int, int, int, str] | None = None,
+) -> tuple[float, str, dict]:
+    """The absolute null band ``t``, what set it, and its parts (the JSON's ``noise``).
+
+    Start: ``threshold_rel * ||A||`` when the user gave one, else
+    ``max(NOISE_FACTOR eps ||A||, NOISE_SAFETY * noise)`` (the measured noise only widens the
+    fixed floor). Then the proofs, each of which can only widen it, since a theorem beats an
+    estimate of the noise:
+
+    - ``semidefinite``: no eigenvalue is negative, so a computed ``lambda_min < 0`` is noise and
+      the band reaches ``|lambda_min|``;
+    - ``proven_nullity = (n, ...)`` with the whole ``spectrum`` (ascending): the ``n``
+      eigenvalues nearest 0 (the ``n`` smallest for a PSD operator) are null, so the band
+      reaches the largest of them;
+    - ``inertia = (neg, zero, pos, ...)`` with the whole spectrum: Sylvester's law fixes which
+      eigenvalues are null (indices ``neg .. neg + zero - 1`` ascending); the band reaches them.
+    """
+    from condlab.estimators.noise import NOISE_SAFETY, noise_record
+
+    fixed = noise_rel(dtype) * anorm
+    measured = NOISE_SAFETY * float(noise) if noise else None
+    if threshold_rel is not None:
+        t, how = float(threshold_rel) * anorm, "--null-threshold"
+    elif measured is not None and measured > fixed:
+        t, how = measured, f"{NOISE_SAFETY:g} x the measured noise {float(noise):.2g}"
+    else:
+        t, how = fixed, f"{NOISE_FACTOR:g} eps ||A|| floor"
+    extra: dict = {}
+    if semidefinite and lmin is not None and lmin < -t:
+        t, how = -float(lmin), f"|lambda_min| of an operator PSD by construction ({semidefinite})"
+        extra["semidefinite"] = semidefinite
+    elif semidefinite:
+        extra["semidefinite"] = semidefinite
+    if spectrum is not None and spectrum.numel():
+        if proven_nullity is not None and proven_nullity[0] > 0:
+            n = min(int(proven_nullity[0]), spectrum.numel())
+            near = spectrum[:n] if semidefinite else spectrum.abs().sort().values[:n]
+            reach = float(near.abs().max())
+            if reach > t:
+                t, how = reach, f"the rank bound: nullity >= {n} ({proven_nullity[1]})"
+        if inertia is not None:
+            neg, zero = int(inertia[0]), int(inertia[1])
+            null = spectrum[neg:neg + zero]
+            if null.numel() and float(null.abs().max()) > t:
+                t, how = float(null.abs().max()), f"Sylvester's inertia ({inertia[3]})"
+            extra["inertia"] = {"negative": neg, "zero": zero, "positive": int(inertia[2]),
+                                "reason": inertia[3]}
+    return t, how, noise_record(t, fixed, None if noise is None else float(noise), how, extra)
+
+
+def _proven(cond: Condition, proven: tuple[int, str] | None, semidefinite: str | None,
+            top, bottom) -> Condition:
+    """``cond`` made consistent with a proven nullity ``(n, reason)``.
+
+    An operator with ``n >= 1`` null eigenvalues is singular: not "positive definite", no
+    ``lambda_max / lambda_min``, nullity at least ``n``. From Lanczos ends its ``lambda_min+``
+    is the ``(n+1)``-th smallest eigenvalue, and a bottom Ritz value is an upper bound on the
+    eigenvalue of its rank (Cauchy interlacing), so with ``n + 1`` or more bottom values
+    ``kappa_+ >= theta_top / theta_(n+1)``; with fewer nothing bounds it.
+    """
+    import dataclasses
+
+    if proven is None or proven[0] < 1:
+        return cond
+    n, reason = int(proven[0]), proven[1]
+    if cond.exact:
+        return cond
+    null = cond.nullity if cond.nullity is not None and cond.nullity >= n else n
+    lower = not (cond.nullity is not None and cond.nullity >= n and not cond.nullity_is_lower_bound)
+    fields = dict(nullity=null, nullity_is_lower_bound=lower)
+    if cond.definiteness not in ("positive definite", "negative definite"):
+        return dataclasses.replace(cond, **fields)
+    sign = 1.0 if cond.definiteness == "positive definite" else -1.0
+    ends = _values(bottom if sign > 0 else top)
+    ends = ends[torch.isfinite(ends)]
+    ends = (ends if sign > 0 else -ends).sort().values
+    far = cond.lambda_max if sign > 0 else cond.lambda_min
+    kind = "positive semi-definite" if sign > 0 else "negative semi-definite"
+    head = (
+        f"not {cond.definiteness}: at least {n} eigenvalues are exactly 0 ({reason}); the "
+        f"{'bottom' if sign > 0 else 'top'} Ritz value {sign * float(ends[0]):.3g} is unconverged "
+        "noise of that null space, not an eigenvalue"
+    ) if ends.numel() else f"not {cond.definiteness}: at least {n} eigenvalues are exactly 0 ({reason})"
+    if ends.numel() > n and float(ends[n]) > 0:
+        bound = abs(far) / float(ends[n])
+        words = (
+            f"kappa_+ >= {bound:.3g}: {head}; lambda_min+ is the {n + 1}-th eigenvalue from the "
+            f"end and the {n + 1}-th Ritz value {sign * float(ends[n]):.3g} is an upper bound on "
+            "its size (interlacing)"
+        )
+    else:
+        bound = None
+        words = (
+            f"undefined from these eigenvalues: {head}; lambda_min+ is the {n + 1}-th eigenvalue "
+            f"from the end, beyond the {ends.numel()} listed: use --exact on a small model, or "
+            f"--bottom and --block-size above {n}"
+        )
+    return dataclasses.replace(
+        cond, value=None, definition=words, definiteness=kind, resolved=bound is None, bound=bound,
+        error=None, lambda_min_positive=None, **fields,
+    )
+
+
 @dataclass(frozen=True)
 class Condition:
     """A condition number, the sentence that defines it, and the eigenvalues it came from."""
@@ -86,6 +201,8 @@ class Condition:
     resolved: bool = True  # False: the value is None because the arithmetic cannot resolve it
     bound: float | None = None  # not resolved: a lower bound on the true value
     error: float | None = None  # relative error bound of ``value`` from the null bands
+    band_source: str = ""  # what set ``threshold``: the fixed floor, the measured noise, a proof
+    noise: dict | None = None  # the band's parts (see :func:`null_band`), for the JSON
 
 
 def _values(x) -> Tensor:
@@ -109,7 +226,14 @@ def _with_errors(values, errors) -> tuple[Tensor, Tensor]:
     return v[keep], e[keep].nan_to_num(nan=float("inf"))
 
 
-def condition_number(
+def condition_number(*args, **kwargs) -> Condition:
+    cond = _condition_number(*args, **kwargs)
+    return _proven(cond, kwargs.get("proven_nullity"), kwargs.get("semidefinite"),
+                   kwargs.get("eigenvalues_top", args[0] if args else None),
+                   kwargs.get("eigenvalues_bottom", args[1] if len(args) > 1 else None))
+
+
+def _condition_number(
     eigenvalues_top: Sequence[float] | Tensor,
     eigenvalues_bottom: Sequence[float] | Tensor,
     *,
@@ -123,6 +247,10 @@ def condition_number(
     nullity: int | None = None,
     nullity_is_lower_bound: bool = False,
     scale: float | None = None,
+    noise: float | None = None,
+    proven_nullity: tuple[int, str] | None = None,
+    semidefinite: str | None = None,
+    inertia: tuple[int, int, int, str] | None = None,
 ) -> Condition:
     """The condition number that fits the definiteness of ``A``, with its definition.
 
@@ -133,6 +261,16 @@ def condition_number(
     computed in (sets the default null threshold, see the module docstring). ``nullity`` is
     used when no exact spectrum is given. ``scale``: the norm of the whole operator when ``A``
     is a block of it (a layer), so a block of rounding noise reads as zero, not as a spectrum.
+
+    What condlab knows beyond the eigenvalues (see :func:`null_band` and :func:`_proven`):
+    ``noise`` the operator's measured rounding noise (absolute, :mod:`~condlab.estimators.noise`);
+    ``proven_nullity = (n, reason)`` a theorem that at least ``n`` eigenvalues are 0 (the GGN's
+    rank bound); ``semidefinite`` the reason the operator is positive semi-definite by
+    construction (the GGN of a convex loss, congruences and shifts of it), or None;
+    ``inertia = (negative, zero, positive, reason)`` the exact inertia by Sylvester's law (a
+    congruence of an operator whose spectrum is known). None of them can make the result
+    contradict the theorem: a proven-singular operator is never "positive definite", a PSD one
+    never "indefinite".
     """
     if threshold_rel is not None and not threshold_rel >= 0:
         raise UsageError(f"threshold_rel must be >= 0, got {threshold_rel}")
@@ -161,7 +299,13 @@ def condition_number(
             return 0.0
         return float(eboth[(both - x).abs().argmin()])
 
-    t = rel * max(abs(lmax), abs(lmin), abs(scale or 0.0))
+    anorm = max(abs(lmax), abs(lmin), abs(scale or 0.0))
+    t, band_source, band_parts = null_band(
+        anorm=anorm, dtype=dtype, threshold_rel=threshold_rel, noise=noise,
+        spectrum=spectrum.sort().values if exact else None, lmin=lmin,
+        proven_nullity=proven_nullity, semidefinite=semidefinite, inertia=inertia,
+    )
+    rel = t / anorm if anorm > 0 else rel
     if exact:
         nullity, nullity_is_lower_bound = int((spectrum.abs() <= t).sum()), False
 
@@ -179,6 +323,8 @@ def condition_number(
             negative_ratio=ratio,
             threshold_rel=rel,
             exact=exact,
+            band_source=band_source,
+            noise=band_parts,
             **kw,
         )
 
@@ -209,7 +355,7 @@ def condition_number(
 
     null_words = _nullity_words(nullity, nullity_is_lower_bound)
     src = " (exact spectrum)" if exact else ""
-    thr = f"threshold {t:.2g} = {rel / torch.finfo(dtype).eps:.3g} eps({dtype_name(dtype)}) ||A||"
+    thr = f"threshold {t:.2g} = {rel / torch.finfo(dtype).eps:.3g} eps({dtype_name(dtype)}) ||A||, {band_source}"
     b_min, b_max = t + err(lmin), t + err(lmax)
     if abs(lmax) <= b_max and abs(lmin) <= b_min:
         whole = " of the whole operator" if scale and abs(scale) > max(abs(lmax), abs(lmin)) else ""
@@ -262,3 +408,6 @@ def condition_number(
         f"does not reach it; use --exact or --damping (|lambda_min| / lambda_max = {ratio:.3g})"
     )
     return result(None, msg, "indefinite", ratio=ratio)
+
+
+condition_number = functools.wraps(_condition_number)(condition_number)

@@ -16,9 +16,12 @@ with ``H = V^T A V`` small (block tridiagonal until the first restart) and the c
 
 so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec. The run stops
 once every requested pair has ``residual <= tol * ||A||`` (``||A||`` estimated by the largest
-``|theta|``, which is ``lambda_max`` for the Hessians this tool meets); by Weyl/Kato-Temple each
-eigenvalue is then within ``tol ||A||`` of an eigenvalue of ``A`` (within ``(tol ||A||)^2 / gap``
-once it is separated by ``gap``). Both ends come from the same run.
+``|theta|``, which is ``lambda_max`` for the Hessians this tool meets) and the end values are
+certified (below). A residual proves only that *some* eigenvalue lies within it; that a listed
+value is the true extreme one comes from the random start: :mod:`condlab.estimators.bounds`
+turns ``H`` into backed errors ``errors_*`` (an end bracket from the start block's Christoffel
+function, Kato-Temple ``r^2 / gap`` only across certified gaps) and ``certified_*``. The listed
+pairs' true residuals are measured after the run. Both ends come from the same run.
 
 Multiplicity: a block Krylov space holds ``b`` independent directions of every eigenspace its
 start block touches, so an eigenvalue of multiplicity ``r <= b`` is found ``r`` times (a null
@@ -66,7 +69,9 @@ import torch
 from torch import Tensor
 
 from condlab.errors import CondlabError, UsageError
+from condlab.estimators import bounds
 from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
+from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos
 
 DEFAULT_BASIS_BYTES = 2**30  # the default max_basis keeps V [P, max_basis] under 1 GiB
@@ -74,6 +79,7 @@ CHECK_EVERY_UP_TO = 256  # check convergence every step up to this basis size, t
 KEEP_FRACTION = 0.7  # a thick restart keeps the wanted pairs and 70% of the remaining room
 NEIGHBOUR_FRACTION = 0.3  # ... of which 30% are neighbours of the wanted pairs
 BASIS_DTYPES = (torch.float32, torch.float64)
+ROUNDING = 16.0  # a stated error is at least ROUNDING * eps * ||A|| (Rayleigh-Ritz rounding)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,21 @@ class ExtremeEigs:
     may_miss_top: Tensor | None = None  # [top] bool: may_repeat, and the list goes on past the
     may_miss_bottom: Tensor | None = None  # cluster, so copies may be missing from the list
     breakdowns: int = 0  # directions dropped as invariant (rank-deficient blocks)
+    # backed errors (condlab.estimators.bounds): |true i-th extreme eigenvalue - value| <= error
+    errors_top: Tensor | None = None  # [top]
+    errors_bottom: Tensor | None = None  # [bottom]
+    error_kinds_top: tuple = ()  # per value: exact | residual | kato-temple | cluster | bracket
+    error_kinds_bottom: tuple = ()
+    certified_top: bool = False  # every listed top value within tol * ||A|| of the true one
+    certified_bottom: bool = False
+    certificate_top: str = ""  # what certifies the end, or why it is not certified
+    certificate_bottom: str = ""
+    lambda_max_upper: float = math.inf  # lambda_max <= this (with the certificate's probability)
+    lambda_min_lower: float = -math.inf  # lambda_min >= this
+    residual_kind: str = "krylov"  # 'true': ||A y - theta y|| from products after the run
+    stop_reason: str = ""  # why the run stopped, in words (converged, budget, rounding)
+    checked_products: Tensor | None = None  # [P, n] A y of the returned finite vectors (top,
+    # then bottom) from the true-residual block, when return_vectors: reusable, e.g. for noise
 
 
 @dataclass(frozen=True)
@@ -281,6 +302,8 @@ def extreme_eigenpairs(
     basis_dtype: torch.dtype | None = None,
     basis_device=None,
     start: Tensor | None = None,
+    true_residuals: bool = True,
+    certify: bool = True,
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -296,9 +319,31 @@ def extreme_eigenpairs(
     Ritz vectors of a nearby operator) to start from: column ``j`` of the first block is
     ``sum_{i = j mod b} s_i / ||s_i|| + r_j / ||r_j||`` with ``r`` the random block, so no
     eigendirection is missed.
+
+    ``true_residuals`` (default; skipped for a float64 run to full depth, where the Krylov
+    residual is exact to rounding): the listed pairs' residuals are measured after the run with
+    one block of ``top + bottom`` products (counted in ``matvecs``), so a float32 run never
+    reports a rounding-level Krylov estimate as converged; ``tol`` below what ``A``'s dtype
+    resolves (``NOISE_FACTOR * eps``, as the CLI) is refused. ``errors_*``, ``certified_*``:
+    what the run proves about the listed values (:mod:`condlab.estimators.bounds`).
+    ``certify`` (default): once the residuals meet ``tol``, the run goes on (checking every 10%
+    more products) until the certificate also bounds the end values (the largest top and the
+    smallest bottom value) within ``tol ||A||``, or ``max_matvecs`` ends it; ``stop_reason``
+    says which. Not after a thick restart or a rank drop: the certificate reads the start
+    block's recurrence, which they end, so more products would not sharpen it; not from a warm
+    start, whose first column alone backs a (weaker) certificate and whose point is speed.
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
+    floor_dtype = A.dtype if basis_dtype is None else max(
+        (A.dtype, basis_dtype), key=lambda d: torch.finfo(d).eps)
+    if tol < noise_rel(floor_dtype):
+        name = dtype_name(floor_dtype)
+        raise UsageError(
+            f"tol {tol:g} is below what {name} arithmetic resolves: residuals cannot fall below "
+            f"about {noise_rel(floor_dtype):.1e} * ||A|| in {name}; use tol >= "
+            f"{noise_rel(floor_dtype):.1e} or a float64 operator"
+        )
     gen = make_generator(generator, seed)
     nwant = top + bottom
     run_seed = None if generator is not None else int(seed)
@@ -313,9 +358,10 @@ def extreme_eigenpairs(
         dec = lanczos(A, P, generator=gen, v0=None if v0 is None else v0[:, 0])
         theta, S = torch.linalg.eigh(dec.tridiagonal())
         ritz = _Ritz(theta, S, (float(dec.betas[-1]) * S[-1]).abs())
+        cert = _Certificate(None, 1, 1.0, exact=True)
         return _result(
             dec.Q, ritz, top, bottom, tol, P, 0, P, run_seed, return_vectors, b, A,
-            dec.breakdowns,
+            dec.breakdowns, cert, true_residuals and A.dtype != torch.float64,
         )
 
     vdtype = basis_dtype or A.dtype
@@ -342,11 +388,17 @@ def extreme_eigenpairs(
     Q, _ = torch.linalg.qr(first)  # [P, b]
     C = torch.zeros(0, b, dtype=torch.float64)  # coupling of V to Q
     k = matvecs = restarts = dropped = 0
-    anorm, ritz = 0.0, None
+    anorm, ritz, rec, widths, next_check = 0.0, None, None, [], 0
+    # the certificate reads the start columns' recurrences (bounds.py): all b random columns,
+    # or with a warm start the first column alone (random plus ceil(#start / b) unit vectors)
+    n_start = 0 if start is None else (1 if start.ndim == 1 else start.shape[1])
+    columns, scale = (b, 1.0) if start is None else (1, 1.0 + math.ceil(n_start / b))
     while True:
         n = Q.shape[1]
         if k + n > cap:
             lock = BREAKDOWN_RTOL * eps * anorm
+            if restarts == 0:  # the last moment V holds the start block's Krylov space
+                rec = bounds.start_recurrence(H, C, widths)
             keep = _keep_indices(ritz, top, bottom, cap - n)
             C, k = _thick_restart(V, H, C, ritz, keep, lock)
             restarts += 1
@@ -361,6 +413,8 @@ def extreme_eigenpairs(
         H[k : k + n, k : k + n] = (h + h.T) / 2
         k, matvecs = k + n, matvecs + n
         Q, R, lost = _orthonormal(V[:, :k], W, anorm, eps, gen, b, A)
+        if restarts == 0:
+            widths.append((n, n - lost))
         dropped += lost
         C = torch.zeros(k, Q.shape[1], dtype=torch.float64)
         C[k - n :] = R.T
@@ -370,7 +424,18 @@ def extreme_eigenpairs(
             ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
             threshold = tol * float(ritz.theta.abs().max())
             wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
-            if bool((wanted <= threshold).all()) or exhausted:
+            met = bool((wanted <= threshold).all())
+            # ... and known: the certificate, every 10% more products, while more steps can still
+            # sharpen it (not after a restart or a rank drop, which end the start's recurrence)
+            if met and certify and start is None and not exhausted and restarts == 0 and not dropped:
+                if matvecs >= next_check:
+                    now = rec or bounds.start_recurrence(H, C, widths)
+                    cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
+                    met = _certified(ritz, cert, top, bottom, threshold, P, b)
+                    next_check = matvecs + max(b, matvecs // 10)
+                else:
+                    met = False
+            if met or exhausted:
                 break
         elif k + Q.shape[1] > cap:
             ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
@@ -379,10 +444,24 @@ def extreme_eigenpairs(
                 f"the Krylov space was exhausted after {matvecs} products before the "
                 f"{nwant} wanted pairs fit; raise max_matvecs"
             )
+    if restarts == 0:
+        rec = bounds.start_recurrence(H, C, widths)
+    cert = _Certificate(rec, columns, scale, exact=restarts == 0 and k >= P,
+                        budget=None if met else max_matvecs)
+    check = true_residuals and not (cert.exact and A.dtype == torch.float64 == vdtype)
     return _result(
         V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors, b,
-        A, dropped,
+        A, dropped, cert, check,
     )
+
+
+@dataclass(frozen=True)
+class _Certificate:
+    recurrence: bounds.StartRecurrence | None  # the start block's, for the certificate
+    columns: int  # random start columns they come from
+    scale: float  # 1 + unit vectors a warm start added to the first column
+    exact: bool  # full depth: every eigenvalue is a Ritz value
+    budget: int | None = None  # the run stopped at this max_matvecs before converging
 
 
 def _copies(theta: Tensor, converged: Tensor, values: Tensor, width: float) -> Tensor:
@@ -430,8 +509,11 @@ def _result(
     block_size: int,
     A,
     breakdowns: int,
+    cert: _Certificate,
+    check: bool,
 ) -> ExtremeEigs:
-    """Pick the ends from the Ritz pairs of ``H = V^T A V`` and drop any ghost copies."""
+    """Pick the ends from the Ritz pairs of ``H = V^T A V``, drop any ghost copies, measure
+    the true residuals (``check``) and bound the errors (bounds.py)."""
     k = len(ritz.theta)
     threshold = tol * float(ritz.theta.abs().max())
     idx_top = torch.arange(k - 1, k - 1 - top, -1)  # descending
@@ -444,11 +526,25 @@ def _result(
         values = ritz.theta[idx].masked_fill(ghost, float("nan"))
         residuals = ritz.residuals[idx].masked_fill(ghost, float("inf"))
         copies = _copies(ritz.theta, converged_all, ritz.theta[idx], 2 * threshold)
-        Y = Y.to(dtype=A.dtype, device=A.device) if return_vectors else None
-        lists.append((values, residuals, residuals <= threshold, Y, copies))
+        lists.append([values, residuals, None, Y, copies])
+    AY = None
+    if check:
+        AY = _check_residuals(A, lists)
+        matvecs += AY.shape[1]
+    res_all = ritz.residuals.clone()
+    for (values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
+        res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
+    for item in lists:
+        item[2] = item[1] <= threshold
+        item[3] = item[3].to(dtype=A.dtype, device=A.device) if return_vectors else None
     (vt, rt, ct, yt, nt), (vb, rb, cb, yb, nb) = lists
     partial = k < operator_size(A)  # a run to full depth sees every copy
     repeat_top, repeat_bottom = (nt >= block_size) & partial, (nb >= block_size) & partial
+    kw = dict(recurrence=cert.recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
+              columns=cert.columns, start_scale=cert.scale, exact=cert.exact,
+              rounding=ROUNDING * torch.finfo(V.dtype).eps * float(ritz.theta.abs().max()))
+    et = bounds.top_errors(ritz.theta, res_all, top, **kw)
+    eb = bounds.bottom_errors(ritz.theta, res_all, bottom, **kw)
     return ExtremeEigs(
         eigenvalues_top=vt,
         residuals_top=rt,
@@ -475,4 +571,71 @@ def _result(
         may_miss_top=_may_miss(vt, repeat_top, 2 * threshold),
         may_miss_bottom=_may_miss(vb, repeat_bottom, 2 * threshold),
         breakdowns=breakdowns,
+        errors_top=et.errors,
+        errors_bottom=eb.errors,
+        error_kinds_top=tuple(et.kinds),
+        error_kinds_bottom=tuple(eb.kinds),
+        certified_top=et.certified,
+        certified_bottom=eb.certified,
+        certificate_top=et.reason,
+        certificate_bottom=eb.reason,
+        lambda_max_upper=et.bound,
+        lambda_min_lower=eb.bound,
+        residual_kind="true" if check else "krylov",
+        checked_products=AY if return_vectors else None,
+        stop_reason=_stop_reason(cert, bool(ct.all() and cb.all()), matvecs, restarts, check,
+                                 threshold, V.dtype),
     )
+
+
+def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b) -> bool:
+    """Whether the certificate bounds the end values (``lambda_max``, ``lambda_min``) within
+    ``threshold`` (Krylov residuals). Values inside a list are certified when the run's gaps
+    allow it (``errors_*``), but are not worth products: with one vector they never are."""
+    kw = dict(recurrence=cert.recurrence, P=P, block_size=b, threshold=threshold,
+              columns=cert.columns, start_scale=cert.scale, exact=cert.exact)
+    n = lambda m: min(m, 1)  # noqa: E731 (the ends: lambda_max, lambda_min; kappa needs no more)
+    errors = torch.cat([bounds.top_errors(ritz.theta, ritz.residuals, top, **kw).errors[: n(top)],
+                        bounds.bottom_errors(ritz.theta, ritz.residuals, bottom, **kw).errors[
+                            : n(bottom)]])
+    return bool((errors <= threshold).all())
+
+
+def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype) -> str:
+    runs = f"{matvecs} products, {restarts} thick restarts"
+    if cert.budget is not None:
+        return (f"budget: the next block would pass max_matvecs = {cert.budget} before every "
+                f"listed pair met tol * ||A|| = {threshold:.3g} and was certified ({runs}); "
+                f"raise max_matvecs")
+    if converged:
+        return f"converged: every listed pair's residual <= tol * ||A|| ({runs})"
+    what = "true residual" if check else "residual"
+    return (f"rounding: the Krylov estimate met tol * ||A|| = {threshold:.3g} but a {what} did "
+            f"not ({runs}); in {dtype_name(dtype)} residuals stall near the arithmetic's noise: "
+            f"loosen tol or use float64")
+
+
+def _check_residuals(A, lists) -> Tensor:
+    """Replace each list's residuals by ``||A y - theta y|| / ||y||`` from one block product;
+    the product ``A Y [P, n]`` of the finite columns."""
+    Ys, thetas = [], []
+    for values, _, _, Y, _ in lists:
+        keep = torch.isfinite(values)
+        Ys.append(Y[:, keep])
+        thetas.append(values[keep])
+    Y = torch.cat(Ys, dim=1).to(dtype=A.dtype, device=A.device)
+    if Y.shape[1] == 0:
+        return Y
+    theta = torch.cat(thetas)
+    AY = matmat(A, Y)
+    R = AY - Y * theta.to(dtype=Y.dtype, device=Y.device)
+    norms = torch.linalg.vector_norm(Y, dim=0).clamp_min(torch.finfo(Y.dtype).tiny)
+    res = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
+    at = 0
+    for item in lists:
+        keep = torch.isfinite(item[0])
+        m = int(keep.sum())
+        item[1] = item[1].clone()
+        item[1][keep] = res[at : at + m]
+        at += m
+    return AY

@@ -152,8 +152,9 @@ def find_optimizer_state(obj: Any) -> tuple[dict, str] | None:
     return None
 
 
-def _classify(obj: Any, path: Path) -> dict:
-    """Wrap what ``torch.load`` returned into a checkpoint dict with a ``format``."""
+def classify(obj: Any, path: Path) -> dict:
+    """Wrap what ``torch.load`` returned (:func:`read_torch_file`) into a checkpoint dict with a
+    ``format``, as :func:`load_checkpoint` returns it."""
     if isinstance(obj, nn.Module):
         return {"format": "module", "module": obj, "state_dict": obj.state_dict()}
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
@@ -193,7 +194,7 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
 
     Without ``trust`` only ``weights_only=True`` loading is used, which runs no code from the file.
     """
-    ckpt = _classify(read_torch_file(path, trust=trust), Path(path))
+    ckpt = classify(read_torch_file(path, trust=trust), Path(path))
     if Path(path).suffix.lower() == ".safetensors":
         ckpt["keys"] = {"weights": "safetensors"}
     return ckpt
@@ -214,9 +215,12 @@ _HARMLESS = [
 ]
 
 
-def read_torch_file(path: str | Path, *, trust: bool = False) -> Any:
+def read_torch_file(path: str | Path, *, trust: bool = False, mmap: bool = False) -> Any:
     """What ``torch.load`` returns (onto the CPU, ``weights_only`` unless ``trust``), with a
-    one-line UsageError for a missing, unreadable, corrupt or code-carrying file."""
+    one-line UsageError for a missing, unreadable, corrupt or code-carrying file.
+
+    ``mmap``: map the tensors' bytes instead of reading them (torch's zip format; other files are
+    read whole), for a caller that needs only the structure, shapes and small entries."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"checkpoint '{path}' does not exist")
@@ -226,7 +230,12 @@ def read_torch_file(path: str | Path, *, trust: bool = False) -> Any:
         return _load_safetensors(path)
     try:
         with torch.serialization.safe_globals(_HARMLESS):
-            obj = torch.load(path, map_location="cpu", weights_only=not trust)
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=not trust, mmap=mmap)
+            except RuntimeError as e:
+                if not mmap or "mmap" not in str(e):
+                    raise
+                obj = torch.load(path, map_location="cpu", weights_only=not trust)  # legacy format
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
             found = re.search(r"GLOBAL (\S+)", str(e))
@@ -364,11 +373,32 @@ def load_weights(
                 f"{what}: tensor {k!r} holds {n_bad} NaN/Inf value(s); the run that wrote it "
                 "diverged — use an earlier checkpoint or retrain with a smaller learning rate"
             )
+    widen_to_weights(model, state_dict)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise UsageError(f"{what} does not fit {target}: {_first_line(e)}") from None
     return model
+
+
+def widen_to_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> torch.dtype | None:
+    """Cast ``model`` to the widest float dtype of ``state_dict`` when its own is narrower.
+
+    ``load_state_dict`` copies into the module's existing tensors, so float64 weights loaded
+    into a factory's float32 module would be rounded to float32 before ``--dtype float64``
+    casts them back (e.g. lambda_max off by 8e-9, kappa by 1.3e-6). Widening first keeps
+    the file's precision; the run then casts to ``--dtype`` (a narrower one rounds, as asked).
+    Returns the dtype widened to, or None.
+    """
+    floats = [v.dtype for v in state_dict.values() if isinstance(v, Tensor) and v.is_floating_point()]
+    if not floats:
+        return None
+    widest = max(floats, key=lambda d: torch.finfo(d).bits)
+    own = [t.dtype for t in model.state_dict().values() if t.is_floating_point()]
+    if not any(torch.finfo(d).bits < torch.finfo(widest).bits for d in own):
+        return None
+    model.to(widest)
+    return widest
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
@@ -398,6 +428,7 @@ __all__ = [
     "load_checkpoint",
     "load_weights",
     "make_checkpoint",
+    "widen_to_weights",
     "match_prefix",
     "model_from_checkpoint",
     "read_torch_file",

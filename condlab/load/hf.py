@@ -126,7 +126,10 @@ def hf_state_dict(path: str | Path) -> dict:
 
 def load_hf_weights(model: nn.Module, path: str | Path) -> None:
     """Load weights into ``model``; a tied output head may be absent from the file."""
+    from condlab.load.checkpoint import widen_to_weights
+
     sd = hf_state_dict(path)
+    widen_to_weights(model, sd)  # float64 weights are not rounded through a float32 module
     result = model.load_state_dict(sd, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
     ptrs = {n: p.data_ptr() for n, p in params.items()}

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from condlab.errors import UsageError
-from condlab.options import as_number
+from condlab.optionfield import as_number
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,

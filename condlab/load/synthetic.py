@@ -71,6 +71,59 @@ SYNTHETIC = {
 }
 
 
+
+# -- BLAS-free linear algebra ------------------------------------------------------------------
+# Seeded data must be the same bytes on every machine. numpy's ``@``, ``qr``, ``cholesky`` and
+# ``eigh`` go through OpenBLAS/LAPACK, whose kernels (chosen per CPU, OPENBLAS_CORETYPE) sum in
+# different orders and, for repeated eigenvalues, return different eigenvectors. ``einsum``
+# without ``optimize`` runs numpy's own loops in a fixed order, whatever BLAS is loaded.
+def _mm(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A @ B`` without BLAS."""
+    return np.einsum("ij,jk->ik", A, B, optimize=False)
+
+
+def _block_root(b: int, e: float) -> np.ndarray:
+    """The symmetric square root of ``(1 - e) 1 1^T + e I`` (size ``b``), in closed form: the
+    matrix has eigenvalue ``e + b (1 - e)`` on ``1 / sqrt(b)`` and ``e`` on its complement."""
+    J = np.ones((b, b)) / b
+    return math.sqrt(e) * (np.eye(b) - J) + math.sqrt(e + b * (1 - e)) * J
+
+
+def haar_orthogonal(G: np.ndarray) -> np.ndarray:
+    """The Q factor (with R's diagonal positive, so Haar distributed for Gaussian ``G``) of
+    ``G``'s columns, by modified Gram-Schmidt twice (BLAS-free; the same Q as a sign-fixed QR)."""
+    Q = np.array(G, dtype=float, copy=True)
+    for j in range(Q.shape[1]):
+        for _ in range(2):
+            for i in range(j):
+                Q[:, j] -= np.einsum("i,i->", Q[:, i], Q[:, j]) * Q[:, i]
+        Q[:, j] /= math.sqrt(np.einsum("i,i->", Q[:, j], Q[:, j]))
+    return Q
+
+
+def cholesky(A: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of a symmetric positive definite ``A`` (BLAS-free)."""
+    n = A.shape[0]
+    L = np.zeros_like(A, dtype=float)
+    for j in range(n):
+        s = A[j, j] - np.einsum("k,k->", L[j, :j], L[j, :j])
+        if not s > 0:
+            raise np.linalg.LinAlgError("matrix is not positive definite")
+        L[j, j] = math.sqrt(s)
+        L[j + 1:, j] = (A[j + 1:, j] - np.einsum("ik,k->i", L[j + 1:, :j], L[j, :j])) / L[j, j]
+    return L
+
+
+def _lower_inverse(L: np.ndarray) -> np.ndarray:
+    """``L^-1`` of a lower triangular ``L`` by forward substitution (BLAS-free)."""
+    n = L.shape[0]
+    inv = np.zeros_like(L)
+    for i in range(n):
+        inv[i, i] = 1.0 / L[i, i]
+        inv[i, :i] = -np.einsum("k,kj->j", L[i, :i], inv[:i, :i]) / L[i, i]
+    return inv
+
+
 def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     own = {"logreg": {"classes": (2, _int(2))}, "linreg": {"w": (None, _opt_list(_num(-math.inf), scalar_ok=True))}}
     schema = {**_SYNTH, **own[name]}
@@ -112,40 +165,42 @@ def _synthetic(name: str, opts: dict) -> tuple[np.ndarray, np.ndarray, dict, dic
         raise bad(f"exact=true needs n > d (got n={n}, d={d})")
 
     g = np.random.default_rng(p["seed"])
+    # S^1/2 built directly (never from eigenvectors of S: a block covariance has repeated
+    # eigenvalues, whose eigenvectors LAPACK picks differently on each BLAS kernel)
     if p["blocks"] is not None:
-        S = np.zeros((d, d))
+        root = np.zeros((d, d))
         i = 0
         for b in p["blocks"]:
-            S[i:i + b, i:i + b] = (1 - p["e"]) * np.ones((b, b)) + p["e"] * np.eye(b)
+            root[i:i + b, i:i + b] = _block_root(b, p["e"])
             i += b
     else:
         lam = np.asarray(p["eigs"] if p["eigs"] is not None else np.logspace(0, -math.log10(p["kappa"]), d))
-        S = np.diag(lam)
+        root = np.diag(np.sqrt(lam))
     if p["rotate"]:
-        Q, R = np.linalg.qr(g.standard_normal((d, d)))
-        U = Q * np.sign(np.diag(R))  # Haar-distributed orthogonal basis
-        S = U @ S @ U.T
+        U = haar_orthogonal(g.standard_normal((d, d)))
+        root = _mm(_mm(U, root), U.T)  # (U S U^T)^1/2 = U S^1/2 U^T
     else:
         U = np.eye(d)
     D = np.asarray(p["scale"]) if p["scale"] is not None else np.ones(d)
-    C = D[:, None] * S * D[None, :]  # the population covariance D S D
+    L = D[:, None] * root  # C = D S D = L L^T
+    C = _mm(L, L.T)
     C = (C + C.T) / 2
-    w, V = np.linalg.eigh(C)
-    L = V * np.sqrt(np.clip(w, 0, None))  # C = L L^T
+    w = np.linalg.eigvalsh(C)  # for meta only: the data never depend on it
     Z = g.standard_normal((n, d))
     if p["exact"]:  # empirical covariance of Z (centered, 1/n) becomes I exactly
         Z = Z - Z.mean(0)
-        Z = Z @ np.linalg.inv(np.linalg.cholesky(Z.T @ Z / n)).T
+        Z = _mm(Z, _lower_inverse(cholesky(_mm(Z.T, Z) / n)).T)
     mu = np.asarray(p["mean"], dtype=float) * np.ones(d)
-    X = mu + Z @ L.T
+    XL = _mm(Z, L.T)
+    X = mu + XL
     if name == "linreg":
         w_true = g.standard_normal(d) / math.sqrt(d)  # drawn even when given: the same noise
         if p["w"] is not None:
             w_true = np.asarray(p["w"], dtype=float) * np.ones(d)
-        y = X @ w_true + p["noise"] * g.standard_normal(n)
+        y = _mm(X, w_true[:, None])[:, 0] + p["noise"] * g.standard_normal(n)
     else:
         w_true = g.standard_normal((d, p["classes"]))
-        logits = Z @ L.T @ w_true / np.sqrt(np.einsum("dk,de,ek->k", w_true, C, w_true))
+        logits = _mm(XL, w_true) / np.sqrt(np.einsum("dk,de,ek->k", w_true, C, w_true))
         if p["noise"] == 0:
             y = logits.argmax(1)
         else:

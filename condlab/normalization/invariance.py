@@ -170,3 +170,28 @@ def softmax_shift_nullity(model, loss: str) -> int:
     if not isinstance(head, nn.Linear) or head.out_features < 2 or not head.weight.requires_grad:
         return 0
     return head.in_features + (1 if head.bias is not None else 0)
+
+
+def shift_nullity_bound(problem) -> tuple[int, str] | None:
+    """A proven lower bound on the nullity from cross-entropy's shift invariance, or None.
+
+    For a Sequential ending in a Linear head ``W`` (``C >= 2`` classes), moving ``W`` along
+    ``1_C u^T`` (and the bias along ``1_C``) adds the same number to every logit of every
+    sample, which softmax cross-entropy (with or without label smoothing) ignores: the loss is
+    constant along these ``in + 1`` directions at every weight, so ``H d = 0`` and ``G d = 0``
+    exactly. Counted over the head's parameters the problem measures (a ``--params`` subset or a
+    layer's block holds only its own). A theorem, unlike :func:`predicted_nullity`.
+    """
+    model = problem.model
+    if problem.loss_name != "cross-entropy" or not isinstance(model, nn.Sequential) or not len(model):
+        return None
+    name, head = list(model.named_children())[-1]
+    if not isinstance(head, nn.Linear) or head.out_features < 2:
+        return None
+    chosen = set(problem.spec.names)
+    n = (head.in_features if f"{name}.weight" in chosen else 0) + (
+        1 if head.bias is not None and f"{name}.bias" in chosen else 0)
+    if not n:
+        return None
+    return n, (f"softmax cross-entropy ignores a shift of every logit: the head '{name}': "
+               f"{n} directions 1_C u^T (and its bias along 1_C) are null at every weight")

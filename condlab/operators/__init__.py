@@ -8,7 +8,7 @@ from condlab.operators.curvature import (
     curvature_operator,
 )
 from condlab.operators.dense import dense_curvature, dense_ggn, dense_hessian
-from condlab.operators.params import ParamSpec, select_params
+from condlab.params import ParamSpec, select_params
 
 __all__ = [
     "CURVATURES",

@@ -134,6 +134,7 @@ def build_preconditioner(
     if basis == "eigen":
         evals, U = ggn_eigenbasis(problem, ggn=ggn, max_params=max_eigen_params)
         meta["basis_source"] = "eigenvectors of the dense G"
+        meta.update(_arbitrary_rotation(evals, name))
 
     if name in DATA_RULES:
         est = gradient_second_moment(problem, batch_size=batch_size, seed=seed, basis=U)
@@ -221,6 +222,28 @@ def _refuse_structural_zeros(diag: Tensor, name: str, problem, eigen: bool) -> N
     )
 
 
+def _arbitrary_rotation(evals: Tensor, name: str) -> dict:
+    """Flag a rule that depends on the arbitrary basis ``eigh`` picks inside G's null space.
+
+    The eigenvectors of a repeated eigenvalue are determined only up to a rotation of their
+    space. gn / gn-sqrt give every null direction the same ``P = eps`` and are invariant; jacobi
+    (``|diag(U^T H U)|``) and the data rules (``E[(U^T g)^2]``) are not: when H is not null
+    where G is, another rotation gives another P and another spectrum (e.g. a GGN null
+    space of 45 against the Hessian's 17).
+    """
+    from condlab.estimators.condition import noise_rel
+
+    if name in ("gn", "gn-sqrt") or not evals.numel():
+        return {}
+    n0 = int((evals.abs() <= noise_rel(evals.dtype) * float(evals.abs().max())).sum())
+    if n0 < 2:
+        return {}
+    return {"basis_arbitrary": n0, "basis_note": (
+        f"--basis eigen --precond {name} depends on an arbitrary rotation inside G's null space "
+        f"of dimension {n0} (eigh's choice of eigenvectors for a repeated eigenvalue): P and the "
+        "spectrum there are not determined by the model; gn and gn-sqrt are invariant")}
+
+
 # -- the preconditioned operator and regularization ----------------------------------------------
 def preconditioned_operator(
     A: LinearOperator | Tensor,
@@ -278,3 +301,62 @@ def summarize(values: Tensor) -> dict[str, float]:
     v = values.detach().double().flatten().cpu()
     q = torch.quantile(v, torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=v.dtype))
     return dict(zip(("min", "q10", "median", "q90", "max"), map(float, q), strict=True))
+
+
+# -- what a congruence proves (trust) ------------------------------------------------------------
+def congruence_proof(baseline, *, damping: float = 0.0, weight_decay: float = 0.0,
+                     decay: str = "none") -> dict:
+    """``measure`` keywords that carry the baseline's exact inertia to a preconditioned row.
+
+    ``P^-1/2 A P^-1/2`` (``P^-1/2 U^T A U P^-1/2`` in an eigenbasis; ``A + lam I`` inside it
+    under coupled decay, as in the baseline) is ``S^T A S`` with ``S`` invertible, so by
+    Sylvester's law of inertia it has exactly the baseline's numbers of negative, zero and
+    positive eigenvalues. Not a congruence: ``--damping`` or decoupled decay added after ``P``.
+    Only an exact baseline spectrum (``--exact``) gives the counts; ``{}`` otherwise.
+    """
+    if damping or (weight_decay and decay == "decoupled") or baseline is None:
+        return {}
+    d = baseline.details or {}
+    if not str(d.get("negative_method", "")).startswith("exact") or baseline.nullity is None:
+        return {}
+    neg, zero = int(d["negative_count"]), int(baseline.nullity)
+    pos = int(baseline.n_params) - neg - zero
+    why = (f"Sylvester's law of inertia: congruent to the baseline, whose exact spectrum has "
+           f"{neg} negative, {zero} null, {pos} positive eigenvalues")
+    out: dict = {"sylvester": (neg, zero, pos, why)}
+    if zero:
+        out["nullity_bound"] = (zero, why)
+    return out
+
+
+def ostrowski_check(result, baseline):
+    """``result`` (a preconditioned row) checked against Ostrowski's theorem.
+
+    ``lambda_k(S^T A S) = t_k lambda_k(A)`` with ``t_k`` in ``[1 / max P, 1 / min P]``, so the
+    condition number of the same part of the spectrum obeys
+    ``kappa(P^-1/2 A P^-1/2) <= kappa(A) max P / min P``. A reported value above that cap (beyond
+    both error bounds) is contradicted by the baseline and withheld; the cap is recorded in
+    ``details['ostrowski']`` either way.
+    """
+    import dataclasses
+
+    d = result.details or {}
+    summary = d.get("diag_summary") or {}
+    if (baseline is None or baseline.condition_number is None or not summary.get("min")
+            or result.definiteness != baseline.definiteness):
+        return result
+    spread = summary["max"] / summary["min"]
+    cap = baseline.condition_number * (1 + (baseline.condition_error or 0.0)) * spread
+    rec = {"kappa_cap": cap, "p_spread": spread, "baseline_kappa": baseline.condition_number}
+    value = result.condition_number
+    if value is None or value <= cap * (1 + (result.condition_error or 0.0)):
+        return dataclasses.replace(result, details={**d, "ostrowski": {**rec, "holds": True}})
+    note = (f"kappa {value:.3g} withheld: Ostrowski's theorem caps it at {cap:.3g} (the "
+            f"baseline's {baseline.condition_number:.3g} x max P / min P = {spread:.3g}); "
+            "eigenvalues near 0 were rescaled across the null band")
+    notes = [*d.get("trust_notes", []), note]
+    return dataclasses.replace(
+        result, condition_number=None, condition_error=None, condition_resolved=True,
+        condition_bound=None, condition_definition=f"{note} ({result.condition_definition})",
+        details={**d, "ostrowski": {**rec, "holds": False}, "trust_notes": notes},
+    )

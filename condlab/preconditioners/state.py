@@ -90,6 +90,21 @@ def _denominator(kind: str, st: dict, group: dict, eps: float) -> tuple[Tensor, 
     return st["sum"].sqrt() + eps, "P = sqrt(sum) + eps"
 
 
+def _widened(st: dict, dtype: torch.dtype | None) -> dict:
+    """The state's float tensors in the wider of their dtype and the run's ``dtype``: under
+    ``--dtype float64`` P is computed in float64 (sqrt, bias correction, + eps), not in the
+    float32 of a float32 state (torch's own step divides in the state's dtype)."""
+    if dtype is None:
+        return st
+    out = {}
+    for k, v in st.items():
+        if isinstance(v, Tensor) and v.is_floating_point() and v.element_size() < torch.finfo(
+                dtype).bits // 8:
+            v = v.to(dtype)
+        out[k] = v
+    return out
+
+
 def from_optimizer_state(
     state_dict: dict,
     spec: ParamSpec,
@@ -137,7 +152,7 @@ def from_optimizer_state(
         decoupled = any(g.get("decoupled_weight_decay") for g in state_dict["param_groups"])
         named = "adamw" if kind == "adam" and decoupled else kind
     shapes = dict(zip(model_spec.names, model_spec.shapes, strict=True))
-    parts, formula, steps, eps_used = [], "", [], set()
+    parts, formula, steps, eps_used, state_dtypes = [], "", [], set(), set()
     for name in model_spec.names:
         if name not in table:  # matched by name: a parameter the optimizer was not given
             if name in spec.names:
@@ -171,7 +186,8 @@ def from_optimizer_state(
         if name not in spec.names:
             continue
         e = float(group["eps"]) if eps is None else float(eps)
-        d, formula = _denominator(kind, st, group, e)
+        d, formula = _denominator(kind, _widened(st, dtype), group, e)
+        state_dtypes.add(str(st[next(iter(needs))].dtype).replace("torch.", ""))
         parts.append((name, d))
         steps.append(int(float(st.get("step", 0))))
         eps_used.add(e)
@@ -190,6 +206,7 @@ def from_optimizer_state(
         "weight_decay": wd,
         "decay": decay,
         "hparams": {k: v for k, v in group.items() if k not in ("params", "param_names")},
+        "state_dtype": ",".join(sorted(state_dtypes)),
     }
     return Preconditioner(
         name=f"optimizer:{named}",

@@ -7,7 +7,7 @@ from pathlib import Path
 from condlab.errors import UsageError
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 
@@ -32,7 +32,7 @@ def plot_density(densities, path: str | Path) -> None:
     """The spectral density of each setting in its own panel (settings differ in scale by
     orders of magnitude), on a log density axis cut 8 decades below each panel's peak (the
     Gaussian tails of SLQ's smoothing reach 1e-88 and would hide the spectrum)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(densities), 1)
     fig, axes = plt.subplots(n, 1, figsize=(7, 2.6 * n), squeeze=False)
     for ax, d in zip(axes[:, 0], densities):
@@ -47,3 +47,6 @@ def plot_density(densities, path: str | Path) -> None:
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+_pyplot = pyplot  # the old name, for code in flight

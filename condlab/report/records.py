@@ -100,8 +100,18 @@ class SpectrumResult:
         flags = (self.converged_top or []) + (self.converged_bottom or [])
         return all(flags)
 
+    @property
+    def kappa_scale_free(self) -> bool:
+        """Whether κ is the same for ``P`` and ``c P``: not for a preconditioned row with a shift
+        after ``P`` (decoupled decay ``P^-1/2 A P^-1/2 + lam I``, or damping), whose κ moves
+        with ``P``'s arbitrary scale (no κ ratio is printed for it)."""
+        if self.preconditioner is None:
+            return True
+        decoupled = self.details.get("decay") == "decoupled" and self.details.get("weight_decay")
+        return not (decoupled or self.damping)
+
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return jsonable({**asdict(self), "kappa_scale_free": self.kappa_scale_free})
 
     def scalar_row(self) -> dict[str, Any]:
         """The scalar fields, one CSV row (lists and nested details left out)."""
@@ -115,7 +125,7 @@ class SpectrumResult:
         for k, v in self.details.items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[f"details.{k}"] = v
-        return _jsonable(row)
+        return jsonable(row)
 
     def eigen_rows(self) -> list[dict[str, Any]]:
         """Eigenvalues in long format: one row per (setting, end, rank)."""
@@ -136,7 +146,7 @@ class SpectrumResult:
                         "converged": c,
                     }
                 )
-        return _jsonable(rows)
+        return jsonable(rows)
 
 
 def result_of(estimate, *, setting: str = "baseline", curvature: str = "hessian",
@@ -154,14 +164,31 @@ def result_of(estimate, *, setting: str = "baseline", curvature: str = "hessian"
     )
 
 
-def _jsonable(x: Any) -> Any:
+def record(setting, estimate, curvature: str) -> SpectrumResult:
+    """The record of one :class:`condlab.settings.Setting`'s estimate: its numbers, what the
+    setting is (name, objective, preconditioner, normalization, layer, nullity prior), the
+    problem's sample count and modes, and ``lambda_max`` against the setting's stability
+    threshold (fixed when the setting was built)."""
+    lam = estimate.fields.get("lambda_max")
+    s = setting
+    return result_of(
+        estimate, setting=s.name, curvature=curvature, preconditioner=s.preconditioner,
+        normalization=s.normalization, layer=s.layer, n_samples=s.problem.n_samples,
+        modes=dict(s.problem.modes), objective=s.objective, objective_lambda=s.objective_lambda,
+        stability=s.stability.of(lam) if s.stability is not None else None,
+        function_change=s.function_change, params_added=s.params_added,
+        predicted_nullity=s.predicted_nullity, details=s.details,
+    )
+
+
+def jsonable(x: Any) -> Any:
     """Floats that JSON cannot hold (NaN, Inf) become null; tuples become lists."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     return x
 
 
@@ -173,7 +200,7 @@ def document(command: str, config: dict, results: list[SpectrumResult], **extra)
 
     from condlab import __version__
 
-    return _jsonable(
+    return jsonable(
         {
             "condlab_version": __version__,
             "command": command,
@@ -187,3 +214,6 @@ def document(command: str, config: dict, results: list[SpectrumResult], **extra)
             **extra,
         }
     )
+
+
+_jsonable = jsonable  # the old name, for code in flight

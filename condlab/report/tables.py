@@ -96,7 +96,8 @@ def spectrum_table(results: Sequence[SpectrumResult], title: str | None = None, 
         same = r is base
         row = [r.setting, str(r.objective or r.curvature), _kappa(r)]
         if compare:
-            row.append("" if same else _ratio(r.condition_number, base.condition_number))
+            row.append("" if same else (_ratio(r.condition_number, base.condition_number)
+                                        if r.kappa_scale_free else "n/a §"))
         if stab:
             row.append(_stability(r))
         row.append(_negatives(r))
@@ -122,16 +123,22 @@ def _short_table(results: Sequence[SpectrumResult], title: str | None) -> Table:
     table.add_column("λ_min", justify="right", no_wrap=True)
     table.add_column("ok", justify="center", no_wrap=True)
     for r in results:
-        row = [r.setting, _kappa(r)] + ([_stability(r)] if stab else [])
+        row = [r.setting, _kappa(r) + ("" if r.kappa_scale_free else " §")]
+        row += [_stability(r)] if stab else []
         row += [fmt(r.lambda_max), fmt(r.lambda_min), "[green]yes[/]" if r.converged else "[red]no[/]"]
         table.add_row(*row)
     return table
 
 
 def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
-    """At most three lines under the default table, each only when it applies: κ not resolved
-    in this dtype, κ undefined for an indefinite operator, an eigenpair not converged."""
+    """At most three lines under the default table, each only when it applies, the most
+    pressing first: an eigenpair not converged, κ not resolved in this dtype, κ undefined for an
+    indefinite operator, κ that moves with P's arbitrary scale (``§``)."""
     lines = []
+    unconverged = [r.setting for r in results if not r.converged]
+    if unconverged:
+        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
+                     "loosen --tol")
     unresolved = [r.setting for r in results if r.condition_resolved is False]
     if unresolved:
         lines.append(f"κ not resolved ({', '.join(unresolved)}): only a lower bound '> x'; "
@@ -140,11 +147,18 @@ def key_notes(results: Sequence[SpectrumResult]) -> list[str]:
     if indefinite:
         lines.append(f"indefinite ({', '.join(indefinite)}): negative curvature, κ undefined; "
                      "--curvature ggn gives a positive semi-definite κ, --exact κ of the positive part")
-    unconverged = [r.setting for r in results if not r.converged]
-    if unconverged:
-        lines.append(f"not converged ({', '.join(unconverged)}): estimates; raise --max-hvps or "
-                     "loosen --tol")
-    return lines
+    if not all(r.kappa_scale_free for r in results):
+        lines.append("§ κ moves with P's arbitrary scale here (a shift after P: decoupled decay or "
+                     "damping): compare it with no other row")
+    lines += trust_lines(results)  # what the trust checks found (condlab.consistency)
+    return lines[:3]  # the rest: --explain
+
+
+def trust_lines(results: Sequence[SpectrumResult]) -> list[str]:
+    """The trust checks' notes (condlab.consistency), one line per distinct note."""
+    from condlab.consistency import trust_notes
+
+    return trust_notes(results)
 
 
 def notes(results: Sequence[SpectrumResult]) -> list[str]:
@@ -161,6 +175,11 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
                 f"stab., {r.setting}: lambda_max / threshold, lr {s['lr']:g} ({s['lr_source']}), "
                 f"{s['method']} threshold {fmt(s['threshold'])}: {s['ratio']:.3g} ({s['regime']})"
             )
+    if not all(r.kappa_scale_free for r in results):
+        lines.append(
+            "§ κ of " + ", ".join(r.setting for r in results if not r.kappa_scale_free)
+            + " depends on P's arbitrary scale (a shift after P: decoupled decay or damping); no "
+            "κ ratio for it")
     if any(r.preconditioner for r in results):
         lines.append(
             "λ_max ratio n/a for preconditioned rows: P's overall scale is arbitrary up to the "
@@ -187,6 +206,7 @@ def notes(results: Sequence[SpectrumResult]) -> list[str]:
                 f"nullity >= {r.nullity_lower_bound}: {r.nullity_bound_reason}")):
             if note and not any(line.endswith(f": {note}") for line in lines):
                 lines.append(f"{r.setting}: {note}")
+    lines += [line for line in trust_lines(results) if line not in lines]
     indefinite = [r for r in results if r.definiteness == "indefinite"]
     for r in indefinite:
         n = r.details.get("negative_count")

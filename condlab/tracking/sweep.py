@@ -8,11 +8,19 @@ step is the checkpoint's ``step`` (or ``global_step``, ``iteration``; a condlab 
 ``train.steps``), else the last number in the file name. ``lr`` and ``beta1`` (Adam's
 ``betas[0]``, SGD's ``momentum``) come from each checkpoint's optimizer state unless given.
 
-Every checkpoint is measured exactly as ``condlab spectrum`` would (:func:`run_spectrum`), with
-Lanczos warm-started from the previous checkpoint's Ritz vectors of the same setting
-(``warm``). Its rows are appended to the CSV and fsync'ed before the next checkpoint starts,
-and the Ritz vectors go to ``NAME.warm`` beside it, so a resumed sweep continues the same
-chain of warm starts and writes the same bytes as an uninterrupted one.
+Every checkpoint is measured exactly as ``condlab spectrum`` would
+(:func:`condlab.pipeline.run_spectrum`), with Lanczos warm-started from the previous checkpoint's Ritz vectors of the same setting
+(``warm``); ``--top 1 --bottom 0`` (lambda_max alone) takes the tracker's fast path
+(:mod:`condlab.tracking.sharpness`: single-vector Lanczos from the previous top vectors, stopped
+on the eigenvalue). Its rows are appended to the CSV and fsync'ed before the next checkpoint
+starts, and the Ritz vectors go to ``NAME.warm`` beside it with a fingerprint of those rows, so
+a resumed sweep continues the same chain of warm starts and writes the same bytes as an
+uninterrupted one; a warm file that does not match the CSV is not used.
+
+Each checkpoint's tensors are read once: discovery maps the files (:func:`peek`: step and
+shapes), the measurement reads them (the first one's read at start-up is kept for its
+measurement). Only a resume without a usable warm file reads the checkpoints already in the
+CSV again, to rebuild the chain.
 """
 
 from __future__ import annotations
@@ -34,15 +42,15 @@ from condlab.errors import CondlabError, UsageError
 from condlab.inputs import Inputs, read_inputs
 from condlab.load.checkpoint import (
     FORMAT,
-    _classify,
+    classify,
     load_weights,
     match_prefix,
     read_torch_file,
     save_checkpoint,
 )
 from condlab.options import TRACK_FLAGS, by_name
-from condlab.spectrum import run_spectrum
 from condlab.tracking.rows import error_row, is_adaptive, optimizer_hparams, result_rows
+from condlab.tracking.sharpness import measure_step
 
 STEP_KEYS = ("step", "global_step", "iteration")
 SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar", ".safetensors")  # what a folder is searched for
@@ -68,6 +76,7 @@ class Contents:
     optimizer: dict | None
     step: int | None
     condlab: bool  # a condlab checkpoint (it names its model and data)
+    checkpoint: dict = field(default_factory=dict, repr=False)  # as load_checkpoint returns it
 
 
 @dataclass
@@ -75,6 +84,7 @@ class SweepSummary:
     measured: int = 0
     resumed: int = 0  # checkpoints already in the CSV
     replayed: int = 0  # of those, re-measured to rebuild the warm start
+    stale_warm: bool = False  # NAME.warm was another sweep's or older than the CSV: not used
     skipped: list[str] = field(default_factory=list)  # one line per skipped checkpoint
     hvps: int = 0
 
@@ -116,7 +126,7 @@ def _step(value: Any, path: Path) -> int:
 def contents(obj: Any, path: Path) -> Contents:
     """The weights, optimizer state and step of what ``torch.load`` returned (any layout
     :func:`condlab.load.checkpoint.load_checkpoint` reads)."""
-    ck = _classify(obj, path)
+    ck = classify(obj, path)
     step = None
     if isinstance(obj, Mapping):
         step = next((obj[k] for k in STEP_KEYS if obj.get(k) is not None), None)
@@ -124,11 +134,30 @@ def contents(obj: Any, path: Path) -> Contents:
             step = (obj.get("train") or {}).get("steps")
     optimizer = ck.get("optimizer")
     return Contents(dict(ck["state_dict"]), optimizer if isinstance(optimizer, Mapping) else None,
-                    None if step is None else _step(step, path), ck["format"] == FORMAT)
+                    None if step is None else _step(step, path), ck["format"] == FORMAT, ck)
 
 
 def read(path: Path, trust: bool = False) -> Contents:
+    """The whole checkpoint: its tensors are read."""
     return contents(read_torch_file(path, trust=trust), path)
+
+
+def peek(path: Path, trust: bool = False) -> Contents:
+    """The checkpoint's structure, step and shapes, its tensors' bytes left on disk: torch files
+    are mapped (``mmap``), a safetensors file's header is read. For discovery only: the
+    mapped tensors must not be kept (a file rewritten in place would invalidate them)."""
+    if path.suffix.lower() != ".safetensors":
+        return contents(read_torch_file(path, trust=trust, mmap=True), path)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UsageError(f"'{path}' is not a readable safetensors file ({e})") from None
+    if not shapes:
+        raise UsageError(f"safetensors file '{path}' holds no tensors")
+    return contents({k: torch.empty(v, device="meta") for k, v in shapes.items()}, path)
 
 
 def _signature(state_dict: dict) -> dict[str, tuple[int, ...]]:
@@ -146,7 +175,8 @@ def _differ(a: dict, b: dict) -> str:
 
 
 def discover(patterns: Sequence[str], *, trust: bool = False) -> list[Checkpoint]:
-    """Every checkpoint in step order, read once to find its step and architecture.
+    """Every checkpoint in step order, its step and architecture found by :func:`peek` (the
+    tensors' bytes are read once, later, when the checkpoint is measured).
 
     Raises a UsageError before any measurement for an empty match, a checkpoint without a step,
     or checkpoints of different architectures. A file that cannot be read is kept (with its
@@ -156,7 +186,7 @@ def discover(patterns: Sequence[str], *, trust: bool = False) -> list[Checkpoint
     for path in find_checkpoints(patterns):
         named = step_from_name(path)
         try:
-            c = read(path, trust)
+            c = peek(path, trust)
         except UsageError as e:
             if named is None:
                 raise UsageError(f"{e}; and its name holds no step to order it by: remove it from the sweep") from None
@@ -204,10 +234,12 @@ class Sweep:
                 f"'{first.path}' does not say which model it holds; pass --model (a built-in spec "
                 "with --model-config, or 'package.module:factory')"
             )
-        # the model (built once, weights replaced per checkpoint) and the data, as spectrum loads them
+        # the model (built once, weights replaced per checkpoint) and the data, as spectrum loads
+        # them; a condlab checkpoint is handed over, not read again
         base_cfg = dataclasses.replace(cfg, checkpoint=str(first.path) if c.condlab else None)
-        self.base: Inputs = read_inputs(base_cfg)
+        self.base: Inputs = read_inputs(base_cfg, checkpoint=c.checkpoint if c.condlab else None)
         self.loaded(c, first.path)  # weights that do not fit the model: a usage error, before any work
+        self.held: tuple[str, Contents] | None = (first.key, c)  # measured next: not read twice
 
     def loaded(self, c: Contents, path: Path) -> Inputs:
         model = copy.deepcopy(self.base.model)
@@ -223,18 +255,21 @@ class Sweep:
         """``(rows, Ritz vectors)`` of one checkpoint; CondlabError if it cannot be measured."""
         if ckpt.error is not None:
             raise CondlabError(ckpt.error)
-        try:
-            c = read(ckpt.path, self.cfg.trust_checkpoint)
-        except UsageError as e:  # a file that changed since discovery
-            raise CondlabError(str(e)) from None
+        if self.held is not None and self.held[0] == ckpt.key:
+            c, self.held = self.held[1], None
+        else:
+            try:
+                c = read(ckpt.path, self.cfg.trust_checkpoint)
+            except UsageError as e:  # a file that changed since discovery
+                raise CondlabError(str(e)) from None
         lr, beta1 = optimizer_hparams(c.optimizer)
         lr = self.cfg.lr if self.cfg.lr is not None else lr
         beta1 = self.cfg.beta1 if self.cfg.beta1 is not None else beta1
         cfg = dataclasses.replace(self.cfg, checkpoint=ckpt.key, lr=lr, beta1=beta1)
-        report = run_spectrum(cfg, loaded=self.loaded(c, ckpt.path), threads=self.threads,
-                              on_progress=on_progress, starts=starts if self.warm else None)
-        rows = result_rows(ckpt.step, ckpt.key, report.results, lr, beta1, is_adaptive(c.optimizer))
-        return rows, report.vectors
+        results, vectors = measure_step(cfg, self.loaded(c, ckpt.path), starts if self.warm else None,
+                                        threads=self.threads, on_progress=on_progress)
+        rows = result_rows(ckpt.step, ckpt.key, results, lr, beta1, is_adaptive(c.optimizer))
+        return rows, vectors
 
 
 def run_sweep(
@@ -256,7 +291,7 @@ def run_sweep(
     summary = SweepSummary()
     done = list(dict.fromkeys(r["checkpoint"] for r in done_rows if r.get("checkpoint")))
     state_path = warm_path(Path(log.path))
-    starts = _resume_starts(sweep, done, state_path, summary, on_progress)
+    starts = _resume_starts(sweep, done, done_rows, state_path, summary, on_progress)
     todo = [c for c in sweep.checkpoints if c.key not in set(done)]
     summary.resumed = len(done)
     for i, ckpt in enumerate(todo):
@@ -278,32 +313,55 @@ def run_sweep(
         summary.measured += 1
         summary.hvps += sum(r.get("hvps") or 0 for r in rows)
         if sweep.warm:
-            save_checkpoint(state_path, {"checkpoint": ckpt.key, "vectors": dict(vectors or {})})
+            save_checkpoint(state_path, {"checkpoint": ckpt.key, "rows": fingerprint(rows),
+                                         "vectors": dict(vectors or {})})
         starts = vectors
     return summary
 
 
-def _resume_starts(sweep: Sweep, done: list[str], state_path: Path, summary: SweepSummary,
-                   on_progress) -> dict | None:
-    """The warm start after the last checkpoint already in the CSV: from ``NAME.warm`` if it
-    is that checkpoint's, else re-measured (rows not written again) from the last one it holds."""
+def fingerprint(rows: list[dict]) -> list[list]:
+    """What a checkpoint's rows say, as the CSV reads them back (floats bit for bit): the warm
+    file records it, so a resume can tell whether the file was written after those rows."""
+    return [[str(r.get("setting") or ""), str(r.get("status") or ""), r.get("lambda_max"),
+             r.get("lambda_min"), r.get("hvps")] for r in rows]
+
+
+def _read_warm(state_path: Path) -> dict | None:
+    if not state_path.exists():
+        return None
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception:  # a torn or foreign file
+        return None
+    ok = (isinstance(state, dict) and isinstance(state.get("checkpoint"), str)
+          and isinstance(state.get("rows"), list) and isinstance(state.get("vectors"), dict))
+    return state if ok else None
+
+
+def _resume_starts(sweep: Sweep, done: list[str], done_rows: list[dict], state_path: Path,
+                   summary: SweepSummary, on_progress) -> dict | None:
+    """The warm start after the last checkpoint already in the CSV.
+
+    ``NAME.warm`` is trusted only when it was written right after the CSV's rows of the
+    checkpoint it names (same settings, values, products and status): then the chain goes on
+    from it, re-measuring (rows not written again) the checkpoints after that one. A stale file
+    (another sweep's, one written before the CSV was rewritten, one whose rows differ), a torn
+    one or none: the chain is rebuilt from the first checkpoint in the CSV.
+    """
     if not sweep.warm or not done:
         return None
-    state = None
-    if state_path.exists():
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception:  # a torn or foreign file: rebuild the chain from the start
-            state = None
-    held = state.get("checkpoint") if isinstance(state, dict) else None
-    starts = dict(state.get("vectors") or {}) if held else None
-    if held == done[-1]:
-        return starts
+    state = _read_warm(state_path)
     order = [c for c in sweep.checkpoints if c.key in set(done)]
     keys = [c.key for c in order]
+    held = state["checkpoint"] if state is not None else None
+    if held in keys:
+        written = [r for r in done_rows if r.get("checkpoint") == held]
+        if fingerprint(written) != state["rows"]:
+            held = None  # stale: not the file written after these rows
+    if state is not None and held is None:
+        summary.stale_warm = True
+    starts = dict(state["vectors"]) if held in keys else None
     begin = keys.index(held) + 1 if held in keys else 0
-    if held not in keys:
-        starts = None
     for ckpt in order[begin:]:
         try:
             _, starts = sweep.measure(ckpt, starts, on_progress)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,15 +24,16 @@ from torch.optim import Optimizer
 from condlab.errors import CondlabError, UsageError
 from condlab.load.checkpoint import make_checkpoint
 from condlab.load.data import Dataset, load_dataset, make_batches
-from condlab.load.models import build_model, resolve_model_spec
+from condlab.load.models import resolve_model_spec
 from condlab.load.structure import batch_len, map_tensors, select_output, signature, take
 from condlab.losses import Loss, check_loss_fits, loss_fn, make_loss
 from condlab.options import TRAIN, parse_mapping
+from condlab.problem_options import DTYPES as FLOAT_TYPES
 from condlab.train.optimizers import build_optimizer, resolve_hparams
 
 Callback = Callable[[int, nn.Module, Optimizer, float], Any]
 CONFIG_KEYS = tuple(o.name for o in TRAIN)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {name: getattr(torch, name) for name in FLOAT_TYPES}  # name -> torch dtype
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,23 +194,15 @@ def train_from_config(
     opt_name = opt_cfg["name"]
     hparams = resolve_hparams(opt_name, {k: v for k, v in opt_cfg.items() if k != "name"})
 
-    from condlab.inputs import default_loss_for, token_model_spec
+    from condlab.inputs import default_loss_for, model_for_data
 
     data = load_dataset(cfg["data"], max_samples=cfg.get("max_samples"), seed=seed).to(dtype)
     loss = check_loss_fits(cfg.get("loss") or default_loss_for(data), data.task)
     f = make_loss(loss, ignore_index=cfg["ignore_index"], label_smoothing=cfg["label_smoothing"])
     raw = {"name": cfg["model"]} if isinstance(cfg["model"], str) else dict(cfg["model"])
-    n_out = None
-    if raw.get("name") == "transformer":  # sized from the token data
-        raw, n_out = token_model_spec(raw, data)
-    spec = resolve_model_spec(raw)
-    structured = not isinstance(data.X, torch.Tensor)
-    if ":" not in spec["name"] and not structured and not data.X.is_floating_point() \
-            and spec["name"] != "transformer":
-        data = replace(data, X=data.X.to(dtype))  # integer features, a float model
-    input_shape = () if structured else data.input_shape
-    n_out = data.num_outputs if n_out is None else n_out
-    model = build_model(spec, input_shape or (1,), n_out, seed=seed).to(dtype)
+    model, data, spec, n_out = model_for_data(raw, data, seed=seed, dtype=dtype)
+    model, spec = model.to(dtype), resolve_model_spec(spec)
+    input_shape = () if not isinstance(data.X, torch.Tensor) else data.input_shape
     result = train(
         model, data, loss=f, optimizer=opt_name, hparams=hparams, steps=steps,
         batch_size=cfg.get("batch_size"), seed=seed, callback=callback,

@@ -22,7 +22,7 @@ import torch
 from torch.optim import Optimizer
 
 from condlab.errors import UsageError
-from condlab.options import as_number
+from condlab.optionfield import as_number
 
 _SGD = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0}
 _ADAM = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False}

@@ -28,7 +28,9 @@ preconditioner in its basis ``U`` (:meth:`DiagOptimizer.preconditioner`):
   ``dist_lasso``: to the minimizer of the quadratic model plus ``sum_i lam sqrt(P_i) |z_i|``
   (its fixed point with its live ``P``, derived) and plus ``lam sum_i |z_i|`` (the plain
   lasso), ``z = U^T p``, solved by coordinate descent (:mod:`condlab.train.lasso`); empty when
-  the descent does not converge.
+  the descent does not converge; ``dist_lasso_sq``: to the plain lasso at ``lam^2`` (the weighted
+  lasso once Adam's ``v = g^2``). Both kinds also ``dist_pstar``, to the unregularized
+  minimizer ``p* = theta - H^+ g`` (the control a decayed optimizer whose decay fades would reach).
 
 Every logged step, for the scale-invariant group ``w`` (``scale_invariant`` globs):
 ``si_norm = ||w||``, ``si_eff_lr = lr / ||w||^2`` and ``si_angle``, the angle between ``w``
@@ -235,11 +237,15 @@ class Tracker:
             W = opt.basis @ W @ opt.basis.T
         p_l2 = theta - torch.linalg.solve(H + lam * eye, g + lam * theta)
         p_w = theta - torch.linalg.solve(H + lam * W, g + lam * (W @ theta))
-        return {"dist_l2": _distance(theta, p_l2), "dist_pw": _distance(theta, p_w)}
+        p_star = theta - torch.linalg.pinv(H, hermitian=True) @ g  # the unregularized minimizer
+        return {"dist_l2": _distance(theta, p_l2), "dist_pw": _distance(theta, p_w),
+                "dist_pstar": _distance(theta, p_star)}
 
     def _lasso_points(self, prob: Problem, A: Tensor, opt: DiagOptimizer, pre, lam: float) -> dict:
-        """Distances to the weighted lasso (weights ``lam sqrt(P_i)``, the live ``P``) and to the
-        plain lasso (weights ``lam``) of the quadratic model at ``theta``, in the basis ``U``."""
+        """Distances to the weighted lasso (weights ``lam sqrt(P_i)``, the live ``P``), to the
+        plain lasso at ``lam`` and at ``lam^2`` (where the weighted one lands once ``v = g^2``,
+        ``P_i = |g_i| = lam^2`` on the support) of the quadratic model at ``theta``, in the basis
+        ``U``; and to the unregularized minimizer ``p*``."""
         import numpy as np
 
         from condlab.train.lasso import weighted_lasso
@@ -252,11 +258,14 @@ class Tracker:
         Az, c = Az.cpu().numpy(), c.cpu().numpy()
         out = {}
         for key, w in (("dist_wlasso", lam * pre.diag.double().sqrt().cpu().numpy()),
-                       ("dist_lasso", np.full(c.shape, lam))):
+                       ("dist_lasso", np.full(c.shape, lam)),
+                       ("dist_lasso_sq", np.full(c.shape, lam * lam))):
             z, ok = weighted_lasso(Az, c, w)
             p = torch.as_tensor(z, dtype=torch.float64, device=theta.device)
             p = U @ p if U is not None else p
             out[key] = _distance(theta, p) if ok else None
+        out["dist_pstar"] = _distance(theta, theta - torch.linalg.pinv(H, hermitian=True)
+                                      @ prob.gradient(prob.theta).double())
         return out
 
 

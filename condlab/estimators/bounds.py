@@ -1,0 +1,325 @@
+r"""What a Krylov run proves about the extreme eigenvalues: backed error bounds per listed value.
+
+A Ritz pair ``(theta, y)`` with residual ``r = ||A y - theta y||`` proves only that *some*
+eigenvalue lies in ``[theta - r, theta + r]``. Whether it is the smallest (largest) eigenvalue,
+or the ``i``-th, the residual cannot say: an eigenvector nearly orthogonal to the start block is
+invisible to the run. Cauchy interlacing gives one side for free (the ``i``-th Ritz value from
+the bottom is ``>= lambda_i``, from the top ``<= lambda_{P+1-i}``); the other side needs a
+certificate. This module derives it from the random start.
+
+Certificate (van Dorsselaer, Hochstenbach & van der Vorst, SIAM J. Matrix Anal. Appl. 22 (2001);
+the a-priori version is Kuczynski & Wozniakowski, SIAM J. Matrix Anal. Appl. 13 (1992)). Let
+``q`` be a column of the start block and ``phi_0 .. phi_d`` its Lanczos polynomials, orthonormal
+for the spectral measure of ``q`` (``phi_i(A) q`` is the ``i``-th Lanczos vector). For every
+eigenvalue ``lambda`` with eigenspace ``U`` and every polynomial ``p``, ``||U^T q||^2 p(lambda)^2
+<= ||p(A) q||^2``; the best ``p`` gives
+
+    ||U^T q||^2 <= 1 / K(lambda),      K(lambda) = sum_i phi_i(lambda)^2   (Christoffel function)
+
+``K`` is computed from the run's own ``H = V^T A V`` and coupling ``C`` (no product), and grows
+fast away from the converged Ritz values. With ``b`` Gaussian start columns orthonormalized to
+``q_1 .. q_b``, ``||Q_0^T u||^2 ~ Beta(b/2, (P - b)/2)`` for any fixed unit ``u``, so
+``sum_l 1/K_l(lambda) < t`` with ``P(Beta < t) = delta`` happens for the eigenvalue at an end
+with probability ``<= delta``: every ``lambda`` where it holds is *excluded*. Two uses:
+
+- the end: below the bottom Ritz value ``1/K`` decreases monotonically, so the crossing point
+  ``L`` is a lower bound on ``lambda_min`` (``U`` an upper bound on ``lambda_max``) with
+  probability ``>= 1 - delta_end``;
+- gaps: between two listed Ritz values, an excluded stretch (threshold ``t`` for ``delta / P``
+  per eigenvalue, so no eigenvalue at all lies there with probability ``>= 1 - delta_gap``)
+  certifies the gap, and the Ritz values between certified gaps form components whose
+  eigenvalue counts are the block's (a random block of ``b`` vectors sees ``min(m, b)`` copies of
+  an eigenvalue of multiplicity ``m``: a component with fewer than ``b`` Ritz values holds that
+  many eigenvalues; this premise is the one behind ``may_repeat``).
+
+Errors. For a listed value with index ``i`` at its end: in a counted component of one Ritz
+value the Kato-Temple bound ``r^2 / gap`` with the certified gap; in a counted component of
+several, ``||R||_F`` over its Ritz pairs (Kahan: the sorted Ritz values match that many
+eigenvalues within ``||R||_2``); otherwise the bracket ``theta_i - L`` (``lambda_i`` lies in
+``[L, theta_i]``). A run to full depth sees every eigenvalue: ``min(r, r^2 / gap)`` with the gap
+to the other Ritz values, deterministic. Warm starts: the first start column is the random one
+plus at most ``m`` unit vectors, and by Anderson's inequality the bound holds with ``t / (1 +
+m)^2`` on that column alone.
+
+An end is *certified* when every listed value's error is ``<= tol ||A||``: the listed values are
+then the true extreme eigenvalues within that error (up to the stated failure probability).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FAILURE_PROBABILITY = 1e-3  # total, split: 1/4 per end, 1/4 per list's gaps
+GAP_SAMPLES = 64  # points tested in each gap between consecutive Ritz values
+REFERENCE = "van Dorsselaer, Hochstenbach & van der Vorst 2001; Kuczynski & Wozniakowski 1992"
+
+
+@dataclass(frozen=True)
+class StartRecurrence:
+    """The block recurrence of the start block ``Q_0 [P, b]`` while ``V`` holds its Krylov space:
+    ``A Q_i = Q_{i-1} R_{i-1}^T + Q_i A_i + Q_{i+1} R_i`` (``A_i [n_i, n_i]``, ``R_i [n_{i+1}, n_i]``;
+    the last ``R`` couples to the next, not yet multiplied block). ``sign = -1`` describes ``-A``.
+    """
+
+    blocks: list  # [(A_i, R_i, pinv(R_i))] float64
+    nodes: Tensor  # Ritz values of the recurrence (its H), ascending
+    sign: float = 1.0
+
+    def flipped(self) -> StartRecurrence:
+        return StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
+
+
+@dataclass(frozen=True)
+class EndErrors:
+    """Backed error bounds of one list (top or bottom) and what backs them."""
+
+    errors: Tensor  # [n] float64: |lambda_i - theta_i| <= errors[i] (lambda_i the true i-th)
+    kinds: list[str]  # per value: exact, residual, kato-temple, cluster, bracket, none
+    bound: float  # lambda_min >= bound (bottom) or lambda_max <= bound (top); +-inf if none
+    certified: bool  # every error <= the threshold
+    reason: str  # one sentence: what certifies the end, or why it is not certified
+
+
+def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]]) -> StartRecurrence:
+    """The start block's recurrence from ``H [k, k]`` (block tridiagonal, no restart yet), the
+    coupling ``C [k, r]`` of the last block and ``widths``: per block step ``(n_i, rank_i)``, the
+    block's width and the rank of its successor (fresh random columns after a rank drop are not
+    in the start's Krylov space: the recurrence stops there)."""
+    H, C = H.to(torch.float64).clone(), C.to(torch.float64).clone()  # the run mutates H later
+    blocks, off = [], 0
+    for i, (n, rank) in enumerate(widths):
+        Ai = H[off : off + n, off : off + n].to(torch.float64)
+        if i + 1 < len(widths):
+            Ri = H[off + n : off + n + widths[i + 1][0], off : off + n].to(torch.float64)
+        else:
+            Ri = C[off : off + n].to(torch.float64).T
+        blocks.append((Ai, Ri[:rank], torch.linalg.pinv(Ri[:rank])))
+        off += n
+        if rank == 0 or (i + 1 < len(widths) and rank < widths[i + 1][0]):
+            break
+    k = off
+    nodes = torch.linalg.eigvalsh(H[:k, :k].to(torch.float64))
+    return StartRecurrence(blocks, nodes)
+
+
+def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
+    """``log lambda_min(K(lambda))`` at each ``lam [m]``, ``K = sum_i Pi_i Pi_i^T`` the block
+    Christoffel function: ``Pi_i(lambda) [b, n_i]`` are the start block's orthonormal matrix
+    polynomials (``u^T Q_i = g^T Pi_i(lambda)`` for an eigenpair ``(lambda, u)``, ``g = Q_0^T u``),
+    so ``g^T K g <= 1`` and ``||g||^2 <= 1 / lambda_min(K)``."""
+    if rec.blocks[0][0].shape[0] == 1:
+        return _log_k_scalar(rec, lam)
+    lam = rec.sign * lam.to(torch.float64)[:, None, None]
+    m, b = lam.shape[0], rec.blocks[0][0].shape[0]
+    cur = torch.eye(b, dtype=torch.float64).expand(m, b, b).clone()
+    prev, R_prev = None, None
+    K = cur @ cur.transpose(1, 2)
+    logscale = torch.zeros(m, dtype=torch.float64)
+    for Ai, Ri, Rinv in rec.blocks:
+        M = lam * cur - cur @ Ai
+        if prev is not None:
+            M = M - prev @ R_prev.T
+        if Ri.shape[0] == 0:  # an invariant subspace: stopping there only weakens the bound
+            break
+        nxt = M @ Rinv  # Pi_{i+1} R_i = M
+        prev, cur, R_prev = cur, nxt, Ri
+        K = K + cur @ cur.transpose(1, 2)
+        s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
+        if bool((s > 1e50).any()):
+            s = torch.where(s > 1e50, s, torch.ones_like(s))
+            prev, cur, K = prev / s[:, None, None], cur / s[:, None, None], K / (s * s)[:, None, None]
+            logscale = logscale + 2 * torch.log(s)
+    kmin = torch.linalg.eigvalsh((K + K.transpose(1, 2)) / 2)[:, 0]
+    return torch.log(kmin.clamp_min(1e-300)) + logscale
+
+
+def _log_k_scalar(rec: StartRecurrence, lam: Tensor) -> Tensor:
+    """:func:`log_kmin` for one start vector: ``K = sum_i phi_i^2`` by the three-term recurrence
+    ``beta_i phi_{i+1} = (lambda - alpha_i) phi_i - beta_{i-1} phi_{i-1}`` (numpy, rescaled)."""
+    x = rec.sign * lam.to(torch.float64).numpy()
+    prev, cur = np.zeros_like(x), np.ones_like(x)
+    total, logscale, beta_prev = np.ones_like(x), np.zeros_like(x), 0.0
+    for Ai, Ri, _ in rec.blocks:
+        if Ri.numel() == 0:
+            break
+        a, beta = float(Ai[0, 0]), float(Ri[0, 0])
+        prev, cur, beta_prev = cur, ((x - a) * cur - beta_prev * prev) / beta, beta
+        total = total + cur * cur
+        s = np.abs(cur)
+        if (s > 1e100).any():
+            s = np.where(s > 1e100, s, 1.0)
+            prev, cur, total = prev / s, cur / s, total / (s * s)
+            logscale = logscale + 2 * np.log(s)
+    return torch.from_numpy(np.log(total) + logscale)
+
+
+def beta_quantile(columns: int, P: int, delta: float) -> float:
+    """``t`` with ``P(||Q_0^T u||^2 < t) = delta`` for ``columns`` random orthonormal vectors."""
+    from scipy.special import betaincinv
+
+    if columns >= P:
+        return 1.0
+    return float(betaincinv(columns / 2, (P - columns) / 2, delta))
+
+
+def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> float:
+    """A point below ``edge`` (every Ritz value above it) below which ``lambda_min(K) > 1 / t``
+    on a fine grid: no eigenvalue lies there (with the stated probability)."""
+    unit = max(span, abs(edge), 1e-300)
+    d = unit * 2.0 ** torch.arange(-60, 40.01, 0.25, dtype=torch.float64)
+    excluded = log_kmin(rec, edge - d) > log_k
+    if not bool(excluded[-1]):
+        return -math.inf
+    inside = (~excluded).nonzero()
+    if inside.numel() == 0:
+        return edge - float(d[0])
+    j = int(inside[-1, 0])
+    fine = torch.linspace(float(d[j]), float(d[j + 1]), 65, dtype=torch.float64)
+    ex = log_kmin(rec, edge - fine) > log_k
+    inside = (~ex).nonzero()
+    return edge - float(fine[int(inside[-1, 0]) + 1 if inside.numel() else 0])
+
+
+def _gap(rec: StartRecurrence, log_k: float, a: float, b: float) -> tuple[float, float] | None:
+    """A certified gap inside ``(a, b)``: ``(lo, hi)`` with no eigenvalue in ``[lo, hi]``, or None."""
+    if not b > a:
+        return None
+    x = torch.linspace(a, b, GAP_SAMPLES + 2, dtype=torch.float64)[1:-1]
+    x = torch.cat([x, rec.nodes[(rec.nodes > a) & (rec.nodes < b)]]).sort().values
+    idx = (log_kmin(rec, x) > log_k).nonzero()[:, 0]
+    if idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 != idx.numel():
+        return None
+    return float(x[idx[0]]), float(x[idx[-1]])
+
+
+def bottom_errors(
+    theta: Tensor,
+    residuals: Tensor,
+    n: int,
+    *,
+    recurrence: StartRecurrence | None,
+    P: int,
+    block_size: int,
+    threshold: float,
+    columns: int,
+    start_scale: float = 1.0,
+    exact: bool = False,
+    delta: float = FAILURE_PROBABILITY,
+    end: str = "bottom",
+    rounding: float = 0.0,
+) -> EndErrors:
+    """Backed errors of the ``n`` smallest of the ascending Ritz values ``theta [k]`` (residuals
+    ``[k]``, the listed ones true residuals). ``recurrence``: the start block's (None: nothing
+    random to certify from). ``columns``: its random columns (1 with a warm start, whose first
+    column carries ``start_scale - 1`` unit vectors). ``exact``: the run reached full depth."""
+    theta, residuals = theta.to(torch.float64), residuals.to(torch.float64)
+    k = len(theta)
+    if n == 0:
+        return EndErrors(torch.zeros(0, dtype=torch.float64), [], -math.inf, True, "nothing listed")
+    if exact:
+        errs = []
+        for i in range(n):
+            others = torch.cat([theta[:i], theta[i + 1 :]])
+            r = float(residuals[i])
+            gap = float((others - theta[i]).abs().min()) - r if others.numel() else math.inf
+            errs.append(min(r, r * r / gap) if gap > r else r)
+        e = torch.tensor(errs, dtype=torch.float64).clamp_min(rounding)
+        return EndErrors(e, ["exact"] * n, float(theta[0] - e[0]), bool((e <= threshold).all()),
+                         "exact: the run reached the full dimension, every eigenvalue is a Ritz "
+                         "value")
+    if recurrence is None:
+        inf = torch.full((n,), math.inf, dtype=torch.float64)
+        return EndErrors(inf, ["none"] * n, -math.inf, False,
+                         "not certified: no random start to bound what the run did not see")
+    span = float(theta[-1] - theta[0])
+    log_end = -math.log(beta_quantile(columns, P, delta / 4) / start_scale**2)
+    log_gap = -math.log(beta_quantile(columns, P, delta / 4 / P) / start_scale**2)
+    edge = min(float(recurrence.nodes[0]), float(theta[0]))
+    L = _end_bound(recurrence, log_end, edge, span)
+    errors, kinds = [math.inf] * n, ["bracket"] * n
+    alpha, counted, start = L, True, 0  # the open component starts at index ``start``
+    for i in range(n):
+        gap = _gap(recurrence, log_gap, float(theta[i]), float(theta[i + 1])) if i + 1 < k else None
+        if gap is None and i + 1 < n:
+            continue  # the component goes on past theta_i
+        members = range(start, i + 1)
+        ok = counted and gap is not None and len(members) < block_size
+        frob = float(torch.linalg.vector_norm(residuals[start : i + 1]))
+        for j in members:
+            th, r = float(theta[j]), float(residuals[j])
+            bracket = th - alpha  # lambda_j in [alpha, theta_j]: alpha = L once counts are lost
+            if ok and len(members) == 1:  # Kato-Temple; lambda_j <= theta_j by interlacing
+                kt = r * r / (gap[0] - th) if gap[0] > th else math.inf
+                errors[j], kinds[j] = min(kt, bracket), "kato-temple" if kt < bracket else "bracket"
+                if th - r > alpha and th + r < gap[0] and r < errors[j]:
+                    errors[j], kinds[j] = r, "residual"
+            elif ok:  # Kahan: the sorted Ritz values match the component's eigenvalues
+                errors[j], kinds[j] = min(frob, bracket), "cluster" if frob < bracket else "bracket"
+            else:
+                errors[j] = bracket
+        if ok:
+            alpha = gap[1]
+        else:
+            counted, alpha = False, L
+        start = i + 1
+    e = torch.tensor(errors, dtype=torch.float64).clamp_min(rounding)
+    certified = bool((e <= threshold).all())
+    side, word = ("lambda_min", "below") if end == "bottom" else ("lambda_max", "above")
+    bad = (e > threshold).nonzero()
+    if certified:
+        reason = (f"certified: the listed values are the true {end} eigenvalues within their "
+                  f"errors, with probability >= {1 - delta:g} over the random start ({REFERENCE})")
+    elif math.isinf(L):
+        reason = f"not certified: nothing excludes an eigenvalue {word} the listed values"
+    elif int(bad[0, 0]) == 0:
+        reason = (f"not certified: after this run {side} may lie up to {float(e[0]):.3g} {word} "
+                  f"the listed value (> tol * ||A|| = {threshold:.3g}); the listed value bounds "
+                  f"it from one side only")
+    else:
+        i = int(bad[0, 0])
+        reason = (f"not certified past value {i}: an eigenvalue the run did not see may lie "
+                  f"between the listed values (value {i + 1} is within {float(e[i]):.3g}, "
+                  f"> tol * ||A|| = {threshold:.3g}); {side} itself is within {float(e[0]):.3g}")
+    return EndErrors(e, kinds, L, certified, reason)
+
+
+def top_errors(theta: Tensor, residuals: Tensor, n: int, **kw) -> EndErrors:
+    """:func:`bottom_errors` of ``-A``: the ``n`` largest, ``theta`` still ascending."""
+    rec = kw.pop("recurrence")
+    flipped = None if rec is None else rec.flipped()
+    out = bottom_errors(-theta.flip(0), residuals.flip(0), n, recurrence=flipped, end="top", **kw)
+    return EndErrors(out.errors, out.kinds, -out.bound, out.certified, out.reason)
+
+
+def bounded_condition(cond, *, certified_top: bool, certified_bottom: bool, why: str,
+                      theta_max: float, theta_min: float, lambda_min_lower: float):
+    """``cond`` (a :class:`~condlab.estimators.condition.Condition` from backed errors) as a lower
+    bound when an end is not certified: ``lambda_max >= theta_max`` and ``lambda_min <=
+    theta_min`` always hold, so for a positive definite ``A`` ``kappa >= theta_max / theta_min``;
+    whether ``A`` is positive definite at all is open while ``lambda_min >= lambda_min_lower`` is
+    all the run proves. A proven indefiniteness (``theta_min`` below the null band) stands."""
+    import dataclasses
+
+    if (certified_top and certified_bottom) or cond.definiteness not in (
+            "positive definite", "negative definite"):
+        return cond  # kappa_+ of a semi-definite A rests on lambda_min+, inside the list
+    words = f"{why} (lambda_max >= {theta_max:.6g}, lambda_min <= {theta_min:.6g}"
+    words += f", lambda_min >= {lambda_min_lower:.3g})" if math.isfinite(lambda_min_lower) else ")"
+    definiteness = cond.definiteness
+    if not certified_bottom and not lambda_min_lower > cond.threshold:
+        definiteness = "not certified"
+    if theta_min > cond.threshold and theta_max > 0:
+        bound = theta_max / theta_min
+        text = f"kappa >= {bound:.4g} if positive definite, a lower bound: {words}"
+    else:
+        bound = None
+        text = f"not measured: {words}"
+    return dataclasses.replace(
+        cond, value=None, definition=text, resolved=False, bound=bound, error=None,
+        definiteness=definiteness, nullity=cond.nullity if certified_bottom else None,
+    )

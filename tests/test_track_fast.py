@@ -1,0 +1,394 @@
+"""The tracker's fast path: lambda_max by warm single-vector Lanczos stopped on the eigenvalue
+(condlab.tracking.top), against matrices with a prescribed spectrum and dense float64 Hessians
+of small models; the Tracker's default rows and costs; and the sweep's lambda_max-only path,
+its single read per checkpoint and its handling of a stale warm-start file."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from condlab import Tracker
+from condlab.cli import app
+from condlab.compare.csvlog import read_rows
+from condlab.errors import UsageError
+from condlab.tracking.rows import COLUMNS
+from condlab.tracking.top import top_eigenpair
+
+runner = CliRunner()
+
+
+def spectrum_matrix(evals, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q diag(evals) Q^T, Q)`` in float64 with a seeded random orthogonal ``Q``."""
+    evals = torch.as_tensor(evals, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(evals), len(evals), generator=g, dtype=torch.float64))
+    return Q @ torch.diag(evals) @ Q.T, Q
+
+
+def bulk(n, lo=-2.0, hi=4.0):
+    return torch.linspace(lo, hi, n, dtype=torch.float64)
+
+
+# -- the estimator on prescribed spectra -------------------------------------------------------
+@pytest.mark.parametrize("evals, top", [
+    (torch.cat([torch.tensor([10.0, 7.0]), bulk(198)]), 10.0),  # a gap
+    (torch.cat([torch.tensor([10.0, 10.0, 10.0]), bulk(197)]), 10.0),  # repeated top
+    (torch.cat([torch.tensor([3.0]), bulk(198, -20.0, 2.0), torch.tensor([-25.0])]), 3.0),  # indefinite
+    (torch.cat([torch.zeros(150), torch.tensor([5.0, 4.0]), bulk(48, 0.1, 3.0)]), 5.0),  # null space
+])
+def test_cold_lambda_max_meets_tol_on_prescribed_spectra(evals, top):
+    A, _ = spectrum_matrix(evals)
+    tol = 1e-8
+    e = top_eigenpair(A, tol=tol, seed=1)
+    norm = float(evals.abs().max())
+    assert e.converged and not e.warm
+    assert abs(e.value - top) <= 2 * tol * norm  # the algebraic top, not the largest |lambda|
+    assert e.value <= top + 1e-12  # a Rayleigh quotient: from below
+    assert e.stop in ("residual", "residual^2/gap")
+    assert e.vectors.shape == (len(evals), 2)
+    y = e.vectors[:, 0] / e.vectors[:, 0].norm()
+    assert float((A @ y - e.value * y).norm()) == pytest.approx(e.residual, rel=1e-6, abs=1e-12)
+
+
+def test_the_error_estimate_bounds_the_error_once_the_gap_is_resolved():
+    evals = torch.cat([torch.tensor([10.0, 9.0, 8.5]), bulk(197)])
+    A, _ = spectrum_matrix(evals, seed=3)
+    for tol in (1e-2, 1e-3, 1e-4):
+        e = top_eigenpair(A, tol=tol, seed=2)
+        assert e.converged
+        assert 10.0 - e.value <= tol * 10.0
+        assert 10.0 - e.value <= e.error + 1e-12
+
+
+def test_full_depth_is_exact_and_a_budget_too_small_is_flagged():
+    evals = torch.tensor([4.0, 4.0, 1.0, 0.0, -1.0])
+    A, _ = spectrum_matrix(evals)
+    e = top_eigenpair(A, tol=1e-14, seed=0)
+    assert e.stop in ("exact", "residual") and abs(e.value - 4.0) < 1e-12
+    big, _ = spectrum_matrix(torch.cat([torch.tensor([10.0, 9.99]), bulk(298)]))
+    e = top_eigenpair(big, tol=1e-10, max_products=3)
+    assert e.products == 3 and e.stop == "budget" and not e.converged
+    with pytest.raises(UsageError, match="start must have shape"):
+        top_eigenpair(big, tol=1e-3, start=torch.ones(7))
+    with pytest.raises(UsageError, match="max_basis"):
+        top_eigenpair(big, tol=1e-3, max_basis=1)
+
+
+def test_a_basis_cap_restarts_and_still_converges():
+    evals = torch.cat([torch.tensor([10.0, 9.0]), bulk(298)])
+    A, _ = spectrum_matrix(evals, seed=5)
+    e = top_eigenpair(A, tol=1e-8, max_basis=6, seed=0)
+    assert e.restarts > 0 and e.converged and abs(e.value - 10.0) < 1e-6
+
+
+def _rotated(A: torch.Tensor, angle: float, seed: int) -> torch.Tensor:
+    """``R A R^T`` with ``R = exp(angle K)`` for a random skew ``K`` of unit norm."""
+    g = torch.Generator().manual_seed(seed)
+    K = torch.randn(*A.shape, generator=g, dtype=A.dtype)
+    K = (K - K.T) / torch.linalg.matrix_norm(K - K.T, ord=2)
+    R = torch.linalg.matrix_exp(angle * K)
+    return R @ A @ R.T
+
+
+def test_a_warm_start_takes_a_handful_of_products_when_the_vectors_move_little():
+    evals = torch.cat([torch.tensor([10.0, 8.0]), bulk(298)])
+    A, _ = spectrum_matrix(evals, seed=7)
+    prev = top_eigenpair(A, tol=1e-6, seed=0)
+    B = _rotated(A, 0.02, seed=8)  # same spectrum, eigenvectors turned by ~1 degree
+    cold = top_eigenpair(B, tol=1e-3, seed=0)
+    warm = top_eigenpair(B, tol=1e-3, start=prev.vectors, seed=0)
+    assert warm.warm and warm.converged and cold.converged
+    assert abs(warm.value - 10.0) <= 1e-3 * 10.0
+    assert warm.products <= 3 < cold.products
+
+
+def test_a_swap_of_the_top_two_is_resolved_from_both_previous_vectors():
+    """The old top direction now carries the second eigenvalue: the previous second Ritz
+    vector in the start vector puts the new top in K_2; the old top vector alone misses it."""
+    n = 200
+    _, Q = spectrum_matrix(torch.ones(n), seed=11)
+    rest = bulk(n - 2, 0.0, 5.0)
+    old = Q @ torch.diag(torch.cat([torch.tensor([10.0, 9.0]), rest])) @ Q.T
+    new = Q @ torch.diag(torch.cat([torch.tensor([9.0, 10.0]), rest])) @ Q.T  # swapped
+    prev = top_eigenpair(old, tol=1e-10, seed=0)
+    both = top_eigenpair(new, tol=1e-3, start=prev.vectors, seed=0)
+    assert abs(both.value - 10.0) < 1e-2 and both.products <= 3
+    alone = top_eigenpair(new, tol=1e-3, start=prev.vectors[:, 0], seed=0)
+    assert alone.value < 9.5  # where a warm start cannot help: documented in docs/tracking.md
+
+
+def test_a_new_top_outside_the_followed_vectors_is_found_only_by_a_cold_start():
+    n = 200
+    _, Q = spectrum_matrix(torch.ones(n), seed=12)
+    rest = bulk(n - 3, 0.0, 5.0)
+    old = Q @ torch.diag(torch.cat([torch.tensor([10.0, 9.0, 6.0]), rest])) @ Q.T
+    new = Q @ torch.diag(torch.cat([torch.tensor([10.0, 9.0, 12.0]), rest])) @ Q.T
+    prev = top_eigenpair(old, tol=1e-10, seed=0)
+    warm = top_eigenpair(new, tol=1e-3, start=prev.vectors, seed=0)
+    cold = top_eigenpair(new, tol=1e-3, seed=0)
+    assert abs(cold.value - 12.0) < 1e-2
+    assert abs(warm.value - 10.0) < 1e-2  # the limitation the docs state
+
+
+# -- the Tracker's default: lambda_max of H and of P^-1 H --------------------------------------
+def dense_hessian(model: nn.Module, X, y) -> torch.Tensor:
+    """The float64 Hessian of the mean cross-entropy, one double-backward row per parameter."""
+    params = [p for p in model.parameters()]
+    loss = nn.functional.cross_entropy(model(X), y)
+    g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, params, create_graph=True)])
+    rows = [torch.cat([t.reshape(-1) for t in torch.autograd.grad(g[i], params, retain_graph=True)])
+            for i in range(g.numel())]
+    H = torch.stack(rows)
+    return (H + H.T) / 2
+
+
+def adam_diagonal(opt: torch.optim.Adam) -> torch.Tensor:
+    """torch's Adam denominator ``sqrt(v / (1 - beta2^t)) + eps``, parameter order."""
+    group = opt.param_groups[0]
+    parts = []
+    for p in group["params"]:
+        st = opt.state[p]
+        t = float(st["step"])
+        parts.append((st["exp_avg_sq"] / (1 - group["betas"][1] ** t)).sqrt().reshape(-1) + group["eps"])
+    return torch.cat(parts)
+
+
+def small_run(steps=30, bn=False):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(96, 5, generator=g).double()  # float32 values: data files load as float32
+    y = torch.randint(0, 3, (96,), generator=g)
+    layers = [nn.Linear(5, 8)] + ([nn.BatchNorm1d(8)] if bn else []) + [nn.Tanh(), nn.Linear(8, 3)]
+    model = nn.Sequential(*layers).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for i in range(steps):
+        idx = torch.arange(32) + 32 * (i % 3)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
+        opt.step()
+    return model, opt, X, y
+
+
+def test_tracker_default_is_lambda_max_of_h_and_of_adams_preconditioned_h():
+    model, opt, X, y = small_run()
+    batches = [(X[:32], y[:32]), (X[32:64], y[32:64])]
+    tracker = Tracker(model, "cross-entropy", batches, every=1, tol=1e-8)
+    rows = tracker.step(opt)
+    assert [r["setting"] for r in rows] == ["baseline", "optimizer"]
+    H = dense_hessian(model, X[:32], y[:32])  # the default measurement batch: the first one
+    d = adam_diagonal(opt).to(H.dtype)
+    top_h = float(torch.linalg.eigvalsh(H)[-1])
+    top_p = float(torch.linalg.eigvalsh(H / d.sqrt()[:, None] / d.sqrt()[None, :])[-1])
+    assert rows[0]["lambda_max"] == pytest.approx(top_h, rel=1e-7)
+    assert rows[1]["lambda_max"] == pytest.approx(top_p, rel=1e-7)
+    for r in rows:
+        assert r["lambda_min"] is None and r["kappa"] is None and r["converged"]
+        assert r["hvps"] >= 2 and r["seconds"] > 0
+    assert rows[1]["threshold"] == pytest.approx((2 + 2 * 0.9) / ((1 - 0.9) * 0.02))
+    (m,) = tracker.measurements
+    assert m["hvps"] == rows[0]["hvps"] + rows[1]["hvps"]
+    assert m["in_steps"] == pytest.approx(m["seconds"] / m["step_seconds"])
+    assert sum(r["seconds"] for r in rows) == pytest.approx(m["seconds"])
+    # samples=N measures on the first N samples of all the batches; kappa adds lambda_min
+    both = Tracker(model, "cross-entropy", batches, every=1, tol=1e-8, samples=64, kappa=True)
+    rows = both.step(opt)
+    H64 = dense_hessian(model, X[:64], y[:64])
+    ev = torch.linalg.eigvalsh(H64)
+    assert rows[0]["lambda_max"] == pytest.approx(float(ev[-1]), rel=1e-6)
+    assert rows[0]["lambda_min"] == pytest.approx(float(ev[0]), rel=1e-4, abs=1e-6)
+    plain = Tracker(model, "cross-entropy", batches)
+    assert plain.cfg.resolved_tol == 1e-3  # lambda_max alone: to 0.1%
+    assert Tracker(model, "cross-entropy", batches, kappa=True).cfg.resolved_tol == 1e-6  # float64's
+    with pytest.raises(UsageError, match="samples=500"):
+        Tracker(model, "cross-entropy", batches, samples=500)
+
+
+def test_tracker_in_steps_follows_the_time_between_step_calls(monkeypatch):
+    import condlab.tracking.hook as hook
+
+    model, opt, X, y = small_run(steps=1)
+    clock = iter(range(0, 10**6, 1))
+    monkeypatch.setattr(hook.time, "perf_counter", lambda: float(next(clock)))
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=3)
+    for _ in range(3):
+        rows = tracker.step(opt)
+    (m,) = tracker.measurements
+    assert m["train_steps"] == 3 and m["step_seconds"] > 0
+    assert rows[0]["in_steps"] == pytest.approx(rows[0]["seconds"] / m["step_seconds"])
+
+
+def test_warm_measurements_take_fewer_products_and_agree_with_cold_ones():
+    model, opt, X, y = small_run(steps=5)
+    warm = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1, tol=1e-6)
+    cold = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1, tol=1e-6, warm=False)
+    for i in range(6):
+        idx = torch.arange(32) + 32 * (i % 3)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X[idx]), y[idx]).backward()
+        opt.step()
+        rw, rc = warm.step(opt), cold.step(opt)
+        for a, b in zip(rw, rc, strict=True):
+            assert a["lambda_max"] == pytest.approx(b["lambda_max"], rel=1e-5)
+    later = slice(2, None)  # the first measurement is cold in both
+    assert sum(r["hvps"] for r in warm.rows[later]) < sum(r["hvps"] for r in cold.rows[later])
+
+
+def test_fast_tracker_leaves_weights_buffers_mode_grads_optimizer_and_rng_alone():
+    model, opt, X, y = small_run(steps=3, bn=True)
+    model.train()
+    nn.functional.cross_entropy(model(X[:32]), y[:32]).backward()  # gradients left in .grad
+    before = copy.deepcopy((model.state_dict(), [p.grad for p in model.parameters()], opt.state_dict()))
+    rng = torch.get_rng_state()
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1)
+    for _ in range(2):  # the second call moves the kept Problem to the (unchanged) weights
+        rows = tracker.step(opt)
+    assert rows[0]["hvps"] > 0 and model.training
+    after = (model.state_dict(), [p.grad for p in model.parameters()], opt.state_dict())
+    for k, v in before[0].items():  # BatchNorm's running statistics included
+        assert torch.equal(v, after[0][k]), k
+    assert all(torch.equal(a, b) for a, b in zip(before[1], after[1], strict=True))
+    for i, st in before[2]["state"].items():
+        assert all(torch.equal(v, after[2]["state"][i][k]) for k, v in st.items())
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_a_diverged_run_is_one_condlab_error():
+    from condlab.errors import CondlabError
+
+    model, opt, X, y = small_run(steps=1)
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1)
+    tracker.step(opt)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    with pytest.raises(CondlabError, match="NaN or Inf"):
+        tracker.step(opt)
+
+
+# -- the sweep: lambda_max alone, one read per checkpoint, a stale warm file -------------------
+EVERY, STEPS = 25, 100
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A plain-PyTorch Adam run with checkpoints every EVERY steps, and the hook's rows."""
+    import numpy as np
+
+    tmp = tmp_path_factory.mktemp("fast")
+    model, opt, X, y = small_run(steps=0)
+    tracker = Tracker(model, "cross-entropy", [(X, y)], every=EVERY, tol=1e-6)
+    for step in range(1, STEPS + 1):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+        tracker.step(opt)
+        if step % EVERY == 0:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
+                       tmp / f"ckpt_{step:04d}.pt")
+    np.savez(tmp / "data.npz", X=X.numpy(), y=y.numpy())
+    (tmp / "model.yaml").write_text("widths: [8]\nactivation: tanh\n")
+    return tmp, tracker
+
+
+def sweep_args(tmp, *extra, folder=None):
+    return ["track", str(folder or tmp), "--model", "mlp", "--model-config", str(tmp / "model.yaml"),
+            "--data", str(tmp / "data.npz"), "--loss", "cross-entropy", "--dtype", "float64",
+            "--top", "1", "--bottom", "0", "--tol", "1e-6", "--precond", "optimizer", *extra]
+
+
+def test_lambda_max_sweep_reproduces_the_hook_and_warm_starts_save_products(run_dir, tmp_path):
+    tmp, tracker = run_dir
+    warm, cold = tmp_path / "warm.csv", tmp_path / "cold.csv"
+    r = runner.invoke(app, sweep_args(tmp, "-o", str(warm)))
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, sweep_args(tmp, "-o", str(cold), "--cold-start")).exit_code == 0
+    rw, rc = (read_rows(p, columns=COLUMNS, what="track") for p in (warm, cold))
+    hook = {(r["step"], r["setting"]): r for r in tracker.rows}
+    assert len(rw) == len(hook) == 8
+    for a, b in zip(rw, rc, strict=True):
+        h = hook[(a["step"], a["setting"])]
+        assert a["lambda_max"] == pytest.approx(h["lambda_max"], rel=1e-12)
+        assert a["hvps"] == h["hvps"] and a["converged"]
+        assert a["lambda_max"] == pytest.approx(b["lambda_max"], rel=1e-5)
+    assert sum(a["hvps"] for a in rw[2:]) < sum(b["hvps"] for b in rc[2:])
+
+
+def test_each_checkpoint_is_read_once(run_dir, tmp_path, monkeypatch):
+    import condlab.load.checkpoint as ck
+    import condlab.tracking.sweep as sweep
+
+    tmp, _ = run_dir
+    full_reads = []
+    real = ck.read_torch_file
+
+    def counting(path, *, trust=False, mmap=False):
+        if not mmap:
+            full_reads.append(str(path))
+        return real(path, trust=trust, mmap=mmap)
+
+    monkeypatch.setattr(sweep, "read_torch_file", counting)
+    r = runner.invoke(app, sweep_args(tmp, "-o", str(tmp_path / "t.csv")))
+    assert r.exit_code == 0, r.output
+    assert sorted(full_reads) == sorted(str(p) for p in tmp.glob("ckpt_*.pt"))
+
+
+def test_a_stale_warm_file_is_not_used_on_resume(run_dir, tmp_path, monkeypatch):
+    """A warm file that names the CSV's last checkpoint but was written by another sweep (here
+    at another tol) would chain the wrong vectors: the resume must rebuild the chain."""
+    import condlab.tracking.sweep as sweep
+
+    tmp, _ = run_dir
+    full = tmp_path / "full.csv"
+    assert runner.invoke(app, sweep_args(tmp, "-o", str(full))).exit_code == 0
+    part = tmp_path / "part.csv"
+    real, calls = sweep.Sweep.measure, []
+
+    def dying(self, ckpt, starts, on_progress=None):
+        calls.append(ckpt.step)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, ckpt, starts, on_progress)
+
+    monkeypatch.setattr(sweep.Sweep, "measure", dying)
+    assert runner.invoke(app, sweep_args(tmp, "-o", str(part))).exit_code != 0
+    monkeypatch.setattr(sweep.Sweep, "measure", real)
+    # another sweep's warm file for the same checkpoint (ckpt_0050), at a looser tol
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("ckpt_0025.pt", "ckpt_0050.pt"):
+        (other / name).write_bytes((tmp / name).read_bytes())
+    args = sweep_args(tmp, "-o", str(tmp_path / "other.csv"), folder=other)
+    args[args.index("--tol") + 1] = "1e-2"
+    assert runner.invoke(app, args).exit_code == 0
+    held = torch.load(sweep.warm_path(tmp_path / "other.csv"), weights_only=True)
+    assert held["checkpoint"].endswith("ckpt_0050.pt")
+    held["checkpoint"] = str(tmp / "ckpt_0050.pt")  # the same key as the CSV's last checkpoint
+    torch.save(held, sweep.warm_path(part))
+    r = runner.invoke(app, [*sweep_args(tmp, "-o", str(part)), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "did not match the CSV" in r.output
+    assert part.read_bytes() == full.read_bytes()
+
+
+def test_safetensors_checkpoints_are_discovered_from_their_header(run_dir, tmp_path):
+    """A safetensors file holds tensors only: discovery reads its header (shapes), the step comes
+    from the file name, and the sweep measures it like the torch files of the same steps."""
+    from safetensors.torch import save_file
+
+    tmp, tracker = run_dir
+    for step in (25, 50):
+        state = torch.load(tmp / f"ckpt_{step:04d}.pt", weights_only=True)["model"]
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / f"ckpt_{step:04d}.safetensors")
+    out = tmp_path / "st.csv"
+    args = sweep_args(tmp, "-o", str(out), folder=tmp_path)
+    args[args.index("--precond"):args.index("--precond") + 2] = []  # no optimizer state in the files
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = read_rows(out, columns=COLUMNS, what="track")
+    hook = {(r["step"], r["setting"]): r for r in tracker.rows}
+    assert [r["step"] for r in rows] == [25, 50]
+    assert rows[0]["lambda_max"] == pytest.approx(hook[(25, "baseline")]["lambda_max"], rel=1e-12)
