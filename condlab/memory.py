@@ -250,7 +250,12 @@ def _profiled(A):
     for _ in range(16):
         if A is None or callable(getattr(A, "memory_profile", None)):
             return A
-        A = getattr(A, "A", None) or getattr(A, "op", None) or getattr(A, "inner", None)
+        inner = None
+        for name in ("A", "op", "inner"):  # explicit: a dense tensor has no truth value
+            inner = getattr(A, name, None)
+            if inner is not None:
+                break
+        A = inner
     return None
 
 
