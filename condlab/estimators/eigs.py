@@ -68,8 +68,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import condlab.estimators.bounds as bounds
 from condlab.errors import CondlabError, UsageError
-from condlab.estimators import bounds
 from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
 from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos
@@ -509,7 +509,7 @@ def _result(
         AY = _check_residuals(A, lists)
         matvecs += AY.shape[1]
     res_all = ritz.residuals.clone()
-    for (values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
+    for (_, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
     for item in lists:
         item[2] = item[1] <= threshold
