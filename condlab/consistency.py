@@ -20,6 +20,8 @@ def proven(setting, baseline, cfg) -> dict:
 
     out = {"nullity_bound": setting.nullity_bound,
            "semidefinite": semidefinite_reason(cfg.curvature, setting.problem.loss_name)}
+    if "restricted_to" in setting.details:  # a principal block (':trained'): PSD stays PSD, but
+        return {**out, "nullity_bound": None}  # neither null directions nor inertia carry over
     if not (cfg.weight_decay and cfg.decay != "l1"):  # + lambda I removes every null space
         shift = shift_nullity_bound(setting.problem)
         if shift and (out["nullity_bound"] is None or shift[0] > out["nullity_bound"][0]):

@@ -125,6 +125,9 @@ def run_config(name: str, size: str, runs: Path, log=print) -> dict:
         rows = run_all(cfg, existing=old_rows, emit=out.write, on_event=on_event)
     if t_run[0] is not None:
         cpu[t_run[0]] = cpu.get(t_run[0], 0.0) + time.process_time() - t_run[1]
+    with CsvLog(tmp, append=False) as out:  # in plan order (kept rows were written first)
+        for r in rows:
+            out.write(r)
     tmp.replace(csv)
     wanted = {"|".join(map(str, s.key)) for s in plan(cfg)}
     record = {"key": key, "first_written_at": meta.get("first_written_at")

@@ -201,6 +201,9 @@ def test_tracker_default_is_lambda_max_of_h_and_of_adams_preconditioned_h():
     ev = torch.linalg.eigvalsh(H64)
     assert rows[0]["lambda_max"] == pytest.approx(float(ev[-1]), rel=1e-6)
     assert rows[0]["lambda_min"] == pytest.approx(float(ev[0]), rel=1e-4, abs=1e-6)
+    plain = Tracker(model, "cross-entropy", batches)
+    assert plain.cfg.resolved_tol == 1e-3  # lambda_max alone: to 0.1%
+    assert Tracker(model, "cross-entropy", batches, kappa=True).cfg.resolved_tol == 1e-6  # float64's
     with pytest.raises(UsageError, match="samples=500"):
         Tracker(model, "cross-entropy", batches, samples=500)
 
@@ -369,3 +372,23 @@ def test_a_stale_warm_file_is_not_used_on_resume(run_dir, tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     assert "did not match the CSV" in r.output
     assert part.read_bytes() == full.read_bytes()
+
+
+def test_safetensors_checkpoints_are_discovered_from_their_header(run_dir, tmp_path):
+    """A safetensors file holds tensors only: discovery reads its header (shapes), the step comes
+    from the file name, and the sweep measures it like the torch files of the same steps."""
+    from safetensors.torch import save_file
+
+    tmp, tracker = run_dir
+    for step in (25, 50):
+        state = torch.load(tmp / f"ckpt_{step:04d}.pt", weights_only=True)["model"]
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / f"ckpt_{step:04d}.safetensors")
+    out = tmp_path / "st.csv"
+    args = sweep_args(tmp, "-o", str(out), folder=tmp_path)
+    args[args.index("--precond"):args.index("--precond") + 2] = []  # no optimizer state in the files
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = read_rows(out, columns=COLUMNS, what="track")
+    hook = {(r["step"], r["setting"]): r for r in tracker.rows}
+    assert [r["step"] for r in rows] == [25, 50]
+    assert rows[0]["lambda_max"] == pytest.approx(hook[(25, "baseline")]["lambda_max"], rel=1e-12)

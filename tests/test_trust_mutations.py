@@ -169,7 +169,8 @@ class _Chain:
         return [], {"chain": torch.tensor([*before, ckpt.step])}
 
 
-def _resume(tmp_path, held, done=("a", "b", "c"), keys=("a", "b", "c", "d"), torn=False):
+def _resume(tmp_path, held, done=("a", "b", "c"), keys=("a", "b", "c", "d"), torn=False,
+            rewritten=False):
     from condlab.load.checkpoint import save_checkpoint
     from condlab.tracking.sweep import SweepSummary, _resume_starts, fingerprint
 
@@ -180,6 +181,8 @@ def _resume(tmp_path, held, done=("a", "b", "c"), keys=("a", "b", "c", "d"), tor
     if held is not None:
         chain = list(range(keys.index(held) + 1)) if held in keys else [7, 7]
         held_rows = [r for r in rows if r["checkpoint"] == str(Path(held))]
+        if rewritten:  # the CSV's rows of that checkpoint changed after the file was written
+            held_rows = [{**r, "lambda_max": -1.0} for r in held_rows]
         save_checkpoint(path, {"checkpoint": str(Path(held)), "rows": fingerprint(held_rows),
                                "vectors": {"chain": torch.tensor(chain)}})
     if torn:
@@ -260,3 +263,9 @@ def test_eps_only_means_a_statistic_of_at_most_eps():
                  details={"eps": eps})
     out, extra = zero_state(r, gn, y)
     assert extra is None and "zero_state" not in out.details  # curvature rules: not a statistic
+
+
+def test_a_warm_file_whose_rows_were_rewritten_replays_the_whole_chain(tmp_path):
+    """The file names a checkpoint in the CSV, but not the rows written with it: stale."""
+    chain, calls, replayed = _resume(tmp_path, "b", rewritten=True)
+    assert calls == [(0, []), (1, [0]), (2, [0, 1])] and chain == [0, 1, 2] and replayed == 3

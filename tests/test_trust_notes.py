@@ -88,4 +88,5 @@ def test_eps_only_coordinates_that_dominate_lambda_max_are_named_and_left_out(tm
     block = float(torch.linalg.eigvalsh(A[keep][:, keep])[-1])
     assert row.lambda_max == pytest.approx(full, rel=1e-9)
     assert trained.lambda_max == pytest.approx(block, rel=1e-9)
+    assert trained.nullity_lower_bound is None and "inertia" not in trained.details["noise"]
     assert block < 1e-3 * full

@@ -48,7 +48,7 @@ from condlab.tracking.rows import COLUMNS, is_adaptive, optimizer_hparams, resul
 from condlab.tracking.sharpness import at_weights, fast, measure_step
 
 TENSORBOARD_SCALARS = ("lambda_max", "kappa", "stability_ratio", "trace")
-TOL = 1e-3  # lambda_max to 0.1%: far below a measurement batch's own sampling error
+TOL = 1e-3  # lambda_max alone to 0.1%: far below a measurement batch's own sampling error
 HOOK_COLUMNS = COLUMNS + ("seconds", "in_steps")  # a training loop's rows also say what they cost
 
 
@@ -89,7 +89,8 @@ class Tracker:
     ``lambda_min`` and kappa (``bottom=1`` unless given; the full solver, many more products).
     Every other keyword is a ``condlab spectrum`` option (``top``, ``bottom``, ``tol``,
     ``max_hvps``, ``curvature``, ``trace``, ``params``, ``norm``, ..., same names; here ``top``
-    defaults to 1 and ``bottom`` to 0); ``dtype`` and ``device`` default to the model's.
+    defaults to 1, ``bottom`` to 0 and, for lambda_max alone, ``tol`` to 1e-3, else the dtype's
+    default); ``dtype`` and ``device`` default to the model's.
     ``warm``: start Lanczos from the previous measurement's Ritz vectors.
     """
 
@@ -105,10 +106,12 @@ class Tracker:
         p = next(model.parameters(), None)
         if p is None:
             raise UsageError("the model has no parameters to measure")
-        ends = {"top": 1, "bottom": 1 if kappa else 0, "tol": TOL}
+        ends = {"top": 1, "bottom": 1 if kappa else 0}
         values = {"dtype": str(p.dtype).replace("torch.", ""), "device": str(p.device), **ends,
                   **options, "model": type(model).__name__, "loss": loss}
         self.cfg: SpectrumConfig = build(SpectrumConfig, values, source="Tracker options")
+        if fast(self.cfg) and options.get("tol") is None:  # lambda_max alone: to 0.1%
+            self.cfg = dataclasses.replace(self.cfg, tol=TOL)
         self.model, self.every, self.warm = model, every, warm
         self.precond = None if precond is None else tuple(precond)
         self.dataset, self.batch_size = _dataset(batches, loss, samples)

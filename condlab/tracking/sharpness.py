@@ -3,8 +3,8 @@ or the whole of ``condlab spectrum`` when more is asked.
 
 The fast path serves ``top = 1, bottom = 0`` (what edge-of-stability studies plot: the sharpness
 ``lambda_max(H)`` and, for an adaptive optimizer, ``lambda_max(P^-1 H) = lambda_max(P^-1/2 H
-P^-1/2)``) without trace, density, normalized or per-layer settings, damping or an explicit
-block: the same operators as :func:`condlab.pipeline.run_spectrum` builds (baseline with its
+P^-1/2)``) without trace, density, normalized or per-layer settings, damping or a block above
+1: the same operators as :func:`condlab.pipeline.run_spectrum` builds (baseline with its
 weight decay, one per ``--precond``), each solved by :func:`condlab.tracking.top.top_eigenpair`
 from the previous step's two Ritz vectors, stopping on the eigenvalue's accuracy. There is no
 true-residual product and no multiplicity check: ``lambda_max``'s value does not depend on its
