@@ -250,7 +250,9 @@ def _profiled(A):
     for _ in range(16):
         if A is None or callable(getattr(A, "memory_profile", None)):
             return A
-        A = getattr(A, "A", None) or getattr(A, "op", None) or getattr(A, "inner", None)
+        # `is not None`, not `or`: a wrapped dense tensor has no truth value
+        A = next((x for x in (getattr(A, n, None) for n in ("A", "op", "inner")) if x is not None),
+                 None)
     return None
 
 
