@@ -345,14 +345,15 @@ def plan(
             footprint = graph + per_vec + 2 * vec
             default = min(default, max(DEFAULT_BASIS_BYTES, footprint) // vbytes)
         # a step holds the basis and either the block's product or the Gram-Schmidt of its
-        # result (Q, A Q and two temporaries per column); the end of the run holds no basis
-        # but the Ritz vectors and their true-residual check (about 5 vectors per pair)
+        # result (Q, A Q and two temporaries per column); the end of the run holds the basis
+        # too while the Ritz vectors get their true-residual check (about 4 vectors per pair
+        # and the product of them: extreme_eigenpairs checks them before it returns)
         step = max(min(b, result.product_block) * (per_vec + 2 * vec), (4 * b + 2) * vec)
-        end = 5 * nwant * vec + min(nwant, result.product_block) * (per_vec + vec)
+        end = 4 * nwant * vec + min(nwant, result.product_block) * (per_vec + vec)
         if room_after(end) < 0:
             refuse(f"the {nwant} Ritz vectors and their residual check", graph + end,
                    f"lower --top/--bottom or {fix_limit}")
-        fit = int(room_after(step) // vbytes) if same_device else default
+        fit = int(room_after(max(step, end)) // vbytes) if same_device else default
         lowest = min_basis(P, nwant, b if block_size is not None else 1)
         work, fixed = step, graph
         if max_basis is not None:
@@ -379,7 +380,7 @@ def plan(
                     "so somewhat more products")
         result.max_basis, result.block_size = m, b
         result.basis_bytes = m * vbytes if same_device else 0
-        need = max(need, graph + result.basis_bytes + step, graph + end)
+        need = max(need, graph + result.basis_bytes + max(step, end))
 
     if trace_probes > 0:
         keep = (trace_probes // 3) * vec if trace_method == "hutch++" else 0

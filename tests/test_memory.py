@@ -51,7 +51,9 @@ def test_the_basis_is_sized_to_the_memory_and_still_finds_the_eigenvalues():
     roomy = memory.plan(A, top=2, bottom=0, budget=budget(10**9))
     assert roomy.max_basis == min(P, memory.default_max_basis(P, 2, 2, 8))
     # room for the working vectors and 12 basis columns: the plan takes 12, not the default
-    fixed = max(2 * (A.per_vec + 2 * vec), (4 * 2 + 2) * vec)
+    step = max(2 * (A.per_vec + 2 * vec), (4 * 2 + 2) * vec)  # a block's product or its CGS
+    end = 4 * 2 * vec + 2 * (A.per_vec + vec)  # the Ritz vectors' check, beside the basis
+    fixed = max(step, end)
     nbytes = (fixed + 12 * vec + vec // 2) / (1 - memory.HEADROOM)
     small = memory.plan(A, top=2, bottom=0, budget=budget(nbytes))
     assert small.max_basis == 12 and small.basis_bytes == 12 * vec
@@ -66,12 +68,12 @@ def test_a_run_that_cannot_fit_is_refused_before_any_product():
     M, _ = spectrum_matrix()
     A = Fake(M)
     vec = 120 * 8
-    # top-1: the Ritz vector and its check (8 vectors) fit, the smallest basis (5 columns plus
-    # a step's 6 working vectors) does not
+    # top-1: the Ritz vector and its check (7 vectors) fit, the smallest basis (5 columns
+    # beside those 7) does not
     with pytest.raises(memory.MemoryRefused, match="smallest Lanczos basis") as e:
         memory.plan(A, top=1, bottom=0, budget=budget(10 * vec / (1 - memory.HEADROOM)))
     assert "lower --top/--bottom" in str(e.value) and "\n" not in str(e.value)
-    assert memory.plan(A, top=1, bottom=0, budget=budget(11.5 * vec / (1 - memory.HEADROOM))
+    assert memory.plan(A, top=1, bottom=0, budget=budget(12.5 * vec / (1 - memory.HEADROOM))
                        ).max_basis == 5
     with pytest.raises(memory.MemoryRefused, match="Ritz vectors"):
         memory.plan(A, top=3, bottom=2, budget=budget(10 * vec))

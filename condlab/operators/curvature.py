@@ -150,8 +150,8 @@ class _CurvatureOperator(LinearOperator):
         plus its gradient: the other batches' graphs come to that much each while they fit the
         graph budget, else none are kept (products recompute). A product column's temporaries:
         half a graph (the backward through it holds gradients of its saved tensors; measured
-        0.56 of the graph on GPT-2 small) plus two vectors; a direct product (no cache) three
-        times a forward's saved bytes plus two vectors.
+        0.56 of the graph on GPT-2 small) plus the output vector; a direct product (no cache)
+        three times a forward's saved bytes plus two vectors.
         """
         vec = self.shape[0] * torch.empty(0, dtype=self.dtype).element_size()
         if not self.problem.batches:
@@ -165,7 +165,7 @@ class _CurvatureOperator(LinearOperator):
             self.batches_columns = (_batched_backward(self.problem, 0)
                                     and per_graph * self.block_size <= BATCHED_BYTES)
             if per_graph * n <= graph_budget(self.device):
-                return int(per_graph * (n - len(self._maps))), int(per_graph / 2 + 2 * vec), held
+                return int(per_graph * (n - len(self._maps))), int(per_graph / 2 + vec), held
             return 0, int(3 * per_graph + 2 * vec), held
         saved = _SavedBytes()
         theta = self.problem.theta.detach().requires_grad_(True)
