@@ -103,6 +103,14 @@ SLOW_TESTS = {
 }
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m "not slow"`` the wholly slow files are not even imported (test_hf would
+    import transformers just to deselect its tests)."""
+    if collection_path.name in SLOW_FILES and config.getoption("markexpr", "") == "not slow":
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         name = item.nodeid.removeprefix("tests/")
