@@ -292,7 +292,6 @@ def plan(
     ``A`` is the operator (its ``memory_profile()`` is used when it or an operator it wraps has
     one); ``budget`` replaces :func:`available` (tests use a fake one).
     """
-    from condlab.estimators.eigs import default_block_size
 
     P = int(A.shape[0])
     device = torch.device(A.device)
@@ -490,3 +489,16 @@ __all__ = [
     "Budget", "MemoryPlan", "MemoryRefused", "available", "plan", "guard", "parse_bytes",
     "default_max_basis", "min_basis", "is_out_of_memory", "GiB",
 ]
+
+
+def default_block_size(P: int, top: int, bottom: int, device) -> int:
+    """``b`` when none is given: the number of eigenvalues wanted at the larger end, at most 8
+    on a CPU (16 on a GPU) and ``P / 8``.
+
+    A block of ``b`` vectors sees ``b`` directions of every eigenspace, so with ``b >= top`` and
+    ``b >= bottom`` the listed values are right whatever their multiplicities (an eigenvalue
+    repeated ``m >= b`` times fills the whole list); a larger block costs products (on a CPU a
+    vector in a block costs about what a single product does) without listing anything more.
+    """
+    cap = 8 if torch.device(device).type == "cpu" else 16
+    return max(1, min(cap, max(top, bottom), P // 8))

@@ -68,11 +68,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import condlab.estimators.bounds as bounds
 from condlab.errors import CondlabError, UsageError
-from condlab.estimators import bounds
 from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
 from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos
+from condlab.memory import default_block_size  # noqa: F401  (the block rule lives with the sizing)
 
 DEFAULT_BASIS_BYTES = 2**30  # the default max_basis keeps V [P, max_basis] under 1 GiB
 CHECK_EVERY_UP_TO = 256  # check convergence every step up to this basis size, then every k/256
@@ -204,19 +205,6 @@ def _ghost_mask(Y: Tensor) -> Tensor:
     norms = G.diagonal().sqrt().clamp_min(1e-300)
     C = G / norms[:, None] / norms[None, :]
     return torch.tril(C, diagonal=-1).gt(0.5).any(dim=1)
-
-
-def default_block_size(P: int, top: int, bottom: int, device) -> int:
-    """``b`` when none is given: the number of eigenvalues wanted at the larger end, at most 8
-    on a CPU (16 on a GPU) and ``P / 8``.
-
-    A block of ``b`` vectors sees ``b`` directions of every eigenspace, so with ``b >= top`` and
-    ``b >= bottom`` the listed values are right whatever their multiplicities (an eigenvalue
-    repeated ``m >= b`` times fills the whole list); a larger block costs products (on a CPU a
-    vector in a block costs about what a single product does) without listing anything more.
-    """
-    cap = 8 if torch.device(device).type == "cpu" else 16
-    return max(1, min(cap, max(top, bottom), P // 8))
 
 
 def _default_max_basis(P: int, nwant: int, b: int, itemsize: int, device="cpu") -> int:
@@ -532,7 +520,7 @@ def _result(
         AY = _check_residuals(A, lists)
         matvecs += AY.shape[1]
     res_all = ritz.residuals.clone()
-    for (_values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
+    for (_, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
     for item in lists:
         item[2] = item[1] <= threshold
