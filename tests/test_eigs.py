@@ -231,3 +231,37 @@ def test_linear_operator_and_float32():
 def test_bad_arguments_are_usage_errors(kwargs):
     with pytest.raises(UsageError):
         extreme_eigenpairs(torch.eye(100, dtype=torch.float64), **kwargs)
+
+
+def test_a_true_residual_that_misses_tol_keeps_the_run_going_within_its_budget(monkeypatch):
+    """When the Krylov estimate met tol but a true residual did not (stop_reason 'rounding'),
+    the run iterates on against a tighter estimate instead of stopping with products left; the
+    final pairs are the true ones and the budget still bounds the run."""
+    import dataclasses
+
+    import condlab.estimators.eigs as eigs
+
+    g = torch.Generator().manual_seed(3)
+    Q, _ = torch.linalg.qr(torch.randn(300, 300, dtype=torch.float64, generator=g))
+    lam = torch.cat([torch.tensor([10.0, 9.0]), torch.linspace(0.0, 5.0, 298, dtype=torch.float64)])
+    A = (Q * lam) @ Q.T
+    kw = dict(top=1, bottom=0, tol=1e-8, max_basis=40, seed=0)
+    plain = eigs.extreme_eigenpairs(A, **kw).matvecs  # one pass, its true-residual check included
+    real, calls = eigs._result, []
+
+    def first_misses(*args, **kwargs):
+        r = real(*args, **kwargs)
+        calls.append(r.matvecs)
+        if len(calls) == 1:  # as if the recurrence had drifted: the first check reads a miss
+            return dataclasses.replace(r, stop_reason="rounding: (simulated)")
+        return r
+
+    monkeypatch.setattr(eigs, "_result", first_misses)
+    r = eigs.extreme_eigenpairs(A, **kw)
+    assert len(calls) == 2 and calls[0] == plain < calls[1]  # it went on, with more products
+    assert r.stop_reason.startswith("converged") and r.converged
+    assert abs(r.lambda_max - 10.0) <= 1e-8 * 10.0
+    calls.clear()
+    r = eigs.extreme_eigenpairs(A, **kw, max_matvecs=plain)
+    assert len(calls) == 1  # no room for another block: it stops and says why
+    assert r.stop_reason.startswith("rounding")
