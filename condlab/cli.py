@@ -98,6 +98,10 @@ def spectrum(
 
     if flags["list_params"]:
         return _list_params(cfg)
+    if flags["verbose"]:  # the memory plan on stderr, before the work
+        from condlab import memory
+
+        memory.on_plan.append(lambda p: err.print(p.describe(), highlight=False, soft_wrap=True))
     with progress_bar() as bar:
         report = run_spectrum(cfg, on_progress=hvp_ticker(bar), threads=flags["threads"])
     if not is_main():  # under torchrun every rank holds the same report; rank 0 writes it

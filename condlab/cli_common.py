@@ -122,6 +122,14 @@ def _fail(message: str, code: int, *, every_rank: bool = False) -> None:
     raise typer.Exit(code)
 
 
+def debug_command() -> str:
+    """This command line with ``--debug`` where it works: before the subcommand."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--debug"]
+    return " ".join(["condlab", "--debug", *map(shlex.quote, args)])
+
+
 def handle_errors(fn):
     """One line and an exit code for every error below the CLI; a traceback only with --debug."""
 
@@ -143,7 +151,7 @@ def handle_errors(fn):
             if state["debug"]:
                 raise
             _fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
-                  "(run again with --debug for the traceback)", 1, every_rank=True)
+                  f"(for the traceback run: {debug_command()})", 1, every_rank=True)
 
     return wrapper
 

@@ -95,8 +95,15 @@ def shutdown() -> None:
 
 # -- collectives -----------------------------------------------------------------------------
 def all_reduce_sum(x: Tensor) -> Tensor:
-    """Sum ``x`` over ranks in place (identity in a single process); every rank gets the same bits."""
+    """Sum ``x`` over ranks in place (identity in a single process); every rank gets the same bits.
+
+    A strided ``x`` (vmap's ``out_dims=1`` returns one) is reduced through a contiguous copy:
+    gloo reduces a non-contiguous tensor's own copy and leaves ``x`` as it was."""
     if is_distributed():
+        if not x.is_contiguous():
+            y = x.contiguous()
+            dist.all_reduce(y, op=dist.ReduceOp.SUM)
+            return x.copy_(y)
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
 
@@ -104,7 +111,10 @@ def all_reduce_sum(x: Tensor) -> Tensor:
 def all_reduce_max(x: Tensor) -> Tensor:
     """Elementwise maximum of ``x`` over ranks, in place (identity in a single process)."""
     if is_distributed():
-        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        y = x if x.is_contiguous() else x.contiguous()  # see all_reduce_sum
+        dist.all_reduce(y, op=dist.ReduceOp.MAX)
+        if y is not x:
+            x.copy_(y)
     return x
 
 

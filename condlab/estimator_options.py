@@ -57,6 +57,11 @@ class EstimatorSettings:
     krylov_device: str | None = option(
         str, None, "Keep the Krylov basis on this device, e.g. cpu for a large model on a GPU.",
         default_text="the operator's", advanced=True)
+    memory_limit: str | None = option(
+        str, None, "Bytes the process may use in all, e.g. 12G or 6e9: the memory plan sizes the "
+        "Lanczos basis and the product and probe blocks to it and refuses a run that cannot fit, "
+        "before any work.", default_text="what the machine, its cgroup and ulimit -v allow",
+        advanced=True)
     null_threshold: float | None = option(
         float, None, "Eigenvalues with |lambda| <= this * ||A|| count as zero.", check=BELOW_ONE,
         default_text="32 eps(dtype), the arithmetic noise", advanced=True)

@@ -12,6 +12,7 @@ fields of :class:`EstimatorSettings` (:mod:`condlab.estimator_options`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from condlab import memory
 from condlab.distributed import peak_memory_mb
 from condlab.errors import CondlabError, UsageError
 from condlab.estimator_options import EstimatorSettings
@@ -147,6 +149,7 @@ def estimate(
     bound = nullity_bound if not s.damping else None
     semidefinite = semidefinite if s.damping >= 0 else None  # + damping I, damping >= 0: still PSD
     op = _Observed(A, s.damping, on_matvec)
+    plan = None if s.exact else memory.plan_for(op, dataclasses.asdict(s))  # fits, or refuses
     P = op.shape[0]
     t0 = time.perf_counter()
     top, bottom = min(s.top, P), min(s.bottom, P)
@@ -202,7 +205,7 @@ def estimate(
                 bottom=bottom,
                 tol=s.tol,
                 max_matvecs=s.max_hvps,
-                max_basis=s.max_basis,
+                max_basis=plan.max_basis,
                 block_size=s.block_size,
                 seed=s.seed,
                 basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
@@ -252,13 +255,14 @@ def estimate(
                 )
         if s.trace:
             estimator = hutchpp if s.trace_method == "hutch++" else hutchinson
-            tr = estimator(op, s.probes, seed=s.seed)
+            tr = estimator(op, s.probes, seed=s.seed, block_size=plan.probe_block)
             fields.update(
                 trace=float(tr.value), trace_stderr=float(tr.stderr), trace_method=s.trace_method
             )
     if s.density:
         d = slq_density(
-            op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed
+            op, num_probes=s.density_probes, lanczos_steps=min(s.density_steps, P), seed=s.seed,
+            probe_block=plan.density_block if plan is not None else None,
         )
     inertia = _inertia(evals if s.exact else None, d if s.density else None, cond, s, op.dtype)
     if cond is not None:
@@ -278,7 +282,8 @@ def estimate(
             fields["nullity_method"] = "counted from the computed eigenvalues"
     if bound is not None:
         fields.update(nullity_lower_bound=bound[0], nullity_bound_reason=bound[1])
-    details = {**inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device)}
+    details = {**inertia, **krylov, "peak_memory_mb": peak_memory_mb(op.device),
+               **({"memory_plan": plan.as_dict()} if plan is not None else {})}
     grid = (_floats(d.grid), _floats(d.density)) if s.density else None
     return Estimate(fields, details, P, op.matvecs, time.perf_counter() - t0,
                     str(op.dtype).replace("torch.", ""), str(op.device), s.seed, s.damping,

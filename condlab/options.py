@@ -82,6 +82,9 @@ SPECTRUM_FLAGS: tuple[Option, ...] = (
            "'condlab[plot]').", OUTPUT, field=False, advanced=True),
     Option("force", bool, False, "Replace files that exist at --output, --density-output or "
            "--plot.", OUTPUT, flags=("--force",), field=False),
+    Option("verbose", bool, False, "Print the memory plan (what the run needs against what the "
+           "process may use) on stderr before the work.", OUTPUT, flags=("--verbose",),
+           field=False),
     Option("help_all", bool, False, "Show every option: this help and the advanced ones.",
            OUTPUT, flags=("--help-all",), field=False),
 )

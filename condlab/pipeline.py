@@ -73,6 +73,29 @@ class SpectrumReport:
 LOSS_MODULES = {"CrossEntropyLoss": "cross-entropy", "MSELoss": "mse", "BCEWithLogitsLoss": "bce"}
 
 
+def _loss_name(loss, options: dict) -> tuple[str, dict]:
+    """A torch loss module as condlab's loss name, its ``ignore_index`` and ``label_smoothing``
+    carried into the options; one that is not a plain mean (``reduction``, class ``weight``,
+    ``pos_weight``) is refused rather than measured as another function."""
+    from condlab.errors import UsageError
+
+    if isinstance(loss, str):
+        return loss, options
+    kind = type(loss).__name__
+    if kind not in LOSS_MODULES:
+        raise UsageError(f"loss {kind} is not one condlab knows; pass its name: "
+                         f"{', '.join(sorted(set(LOSS_MODULES.values())))}")
+    odd = [a for a in ("weight", "pos_weight") if getattr(loss, a, None) is not None]
+    if getattr(loss, "reduction", "mean") != "mean" or odd:
+        raise UsageError(f"{kind} with {', '.join(odd) or 'reduction=' + repr(loss.reduction)} is "
+                         "not the mean loss condlab measures; pass a plain "
+                         f"{kind}() (reduction 'mean', no weights)")
+    if kind == "CrossEntropyLoss":
+        options = {"ignore_index": loss.ignore_index, "label_smoothing": loss.label_smoothing,
+                   **options}
+    return LOSS_MODULES[kind], options
+
+
 def spectrum(model, loss, data, *, top: int = 5, bottom: int = 3, precond: Sequence[str] = (),
              dtype: str = "float32", optimizer=None, **options: Any) -> SpectrumReport:
     """The spectrum of ``model``'s loss on ``data``, in one call.
@@ -91,12 +114,7 @@ def spectrum(model, loss, data, *, top: int = 5, bottom: int = 3, precond: Seque
     from condlab.inputs import dataset_from_batches
     from condlab.losses import make_loss
 
-    name = LOSS_MODULES.get(type(loss).__name__, loss) if not isinstance(loss, str) else loss
-    if not isinstance(name, str):
-        from condlab.errors import UsageError
-
-        raise UsageError(f"loss {type(loss).__name__} is not one condlab knows; pass its name: "
-                         f"{', '.join(sorted(set(LOSS_MODULES.values())))}")
+    name, options = _loss_name(loss, options)
     cfg = SpectrumConfig(model="(given)", top=top, bottom=bottom, precond=tuple(precond),
                          dtype=dtype, **options)
     state = optimizer.state_dict() if optimizer is not None else None
@@ -113,7 +131,6 @@ def run_spectrum(
     inputs: Inputs | None = None,
     threads: int | None = None,
     starts: dict | None = None,
-    loaded: Inputs | None = None,
 ) -> SpectrumReport:
     """Measure every setting ``cfg`` asks for (see :func:`condlab.settings.build_settings`).
 
@@ -121,9 +138,9 @@ def run_spectrum(
     ``threads``: torch CPU threads; None picks one thread for small problems, where intra-op
     parallelism costs more than it gains, and torch's default otherwise. ``starts``: setting ->
     Ritz vectors of a nearby model (the report's ``vectors`` from the previous checkpoint of a
-    run) to warm-start Lanczos from. ``loaded``: the old name of ``inputs``.
+    run) to warm-start Lanczos from.
     """
-    inputs = inputs or loaded or read_inputs(cfg)
+    inputs = inputs or read_inputs(cfg)
     set_threads(threads, inputs)
     problem = make_problem(inputs, cfg)
     settings = build_settings(cfg, problem, inputs)

@@ -38,6 +38,7 @@ from condlab.distributed import StreamedBatches, all_reduce_sum, raise_if_any
 from condlab.errors import CondlabError, UsageError
 from condlab.load.structure import batch_len, call_model, map_tensors, select_output
 from condlab.losses import Loss, make_loss
+from condlab.memory import share_parameters
 from condlab.params import ParamSpec, select_params
 from condlab.problem_checks import check_problem
 from condlab.problem_options import BN_MODES, DROPOUT_MODES, DTYPES, ProblemOptions  # noqa: F401
@@ -178,6 +179,7 @@ class Problem:
         self.spec: ParamSpec = select_params(self.model.named_parameters(), params)
         named = dict(self.model.named_parameters())
         self.theta = self.spec.flatten({n: named[n].detach() for n in self.spec.names})
+        share_parameters(self.model, self.spec, self.theta)  # the copy's weights: views of theta
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.spec.names}
         self.fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
         try:

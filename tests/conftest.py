@@ -15,6 +15,31 @@ def pytest_configure(config):
 SLOW_FILES = {"test_bench_script.py", "test_bench_token_models.py", "test_distributed.py",
               "test_distributed_structured.py", "test_hf.py", "test_reproductions.py"}
 SLOW_TESTS = {
+    "test_attention.py::test_the_math_kernel_computes_the_users_function[mha-causal-batch-first]",
+    "test_block_eigs.py::test_cross_entropy_ggn_bottom_three_are_zero",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[clusters at both ends-1]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[clusters at both ends-None]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[indefinite with a deep outlier-None]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg bottom-3-None]",
+    "test_bounds.py::test_ok_means_the_listed_values_are_right[clusters at both ends]",
+    "test_bounds.py::test_ok_means_the_listed_values_are_right[indefinite with a deep outlier]",
+    "test_bounds.py::test_ok_means_the_listed_values_are_right[linreg bottom-3]",
+    "test_cli.py::test_ggn_is_positive_semidefinite",
+    "test_compare.py::test_interrupted_then_resumed_csv_is_identical[23]",
+    "test_trace.py::test_stated_error_is_honest_across_seeds[rademacher-hutchinson]",
+    "test_trace.py::test_stated_error_is_honest_across_seeds[rademacher-hutchpp]",
+    "test_track.py::test_sgd_rows_compare_lambda_max_with_2_over_lr",
+    "test_track_fast.py::test_lambda_max_sweep_reproduces_the_hook_and_warm_starts_save_products",
+    "test_attention.py::test_hessian_through_attention_matches_double_backward[sdpa-causal-dtype1-cpu]",
+    "test_bounds.py::test_linreg_kappa_is_within_its_error_or_a_flagged_lower_bound",
+    "test_bounds.py::test_a_deep_outlier_under_a_loose_tolerance_is_not_ok",
+    "test_bounds.py::test_ok_means_the_listed_values_are_right[linreg cluster at the bottom]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg cluster at the bottom-None]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg cluster at the bottom-1]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[linreg bottom-3-1]",
+    "test_bounds.py::test_every_stated_error_holds_against_the_dense_truth[indefinite with a deep outlier-1]",
+    "test_trust_consistency.py::test_softmax_regression_hessian_at_one_vector_ends_is_not_positive_definite",
+    "test_trust_consistency.py::test_weight_decay_removes_the_proven_null_space",
     "test_attention.py::test_hessian_through_attention_matches_double_backward[sdpa-causal-dtype0-cpu]",
     "test_trust_consistency.py::test_the_input_normalized_linear_model_counts_its_92_null_directions",
     "test_track_fast.py::test_a_stale_warm_file_is_not_used_on_resume",
@@ -91,6 +116,14 @@ SLOW_TESTS = {
     "test_user_models.py::test_done_when_command_with_training_checkpoint",
     "test_user_models.py::test_token_model_from_a_dataset_factory[ggn]",
 }
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m "not slow"`` the wholly slow files are not even imported (test_hf would
+    import transformers just to deselect its tests)."""
+    if collection_path.name in SLOW_FILES and config.getoption("markexpr", "") == "not slow":
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config, items):

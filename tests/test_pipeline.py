@@ -189,12 +189,19 @@ def test_hf_config_with_weights_finds_the_optimizer_entry(tmp_path, monkeypatch)
     model(input_ids=ids, labels=ids).loss.backward()
     opt.step()
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "ckpt.pt")
-    r = runner.invoke(app, ["spectrum", "--model", "hf-config:cfg.json", "--weights", "ckpt.pt",
+    model.save_pretrained(tmp_path / "tiny")  # a directory: config.json and model.safetensors
+    r = runner.invoke(app, ["spectrum", "--model", "hf-config:tiny", "--weights", "ckpt.pt",
                             "--data", "tiedlm:data", "--precond", "optimizer", "--params",
                             "transformer.ln_f.*", "--top", "1", "--bottom", "0", "--format", "json"])
     assert r.exit_code == 0, r.output
     base, pre = json.loads(r.stdout)["results"]
     assert pre["setting"] == "optimizer" and pre["lambda_max"] != base["lambda_max"]
+    # the save_pretrained folder as the weights: its safetensors leave the tied head out
+    r = runner.invoke(app, ["spectrum", "--model", "hf-config:tiny", "--weights", "tiny", "--data",
+                            "tiedlm:data", "--params", "transformer.ln_f.*", "--top", "1",
+                            "--bottom", "0", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["results"][0]["lambda_max"] == base["lambda_max"]
 
 
 # -- the one-call API -------------------------------------------------------------------------
@@ -314,3 +321,18 @@ def test_the_options_flow_one_way_from_the_cli_to_the_estimates():
                           "settings"]
     assert set(seq[loop:]) == {"consistency", "measure"}
     assert seq[loop:] == ["consistency", "measure"] * 3  # baseline, adam, input
+
+
+def test_one_call_takes_a_loss_module_with_its_options_and_refuses_another_reduction():
+    import condlab
+
+    model, loader, X, y = _user_model_and_loader(batch_size=13)
+    kw = dict(top=2, bottom=1, dtype="float64", exact=True)
+    module = condlab.spectrum(model, nn.CrossEntropyLoss(label_smoothing=0.2), loader, **kw)
+    named = condlab.spectrum(model, "cross-entropy", loader, label_smoothing=0.2, **kw)
+    plain = condlab.spectrum(model, "cross-entropy", loader, **kw)
+    assert module["baseline"].eigenvalues_top == named["baseline"].eigenvalues_top
+    assert module["baseline"].eigenvalues_top != plain["baseline"].eigenvalues_top
+    for bad in (nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss(weight=torch.ones(3))):
+        with pytest.raises(condlab.UsageError, match="not the mean loss"):
+            condlab.spectrum(model, bad, loader, **kw)

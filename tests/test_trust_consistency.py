@@ -61,7 +61,8 @@ def test_a_ggn_with_a_rank_bound_is_never_positive_definite_at_one_vector_ends()
     assert r.nullity_lower_bound == 2323 - 128 <= true_null  # the theorem holds on the truth
     assert r.definiteness == "positive semi-definite"
     assert r.condition_number is None and r.condition_error is None
-    assert "at least 2195 eigenvalues are exactly 0" in r.condition_definition
+    assert "eigenvalues are exactly 0" in r.condition_definition or (
+        "within the null band" in r.condition_definition)  # the residual bound reaches the band
     assert r.nullity is None  # only a lower bound: the table prints ">= 2195"
 
 
@@ -315,6 +316,8 @@ def test_weight_decay_removes_the_proven_null_space():
     truth = _truth(rep, "hessian") + 0.1
     assert r.nullity_lower_bound is None and r.definiteness == "positive definite"
     kappa = float(truth.max() / truth.min())
-    # within 1e-5 of the truth; the stated error (1.7e-11 against an actual 8.9e-7 here) is the
-    # Lanczos engine's gap-refined bound, checked by its own tests
-    assert r.condition_number == pytest.approx(kappa, rel=1e-5)
+    # a value within its error, or (nothing certifies the bottom end) a lower bound "kappa >="
+    if r.condition_number is not None:
+        assert abs(r.condition_number - kappa) <= r.condition_error * kappa
+    else:
+        assert r.condition_bound <= kappa * (1 + 1e-12) and r.condition_bound > 0.99 * kappa

@@ -82,3 +82,62 @@ def test_labels_that_are_all_padding_are_not_a_copy_of_the_inputs():
     ds = Dataset(X=ids, y=torch.full_like(ids, -100), task="classification", num_classes=7,
                  name="t", spec={})
     assert shift_copied_labels(ds)[1] is None
+
+
+HFDATA = '''
+import torch
+
+
+def make():
+    """HF's convention: labels = input_ids (the model shifts inside)."""
+    ids = torch.randint(0, 100, (3, 7), generator=torch.Generator().manual_seed(0))
+    return {"input_ids": ids, "labels": ids.clone()}
+'''
+
+
+@pytest.mark.slow
+def test_a_hugging_face_model_with_labels_equal_to_input_ids_measures_its_own_loss(tmp_path,
+                                                                                 monkeypatch):
+    """The truth is the model's own loss, model(input_ids, labels=input_ids).loss, which shifts
+    inside (written out in float64: HF's loss casts the logits to float32); condlab measures the
+    same operator and says it shifted the labels. Today: 'predict the current token'."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from condlab.cli import app
+    from tests.test_hf import CONFIG, PARAMS
+
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hfdata.py").write_text(HFDATA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = dict(CONFIG)
+    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    torch.manual_seed(5)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    model.save_pretrained(tmp_path / "tiny-gpt2")
+    model = model.double().eval()
+    ids = torch.randint(0, 100, (3, 7), generator=torch.Generator().manual_seed(0))
+    params = [p for n, p in model.named_parameters()
+              if n.startswith(("transformer.ln_f.", "transformer.h.0.ln_1."))]
+    def hf_loss():  # HF's ForCausalLMLoss, written out: it casts logits to float32 itself
+        logits = model(input_ids=ids).logits
+        return F.cross_entropy(logits[:, :-1].reshape(-1, 100), ids[:, 1:].reshape(-1))
+
+    own = model(input_ids=ids, labels=ids).loss
+    assert float(own) == pytest.approx(float(hf_loss()), rel=1e-6)  # the same loss
+    H = double_backward_hessian(hf_loss, params)
+    ev = np.linalg.eigvalsh(((H + H.T) / 2).numpy())
+    flags = [a for p in PARAMS for a in ("--params", p)]
+    r = CliRunner().invoke(app, [
+        "spectrum", "--model", "hf-config:tiny-gpt2", "--weights", "tiny-gpt2", "--data",
+        "hfdata:make", *flags, "--top", "2", "--bottom", "0", "--dtype", "float64", "--exact",
+        "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert "shifted to the next token" in doc["source"]
+    np.testing.assert_allclose(doc["results"][0]["eigenvalues_top"], ev[::-1][:2],
+                               rtol=1e-10, atol=0)
+    assert doc["loss"]["count"] == 3 * 6  # the last position of each sequence has no target

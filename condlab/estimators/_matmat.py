@@ -3,8 +3,11 @@
 An operator ``A`` is anything with ``.shape == (P, P)``, ``.dtype``, ``.device`` and
 ``A @ V`` for ``V [P, K] -> [P, K]``: a dense ``torch.Tensor`` or a condlab ``LinearOperator``.
 
-Random vectors are drawn on the CPU in float64 from a ``torch.Generator`` and then moved to
-``A``'s dtype and device, so a seed gives the same probes on every device.
+Random vectors are drawn on the CPU from a ``torch.Generator`` and then moved to ``A``'s
+device, so a seed gives the same probes on every device. :func:`random_probes` draws a
+``[P, K]`` block at once in float64 (Lanczos start blocks); :class:`ProbeStream` draws the
+probes of the stochastic estimators one column at a time directly in the working dtype, so any
+block of them costs only its own ``[P, k]`` and the probes are the same whatever the block size.
 """
 
 from __future__ import annotations
@@ -64,3 +67,44 @@ def random_probes(
             f"unknown probe distribution {distribution!r}; use 'rademacher' or 'gaussian'"
         )
     return Z.to(dtype=like.dtype, device=like.device)
+
+
+class ProbeStream:
+    """Probes ``z_1, z_2, ...`` drawn one column at a time, in order, from ``generator``.
+
+    Column ``j`` is one ``randn(P)`` (gaussian) or ``randint(0, 2, P) * 2 - 1`` (rademacher)
+    call in ``like``'s dtype, so ``next(k)`` blocks of any sizes concatenate to the same
+    probes: results do not depend on the block size the memory plan picks. A block costs
+    ``k P`` in the working dtype and, off the CPU, one ``[P]`` host column at a time.
+    """
+
+    def __init__(self, P: int, generator: torch.Generator, *, like, distribution: str = "gaussian"):
+        if distribution not in ("gaussian", "rademacher"):
+            raise UsageError(
+                f"unknown probe distribution {distribution!r}; use 'rademacher' or 'gaussian'"
+            )
+        self.P, self.generator, self.distribution = int(P), generator, distribution
+        self.dtype, self.device = like.dtype, torch.device(like.device)
+        self.drawn = 0
+
+    def _column(self, out: Tensor) -> None:
+        g = self.generator
+        if self.distribution == "gaussian":
+            torch.randn(self.P, generator=g, dtype=out.dtype, device=g.device, out=out)
+        else:
+            torch.randint(0, 2, (self.P,), generator=g, dtype=out.dtype, device=g.device, out=out)
+            out.mul_(2).sub_(1)
+
+    def next(self, k: int) -> Tensor:
+        """The next ``k`` probes as ``[P, k]`` (columns contiguous) on ``like``'s device."""
+        Z = torch.empty(k, self.P, dtype=self.dtype, device=self.device).T
+        host = None if self.device == self.generator.device else torch.empty(
+            self.P, dtype=self.dtype, device=self.generator.device)
+        for j in range(k):
+            if host is None:
+                self._column(Z[:, j])
+            else:
+                self._column(host)
+                Z[:, j].copy_(host)
+        self.drawn += k
+        return Z

@@ -150,6 +150,10 @@ def _proven(cond: Condition, proven: tuple[int, str] | None, semidefinite: str |
     lower = not (cond.nullity is not None and cond.nullity >= n and not cond.nullity_is_lower_bound)
     fields = dict(nullity=null, nullity_is_lower_bound=lower)
     if cond.definiteness not in ("positive definite", "negative definite"):
+        if cond.value is None and f"at least {n} eigenvalues" not in cond.definition:
+            # e.g. a bottom Ritz value whose backed error reaches the band: say what is proven
+            fields["definition"] = (f"{cond.definition}; at least {n} eigenvalues are exactly 0 "
+                                    f"({reason})")
         return dataclasses.replace(cond, **fields)
     sign = 1.0 if cond.definiteness == "positive definite" else -1.0
     ends = _values(bottom if sign > 0 else top)

@@ -16,7 +16,10 @@ Averaging over ``K`` probes, ``phi ~ (1/K) sum_p sum_j tau_pj N(t; theta_pj, sig
 
 The ``K`` recurrences are independent (each needs its own tridiagonal) but advance together:
 every step multiplies the block of the ``K`` current vectors at once (``[P, K]``, one vmapped
-product call), as many probes per block as fit their bases ``[P, m]`` in 1 GiB.
+product call), as many probes per block as fit their bases ``[P, m]`` in 1 GiB (or
+``probe_block``, the memory plan's). The probes are drawn block by block, one column after
+another from the seeded generator in the working dtype, so they are the same whatever the
+block size.
 
 Assumptions: ``A`` symmetric; the count in ``[lo, hi]`` carries probe noise (its stated
 ``stderr``) plus a quadrature error of about one node's weight when a node straddles ``lo`` or
@@ -36,7 +39,7 @@ import torch
 from torch import Tensor
 
 from condlab.errors import UsageError
-from condlab.estimators._matmat import make_generator, operator_size, random_probes
+from condlab.estimators._matmat import ProbeStream, make_generator, operator_size
 from condlab.estimators.lanczos import batched_lanczos
 
 DEFAULT_BASIS_BYTES = 2**30  # recurrences run together while their bases fit in 1 GiB
@@ -86,6 +89,7 @@ def slq_density(
     num_points: int = 512,
     sigma: float | None = None,
     probes: Tensor | None = None,
+    probe_block: int | None = None,
 ) -> SpectralDensity:
     """SLQ density of ``A`` from ``num_probes`` Rademacher probes of ``min(lanczos_steps, P)`` steps.
 
@@ -101,16 +105,29 @@ def slq_density(
     gen = make_generator(generator, seed)
     run_seed = int(seed) if generator is None and probes is None else None
     m = min(lanczos_steps, P)
+    stream = None
     if probes is None:
-        probes = random_probes(P, num_probes, gen, like=A, distribution="rademacher")
+        # the probes get their own generator (seeded from gen), so the fresh directions a
+        # breakdown draws from gen between blocks do not shift the probes of later blocks
+        seed_probes = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+        probe_gen = torch.Generator(device=gen.device).manual_seed(seed_probes)
+        stream = ProbeStream(P, probe_gen, like=A, distribution="rademacher")
+        K = num_probes
     elif probes.ndim != 2 or probes.shape[0] != P:
         raise UsageError(f"probes must have shape [{P}, K], got {tuple(probes.shape)}")
-    probes = probes.to(dtype=A.dtype, device=A.device)
+    else:
+        probes = probes.to(dtype=A.dtype, device=A.device)
+        K = probes.shape[1]
     itemsize = torch.empty(0, dtype=A.dtype).element_size()
-    per_block = max(1, min(probes.shape[1], DEFAULT_BASIS_BYTES // max(1, P * m * itemsize)))
+    per_block = max(1, min(K, DEFAULT_BASIS_BYTES // max(1, P * m * itemsize)))
+    if probe_block is not None:
+        per_block = max(1, min(K, int(probe_block)))
     nodes, weights = [], []
-    for start in range(0, probes.shape[1], per_block):  # a block of recurrences per product
-        batch = batched_lanczos(A, probes[:, start : start + per_block], m, gen)
+    for start in range(0, K, per_block):  # a block of recurrences per product
+        n = min(per_block, K - start)
+        block = stream.next(n) if stream is not None else probes[:, start : start + n]
+        batch = batched_lanczos(A, block, m, gen)
+        del block
         theta, S = torch.linalg.eigh(batch.tridiagonals())  # [k, m], [k, m, m]
         nodes.append(theta)
         weights.append(S[:, 0] ** 2)
@@ -123,7 +140,7 @@ def slq_density(
     grid = grid.to("cpu", torch.float64)
     gauss = torch.exp(-0.5 * ((grid[:, None, None] - nodes_t) / sigma) ** 2)  # [G, K, m]
     density = (gauss * weights_t).sum(dim=(1, 2)) / (
-        probes.shape[1] * sigma * math.sqrt(2 * math.pi)
+        K * sigma * math.sqrt(2 * math.pi)
     )
     density = density / torch.trapezoid(density, grid)
     return SpectralDensity(
@@ -131,7 +148,7 @@ def slq_density(
         density=density,
         nodes=nodes_t,
         weights=weights_t,
-        matvecs=probes.shape[1] * m,
+        matvecs=K * m,
         sigma=float(sigma),
         dim=P,
         seed=run_seed,

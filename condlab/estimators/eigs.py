@@ -68,11 +68,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+import condlab.estimators.bounds as bounds
 from condlab.errors import CondlabError, UsageError
-from condlab.estimators import bounds
 from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
 from condlab.estimators.condition import dtype_name, noise_rel
 from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos
+from condlab.memory import default_block_size  # noqa: F401  (the block rule lives with the sizing)
 
 DEFAULT_BASIS_BYTES = 2**30  # the default max_basis keeps V [P, max_basis] under 1 GiB
 CHECK_EVERY_UP_TO = 256  # check convergence every step up to this basis size, then every k/256
@@ -170,19 +171,30 @@ def _keep_indices(ritz: _Ritz, top: int, bottom: int, room: int) -> Tensor:
     return keep.nonzero()[:, 0]
 
 
+RESTART_CHUNK_BYTES = 2**24  # a thick restart rewrites V in row blocks of at most 16 MiB
+
+
 def _thick_restart(V: Tensor, H: Tensor, C: Tensor, ritz: _Ritz, keep: Tensor, lock: float):
     """Shrink ``A V = V H + Q C^T`` to the kept Ritz pairs, in place; the new ``(C, k)``.
 
     ``V[:, :n_keep] <- V S_keep``, ``H <- diag(theta_keep)``, ``C <- S_keep^T C``: the relation
     still holds with the same ``Q``, so the recurrence continues from it. Pairs with residual
     ``<= lock`` get zero coupling (locked, deflated exactly).
+
+    Row ``i`` of ``V S_keep`` needs only row ``i`` of ``V``, so ``V`` is rewritten in row blocks
+    (each ``[rows, n_keep]`` temporary at most ``RESTART_CHUNK_BYTES``): no ``[P, n_keep]``
+    temporary, which at GPT-2 small's 124M parameters would be 0.5 GB per kept column.
     """
     k, n_keep = len(ritz.theta), len(keep)
-    S_keep = ritz.S[:, keep]  # [k, n_keep]
-    V[:, :n_keep] = V[:, :k] @ S_keep.to(dtype=V.dtype, device=V.device)
+    S_keep = ritz.S[:, keep].to(dtype=V.dtype, device=V.device)  # [k, n_keep]
+    P = V.shape[0]
+    rows = max(1, RESTART_CHUNK_BYTES // max(1, k * V.element_size()))
+    for r in range(0, P, rows):
+        block = V[r : r + rows]
+        block[:, :n_keep] = block[:, :k] @ S_keep
     H.zero_()
     H[:n_keep, :n_keep] = torch.diag(ritz.theta[keep])
-    C = S_keep.T @ C
+    C = ritz.S[:, keep].T @ C
     C[ritz.residuals[keep] <= lock] = 0.0
     return C, n_keep
 
@@ -195,22 +207,17 @@ def _ghost_mask(Y: Tensor) -> Tensor:
     return torch.tril(C, diagonal=-1).gt(0.5).any(dim=1)
 
 
-def default_block_size(P: int, top: int, bottom: int, device) -> int:
-    """``b`` when none is given: the number of eigenvalues wanted at the larger end, at most 8
-    on a CPU (16 on a GPU) and ``P / 8``.
+def _default_max_basis(P: int, nwant: int, b: int, itemsize: int, device="cpu") -> int:
+    """The basis when neither ``max_basis`` nor a memory plan gives one: the default of
+    :func:`condlab.memory.default_max_basis` (at least ``4 nwant + 32`` columns, up to 256
+    within 1 GiB), but no more columns than the memory the process may use holds (85% of it),
+    and at least the smallest basis, which the allocation then refuses with the fix if it does
+    not fit either."""
+    from condlab.memory import HEADROOM, available, default_max_basis, min_basis
 
-    A block of ``b`` vectors sees ``b`` directions of every eigenspace, so with ``b >= top`` and
-    ``b >= bottom`` the listed values are right whatever their multiplicities (an eigenvalue
-    repeated ``m >= b`` times fills the whole list); a larger block costs products (on a CPU a
-    vector in a block costs about what a single product does) without listing anything more.
-    """
-    cap = 8 if torch.device(device).type == "cpu" else 16
-    return max(1, min(cap, max(top, bottom), P // 8))
-
-
-def _default_max_basis(P: int, nwant: int, b: int, itemsize: int) -> int:
-    by_memory = DEFAULT_BASIS_BYTES // max(1, P * itemsize)
-    return min(P, max(4 * nwant + 32, nwant + 8 * b, min(256, by_memory)))
+    default = default_max_basis(P, nwant, b, itemsize)
+    fit = int(available(device).bytes * (1 - HEADROOM)) // max(1, P * itemsize) - 4 * b
+    return max(min_basis(P, nwant, b), min(default, fit))
 
 
 def _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype) -> None:
@@ -351,13 +358,17 @@ def extreme_eigenpairs(
     if max_basis is not None:
         basis = max_basis
     else:
-        basis = _default_max_basis(P, nwant, b, itemsize)
+        basis = _default_max_basis(P, nwant, b, itemsize, vdevice)
         b = max(1, min(b, (basis - nwant) // 2))
     cap = min(basis, max_matvecs, P)
     eps = max(torch.finfo(A.dtype).eps, torch.finfo(vdtype).eps)
     # [P, cap] stored column by column, so that V[:, :k] is one contiguous block: reading the
     # first k columns of a row-major [P, cap] touches all cap (5x the time at 0.5M parameters)
-    V = torch.empty(cap, P, dtype=vdtype, device=vdevice).T
+    from condlab.memory import guard
+
+    with guard(f"the Lanczos basis of {cap} columns ({cap * P * itemsize / 1e9:.3g} GB)",
+               f"run with --max-basis {max(min(P, nwant + 4), cap // 2)} or less"):
+        V = torch.empty(cap, P, dtype=vdtype, device=vdevice).T
     H = torch.zeros(cap, cap, dtype=torch.float64)
     first = random_probes(P, b, gen, like=V)
     if start is not None:
@@ -509,7 +520,7 @@ def _result(
         AY = _check_residuals(A, lists)
         matvecs += AY.shape[1]
     res_all = ritz.residuals.clone()
-    for (values, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
+    for (_, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
     for item in lists:
         item[2] = item[1] <= threshold

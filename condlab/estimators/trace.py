@@ -14,7 +14,11 @@ with the tail ``||A - A_k||_F`` instead of ``||A||_F``; if ``rank(A) <= k`` the 
 The standard error is that of the Hutchinson part (the sketch part has no sampling error given
 ``Q``, but ``Q`` itself is random, so the stated error is conditional on the sketch).
 
-Products are taken in blocks of ``block_size`` columns (one vmapped HVP call per block).
+Probes are streamed: ``block_size`` of them at a time are drawn (one column after another
+from the seeded generator, in the working dtype: :class:`~condlab.estimators._matmat.ProbeStream`),
+multiplied in one product call and reduced to their samples, so memory holds one block
+(``2 block_size`` vectors), never ``[P, num_matvecs]``; the probes and so the estimate are the
+same whatever the block size. Hutch++ also keeps its sketch ``Q [P, num_matvecs / 3]``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from torch import Tensor
 
 from condlab.errors import UsageError
-from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
+from condlab.estimators._matmat import ProbeStream, make_generator, matmat, operator_size
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,24 @@ class TraceEstimate:
 
 def _quadratic_forms(A, Z: Tensor, block_size: int) -> Tensor:
     """``[K]`` samples ``z_i^T A z_i`` for the columns of ``Z [P, K]``, as float64 on the CPU."""
-    AZ = matmat(A, Z, block_size)  # [P, K]
-    return (Z * AZ).sum(dim=0).to("cpu", torch.float64)
+    out = []
+    for i in range(0, Z.shape[1], block_size):
+        Zb = Z[:, i : i + block_size]
+        out.append((Zb * (A @ Zb)).sum(dim=0).to("cpu", torch.float64))
+    return torch.cat(out)
+
+
+def _streamed_forms(A, stream: ProbeStream, n: int, block_size: int, project=None) -> Tensor:
+    """``[n]`` samples ``z^T A z`` of the next ``n`` probes of ``stream``, ``block_size`` at a
+    time (each probe first mapped by ``project`` if given)."""
+    out = []
+    for i in range(0, n, block_size):
+        Z = stream.next(min(block_size, n - i))
+        if project is not None:
+            Z = project(Z)
+        out.append((Z * (A @ Z)).sum(dim=0).to("cpu", torch.float64))
+        del Z
+    return torch.cat(out)
 
 
 def _mean_and_stderr(samples: Tensor) -> tuple[float, float]:
@@ -72,8 +92,8 @@ def hutchinson(
     P = operator_size(A)
     _check(num_matvecs, 2, block_size)
     gen = make_generator(generator, seed)
-    Z = random_probes(P, num_matvecs, gen, like=A, distribution=distribution)  # [P, n]
-    value, stderr = _mean_and_stderr(_quadratic_forms(A, Z, block_size))
+    stream = ProbeStream(P, gen, like=A, distribution=distribution)
+    value, stderr = _mean_and_stderr(_streamed_forms(A, stream, num_matvecs, block_size))
     run_seed = None if generator is not None else int(seed)
     return TraceEstimate(value, stderr, num_matvecs, "hutchinson", distribution, run_seed)
 
@@ -97,11 +117,17 @@ def hutchpp(
     gen = make_generator(generator, seed)
     k = min(num_matvecs // 3, P)
     n_hutch = num_matvecs - 2 * k
-    S = random_probes(P, k, gen, like=A, distribution=distribution)  # [P, k]
-    Q, _ = torch.linalg.qr(matmat(A, S, block_size))  # [P, k] orthonormal
+    stream = ProbeStream(P, gen, like=A, distribution=distribution)
+    AS = torch.empty(k, P, dtype=A.dtype, device=A.device).T  # [P, k], filled block by block
+    for i in range(0, k, block_size):
+        AS[:, i : i + block_size] = matmat(A, stream.next(min(block_size, k - i)))
+    Q, _ = torch.linalg.qr(AS)  # [P, k] orthonormal
+    del AS
     t_sketch = float(_quadratic_forms(A, Q, block_size).sum())
-    G = random_probes(P, n_hutch, gen, like=A, distribution=distribution)  # [P, n]
-    G = G - Q @ (Q.T @ G)  # (I - QQ^T) G
-    t_rest, stderr = _mean_and_stderr(_quadratic_forms(A, G, block_size))
+
+    def deflate(G: Tensor) -> Tensor:  # (I - QQ^T) G, one block at a time
+        return G - Q @ (Q.T @ G)
+
+    t_rest, stderr = _mean_and_stderr(_streamed_forms(A, stream, n_hutch, block_size, deflate))
     run_seed = None if generator is not None else int(seed)
     return TraceEstimate(t_sketch + t_rest, stderr, num_matvecs, "hutch++", distribution, run_seed)
