@@ -79,7 +79,7 @@ SLOW_TESTS = {
     "test_compare.py::test_interrupted_then_resumed_csv_is_identical[1]",
     "test_compare.py::test_interrupted_then_resumed_csv_is_identical[50]",
     "test_compare.py::test_plot_marks_a_kappa_the_dtype_cannot_resolve_by_its_bound",
-    "test_compare.py::test_plot_marks_unconverged_kappa_hollow_with_a_legend_entry",
+    "test_compare.py::test_plot_draws_no_unconverged_kappa_and_converged_runs_have_no_hollow_markers",
     "test_compare.py::test_runs_rows_divergence_and_lr_choice",
     "test_compare.py::test_tables_render_as_text",
     "test_data.py::test_a_long_synthetic_spec_is_not_taken_for_a_file_name",
@@ -128,7 +128,7 @@ def pytest_ignore_collect(collection_path, config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        name = item.nodeid.removeprefix("tests/")
+        name = f"{item.path.name}::{item.nodeid.split('::', 1)[1]}"  # as listed: file::test
         if item.path.name in SLOW_FILES or name in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 

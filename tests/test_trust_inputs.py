@@ -107,7 +107,7 @@ def test_a_hugging_face_model_with_labels_equal_to_input_ids_measures_its_own_lo
     from typer.testing import CliRunner
 
     from condlab.cli import app
-    from tests.test_hf import CONFIG, PARAMS
+    from tests.load.test_hf import CONFIG, PARAMS
 
     transformers = pytest.importorskip("transformers")
     monkeypatch.chdir(tmp_path)

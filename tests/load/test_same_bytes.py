@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # kernels this x86-64 CPU can run (all need at most AVX-512; the test runs where the flags allow)
 KERNELS = ("Prescott", "Haswell", "SkylakeX")
 
@@ -123,6 +123,6 @@ def test_the_kernels_differ_in_blas_itself():
 def test_paper_b_reproduction_passes_under_each_kernel(kernel):
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         str(ROOT / "tests" / "test_reproductions.py"), "-k", "test_paper_b_quadrants and b_logreg"],
+         str(ROOT / "tests" / "compare" / "test_reproductions.py"), "-k", "test_paper_b_quadrants and b_logreg"],
         env=_env(kernel, 1), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:]

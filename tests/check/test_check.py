@@ -37,7 +37,7 @@ from condlab.errors import CondlabError, UsageError
 from condlab.pipeline import SpectrumReport
 from condlab.report.records import SpectrumResult
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

@@ -11,7 +11,7 @@ import pytest
 from condlab.compare import parse_config
 from condlab.compare.runner import run_all
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from condlab.compare import compare, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 pytestmark = pytest.mark.slow  # each config trains 4 to 56 runs (5-30 s on one core)
 
 

@@ -21,7 +21,7 @@ from condlab.distributed import local_batches, regroup, shutdown
 from condlab.load.structure import batch_len
 from condlab.losses import make_loss
 from condlab.problem import Problem
-from tests.test_distributed import _products
+from tests.distributed.test_distributed import _products
 
 WORLD = 2
 VOCAB, T = 7, 5

@@ -342,7 +342,7 @@ def test_cli_compare_writes_csv_plot_and_resumes(tmp_path):
 
 
 def test_every_shipped_config_parses_in_both_sizes():
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     paths = sorted(root.glob("compare_*.yaml"))
     assert len(paths) >= 5
     for path in paths:

@@ -38,7 +38,7 @@ from condlab.operators import GGNOperator, HessianOperator
 from condlab.problem import Problem, couples_samples
 from tests.cases import make_case
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD = 3  # processes in the library-level run: shards of 1 and 2 batches, and an empty one
 
 
