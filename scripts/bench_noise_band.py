@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from condlab.build import load, make_problem
 from condlab.config import SpectrumConfig
 from condlab.estimators.noise import block_noise, dense_noise
+from condlab.inputs import read_inputs as load
 from condlab.operators.curvature import curvature_operator
+from condlab.problem import make_problem
 
 CASES = [
     ("linear", {}, "hessian", None),

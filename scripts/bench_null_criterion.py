@@ -26,11 +26,12 @@ import json
 
 import torch
 
-from condlab.build import load, make_problem
 from condlab.config import SpectrumConfig
 from condlab.estimators.condition import noise_rel
+from condlab.inputs import read_inputs as load
 from condlab.measure import EstimatorSettings, measure
 from condlab.operators.curvature import curvature_operator
+from condlab.problem import make_problem
 
 CASES = [
     ("mlp", {"widths": [32]}, "hessian"),

@@ -660,7 +660,7 @@ def startup(b: Bench, args, log) -> dict:
             # the same measurement from a script: a fresh process, no command line, no report
             script = (
                 "import torch; from condlab.config import SpectrumConfig; "
-                "from condlab.spectrum import run_spectrum; torch.set_num_threads(1); "
+                "from condlab.pipeline import run_spectrum; torch.set_num_threads(1); "
                 f"run_spectrum(SpectrumConfig(checkpoint={str(ckpt)!r}, top=5, bottom=0, "
                 f"tol=1e-6, dtype='float64', device={args.device!r}))"
             )

@@ -12,8 +12,8 @@ from condlab.estimators import condition_number
 from condlab.estimators.condition import NOISE_FACTOR
 from condlab.measure import EstimatorSettings, measure
 from condlab.operators.base import DenseOperator
+from condlab.pipeline import run_spectrum
 from condlab.report.records import SpectrumResult
-from condlab.spectrum import run_spectrum
 from tests.cases import double_backward_ggn, double_backward_hessian, mean_loss
 
 NOISE_SAFETY = 4.0  # condlab.estimators.noise: imported where used, so old code fails per test

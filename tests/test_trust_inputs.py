@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from condlab.config import SpectrumConfig
 from condlab.errors import UsageError
-from condlab.spectrum import run_spectrum
+from condlab.pipeline import run_spectrum
 from tests.cases import double_backward_hessian
 
 

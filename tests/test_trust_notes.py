@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from condlab.config import SpectrumConfig
-from condlab.spectrum import run_spectrum
+from condlab.pipeline import run_spectrum
 from tests.cases import autograd_hessian
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from condlab.config import SpectrumConfig
-from condlab.spectrum import run_spectrum
+from condlab.pipeline import run_spectrum
 from tests.cases import double_backward_hessian, mean_loss
 
 FACTORY = """
@@ -81,7 +81,7 @@ def test_widen_to_weights_only_widens():
 def test_optimizer_p_is_computed_in_float64_under_dtype_float64():
     """A float32 Adam state under --dtype float64: P = sqrt(v / (1 - beta2^t)) + eps computed
     in float64 from the state's values (today: in float32, then cast: 1e-7 relative off)."""
-    from condlab.operators.params import ParamSpec
+    from condlab.params import ParamSpec
     from condlab.preconditioners import from_optimizer_state
 
     g = torch.Generator().manual_seed(0)

@@ -1,6 +1,6 @@
 """Measure each check of a baseline and judge its guards.
 
-``run_checks(baseline)`` calls :func:`condlab.spectrum.run_spectrum` once per check (tests pass
+``run_checks(baseline)`` calls :func:`condlab.pipeline.run_spectrum` once per check (tests pass
 another ``measure``). A check whose measurement raises a :class:`CondlabError` that is not a
 usage error (say, NaN curvature of a diverged model) gets the verdict ``error`` on every guard
 and the other checks still run; a :class:`UsageError` stops the run.
@@ -37,7 +37,7 @@ class CheckResult:
 
     check: Check
     guards: tuple[GuardResult, ...]
-    report: object | None  # condlab.spectrum.SpectrumReport
+    report: object | None  # condlab.pipeline.SpectrumReport
     error: str | None
     seconds: float
 
@@ -129,7 +129,7 @@ def run_checks(
     SpectrumReport; default ``run_spectrum`` (None: its choice of threads for the size).
     """
     if measure is None:
-        from condlab.spectrum import run_spectrum as measure
+        from condlab.pipeline import run_spectrum as measure
     names = [c.name for c in baseline.checks]
     unknown = [n for n in only if n not in names]
     if unknown:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from condlab.compare import CompareReport
-from condlab.report.plots import _pyplot, save_figure
+from condlab.report.plots import pyplot, save_figure
 
 STYLES = ("-", "--", ":", "-.")
 # the columns measured by Lanczos at tracked steps (the row's `converged` covers them)
@@ -50,12 +50,12 @@ def _curves(report: CompareReport, key: str):
 def plot_report(report: CompareReport, path: str | Path) -> None:
     fig = draw_report(report)
     save_figure(fig, path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def draw_report(report: CompareReport):
     """The figure of :func:`plot_report`, not yet saved."""
-    plt = _pyplot()
+    plt = pyplot()
     si = any(r.get("si_eff_lr") is not None for r in report.rows)
     last = ("si_eff_lr", "effective lr  lr / ||w||^2") if si else \
         ("sharpness_ratio", "preconditioned sharpness / threshold")

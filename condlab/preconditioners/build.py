@@ -114,7 +114,7 @@ def build_preconditioner(
         if "state_dict" in optimizer_state and "state" not in optimizer_state:
             optimizer = optimizer or optimizer_state.get("name")
             optimizer_state = optimizer_state["state_dict"]
-        from condlab.operators.params import ParamSpec
+        from condlab.params import ParamSpec
 
         named = list(problem.model.named_parameters())
         return from_optimizer_state(

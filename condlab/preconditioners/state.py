@@ -11,7 +11,7 @@ from condlab.errors import UsageError
 from condlab.operators.diagonal import (
     check_diagonal,
 )
-from condlab.operators.params import ParamSpec
+from condlab.params import ParamSpec
 
 if TYPE_CHECKING:
     pass

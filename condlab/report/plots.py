@@ -49,4 +49,3 @@ def plot_density(densities, path: str | Path) -> None:
     plt.close(fig)
 
 
-_pyplot = pyplot  # the old name, for code in flight

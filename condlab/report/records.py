@@ -216,4 +216,3 @@ def document(command: str, config: dict, results: list[SpectrumResult], **extra)
     )
 
 
-_jsonable = jsonable  # the old name, for code in flight

@@ -193,7 +193,7 @@ class DiagOptimizer:
     def preconditioner(self, state: State, theta: Tensor):
         """The live :class:`~condlab.preconditioners.Preconditioner` ``P`` (in basis ``U``), or
         None before the first update of an adaptive rule (no statistics yet)."""
-        from condlab.operators.params import ParamSpec
+        from condlab.params import ParamSpec
         from condlab.preconditioners import Preconditioner, from_optimizer_state
 
         n, hp, b = self.name, self.hparams, state.buffers

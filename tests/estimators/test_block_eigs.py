@@ -13,13 +13,7 @@ from torch import nn
 from condlab.estimators import extreme_eigenpairs
 from condlab.operators import GGNOperator, dense_ggn
 from condlab.problem import Problem
-
-
-def spectral_matrix(eigenvalues, seed=0):
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
-    return (Q * lam) @ Q.T
+from tests.cases import spectral_matrix  # noqa: E402  (one helper for every test file)
 
 
 def t(*values):

@@ -21,11 +21,7 @@ from condlab.operators.base import DenseOperator
 D64 = torch.float64
 
 
-def spectral_matrix(eigenvalues, seed=0):
-    lam = torch.as_tensor(eigenvalues, dtype=D64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=D64))
-    return (Q * lam) @ Q.T
+from tests.cases import spectral_matrix  # noqa: E402  (one helper for every test file)
 
 
 def lin(a, b, n):

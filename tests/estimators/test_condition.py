@@ -8,14 +8,7 @@ import torch
 from condlab.errors import UsageError
 from condlab.estimators import condition_number, extreme_eigenpairs
 from condlab.estimators.condition import NOISE_FACTOR
-
-
-def spectral_matrix(eigenvalues, seed=0):
-    """``Q diag(eigenvalues) Q^T`` with a random orthogonal ``Q`` (float64)."""
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
-    return (Q * lam) @ Q.T
+from tests.cases import spectral_matrix  # noqa: E402  (one helper for every test file)
 
 
 def test_positive_definite_from_lanczos_and_exact():

@@ -11,14 +11,7 @@ from condlab.errors import UsageError
 from condlab.estimators import extreme_eigenpairs
 from condlab.estimators.eigs import _ghost_mask
 from condlab.operators.base import DenseOperator
-
-
-def spectral_matrix(eigenvalues, seed=0):
-    """``Q diag(eigenvalues) Q^T`` with a random orthogonal ``Q`` (float64)."""
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
-    return (Q * lam) @ Q.T
+from tests.cases import spectral_matrix  # noqa: E402  (one helper for every test file)
 
 
 def lin(a, b, n):

@@ -6,14 +6,7 @@ import torch
 from condlab.errors import UsageError
 from condlab.estimators import lanczos
 from condlab.operators.base import DenseOperator
-
-
-def spectral_matrix(eigenvalues, seed=0, dtype=torch.float64):
-    """``Q diag(eigenvalues) Q^T`` with a random orthogonal ``Q``."""
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
-    return ((Q * lam) @ Q.T).to(dtype)
+from tests.cases import spectral_matrix  # noqa: E402  (one helper for every test file)
 
 
 def outlier_spectrum(P=120):

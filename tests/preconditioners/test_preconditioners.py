@@ -82,7 +82,7 @@ def _ema(grads, beta, f=lambda g: g.square()):
 
 
 def _spec(model):
-    from condlab.operators.params import select_params
+    from condlab.params import select_params
 
     return select_params(model.named_parameters())
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from condlab.errors import UsageError
-from condlab.operators.params import ParamSpec, select_params
+from condlab.params import ParamSpec, select_params
 from condlab.preconditioners import from_optimizer_state
 from condlab.problem import Problem
 from condlab.stability import stability_threshold
