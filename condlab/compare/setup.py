@@ -3,7 +3,7 @@
 - Data: ``load_dataset(data)`` (synthetic data keep their own ``seed``, default 0), split with
   ``train_test_split(test_fraction, split_seed)``; ``standardize`` maps ``x -> (x - mu) / s``
   with the training set's mean and (population) std, on both parts.
-- Model: ``build_model(model, seed=seed)`` in ``dtype``; ``init_scale`` multiplies the trained
+- Model: :func:`condlab.inputs.model_for_data` (the route of ``spectrum`` and ``train``) in ``dtype``; ``init_scale`` multiplies the trained
   parameters ``theta_0`` (the others stay as built, frozen).
 - The Problem holds the whole training set as one batch (BatchNorm on its statistics); the
   training loss, accuracy and full-batch gradients come from it. Mini-batch ``j`` of an epoch is
@@ -26,8 +26,8 @@ from torch import Tensor
 from torch.func import grad
 
 from condlab.errors import UsageError
+from condlab.inputs import model_for_data
 from condlab.load.data import Dataset, load_dataset, train_test_split
-from condlab.load.models import build_model
 from condlab.losses import check_loss_fits, default_loss
 from condlab.operators.curvature import GGNOperator
 from condlab.operators.diagonal import BasisOperator
@@ -68,7 +68,8 @@ class Setup:
     def __init__(self, problem: dict, data: Data, seed: int, dtype: torch.dtype, track: TrackSettings):
         self.keys, self.data, self.seed, self.dtype = problem, data, seed, dtype
         tr = data.train
-        self.model = build_model(problem["model"], tr.input_shape, tr.num_outputs, seed=seed).to(dtype)
+        # the route spectrum and train take from a model spec and data to a model
+        self.model = model_for_data(problem["model"], tr, seed=seed, dtype=dtype)[0].to(dtype)
         self.params = list(problem["params"]) or None
         self.problem = self._problem(tr.X, tr.y)
         self.theta0 = self.problem.theta * problem["init_scale"]
