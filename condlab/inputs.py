@@ -95,12 +95,6 @@ class Inputs:
         return self.loss_spec or make_loss(self.loss)
 
 
-def num_outputs(dataset) -> int:
-    if dataset.task == "classification":
-        return int(dataset.num_classes)
-    return 1 if dataset.y.ndim == 1 else int(dataset.y.shape[1])
-
-
 def _data_spec(cfg: LoadOptions, spec):
     """A factory spec with the run's --input-keys / --target-key; a folder refused by name."""
     from condlab.load.data import is_factory_spec
@@ -171,7 +165,7 @@ def token_model_spec(spec: dict, dataset) -> tuple[dict, int]:
     spec = {"vocab": vocab, "pool": "none" if per_position else "mean", **spec}
     if not per_position:
         spec.setdefault("tied", False)
-    return spec, (vocab if per_position else num_outputs(dataset))
+    return spec, (vocab if per_position else dataset.num_outputs)
 
 
 def default_loss_for(dataset) -> str:
@@ -204,7 +198,7 @@ def model_for_data(spec: dict, dataset, *, seed: int, dtype: torch.dtype | None 
     if ":" not in name and name != "transformer" and not structured \
             and not dataset.X.is_floating_point():
         dataset = replace(dataset, X=dataset.X.to(dtype))  # integer features, float model
-    n_out = num_outputs(dataset) if n_out is None else n_out
+    n_out = dataset.num_outputs if n_out is None else n_out
     shape = dataset.input_shape if not structured or (":" not in name and name != "transformer") \
         else ()
     return build_model(spec, shape or (1,), n_out, seed=seed), dataset, spec, n_out
