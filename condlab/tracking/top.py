@@ -51,6 +51,7 @@ from torch import Tensor
 from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, operator_size, random_probes
 from condlab.estimators.lanczos import is_breakdown, lanczos_step
+from condlab.memory import guard
 
 WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
 WARM_NOISE = 1e-4  # weight of the random vector: no direction is exactly absent
@@ -124,13 +125,16 @@ def top_eigenpair(
     r = random_probes(P, 1, gen, like=A)[:, 0]
     q = r if start is None else warm_vector(start, r)
     q = q / torch.linalg.vector_norm(q)
-    Q = torch.empty(min(cap, FIRST_COLUMNS), P, dtype=A.dtype, device=A.device).T  # [P, m], grown
+    fix = "pass a smaller max_basis (the Tracker's basis is not sized by the memory plan)"
+    with guard(f"the tracker's Lanczos basis ({P} parameters)", fix):
+        Q = torch.empty(min(cap, FIRST_COLUMNS), P, dtype=A.dtype, device=A.device).T  # [P, m]
     alphas, betas = [], []  # T_k's diagonal and off-diagonal
     products = restarts = k = 0
     anorm, previous = 0.0, -math.inf
     while True:
         if k == Q.shape[1]:  # double the basis (columns stay contiguous)
-            grown = torch.empty(min(cap, 2 * k), P, dtype=A.dtype, device=A.device).T
+            with guard(f"growing the tracker's Lanczos basis to {min(cap, 2 * k)} columns", fix):
+                grown = torch.empty(min(cap, 2 * k), P, dtype=A.dtype, device=A.device).T
             grown[:, :k] = Q
             Q = grown
         w, stats = lanczos_step(A, Q, k, q)

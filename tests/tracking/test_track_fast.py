@@ -392,3 +392,22 @@ def test_safetensors_checkpoints_are_discovered_from_their_header(run_dir, tmp_p
     hook = {(r["step"], r["setting"]): r for r in tracker.rows}
     assert [r["step"] for r in rows] == [25, 50]
     assert rows[0]["lambda_max"] == pytest.approx(hook[(25, "baseline")]["lambda_max"], rel=1e-12)
+
+
+def test_an_allocator_error_in_the_trackers_basis_is_one_line(monkeypatch):
+    """The tracker's own basis is not sized by the memory plan: running out of memory there is a
+    CondlabError naming the basis and the fix, not a raw allocator error."""
+    import condlab.tracking.top as top
+    from condlab.errors import CondlabError
+
+    real = torch.empty
+
+    def no_memory(*size, **kwargs):
+        if size and size[0]:  # the basis; a 0-element probe of the itemsize still works
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp] can't allocate memory: 4 GB")
+        return real(*size, **kwargs)
+
+    monkeypatch.setattr(top.torch, "empty", no_memory)
+    A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    with pytest.raises(CondlabError, match="tracker's Lanczos basis.*max_basis"):
+        top.top_eigenpair(A, tol=1e-6, seed=0)
