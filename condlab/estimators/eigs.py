@@ -318,7 +318,9 @@ def extreme_eigenpairs(
     ``certify`` (default): once the residuals meet ``tol``, the run goes on (checking every 10%
     more products) until the certificate also bounds the end values (the largest top and the
     smallest bottom value) within ``tol ||A||``, or ``max_matvecs`` ends it; ``stop_reason``
-    says which. Not after a thick restart or a rank drop: the certificate reads the start
+    says which. One start vector (``b = 1``): through thick restarts too, whose residual
+    polynomial keeps sharpening the certificate (:class:`bounds.ResidualPolynomial`). A block:
+    not after a thick restart; no run after a rank drop: the certificate then reads the start
     block's recurrence, which they end, so more products would not sharpen it; not from a warm
     start, whose first column alone backs a (weaker) certificate and whose point is speed.
     """
@@ -383,6 +385,8 @@ def extreme_eigenpairs(
     n_start = 0 if start is None else (1 if start.ndim == 1 else start.shape[1])
     columns, scale = (b, 1.0) if start is None else (1, 1.0 + math.ceil(n_start / b))
     factor, tightened = 1.0, 0  # the Krylov-residual target, a fraction of tol * ||A||
+    # one start vector: its residual polynomial (bounds.ResidualPolynomial) survives restarts
+    track = _Track() if b == 1 else None
     while True:  # until the true residuals meet tol, or the budget ends
         while True:
             n = Q.shape[1]
@@ -391,6 +395,8 @@ def extreme_eigenpairs(
                 if restarts == 0:  # the last moment V holds the start block's Krylov space
                     rec = bounds.start_recurrence(H, C, widths)
                 keep = _keep_indices(ritz, top, bottom, cap - n)
+                if track is not None:
+                    track.restart(ritz, keep, lock)
                 C, k = _thick_restart(V, H, C, ritz, keep, lock)
                 restarts += 1
             if k > 0:
@@ -407,6 +413,8 @@ def extreme_eigenpairs(
             if restarts == 0:
                 widths.append((n, n - lost))
             dropped += lost
+            if track is not None:
+                track.step(R, lost)
             C = torch.zeros(k, Q.shape[1], dtype=torch.float64)
             C[k - n :] = R.T
             exhausted = Q.shape[1] == 0 or matvecs + Q.shape[1] > max_matvecs
@@ -417,10 +425,12 @@ def extreme_eigenpairs(
                 wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
                 met = bool((wanted <= threshold).all())
                 # ... and known: the certificate, every 10% more products, while more steps can still
-                # sharpen it (not after a restart or a rank drop, which end the start's recurrence)
-                if met and certify and start is None and not exhausted and restarts == 0 and not dropped:
+                # sharpen it (one start vector: always; a block: not after a restart or a rank drop,
+                # which end the start block's recurrence)
+                sharpens = (restarts == 0 or track is not None) and not dropped
+                if met and certify and start is None and not exhausted and sharpens:
                     if matvecs >= next_check:
-                        now = rec or bounds.start_recurrence(H, C, widths)
+                        now = _source(rec or bounds.start_recurrence(H, C, widths), track, ritz, C)
                         cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
                         met = _certified(ritz, cert, top, bottom, threshold, P, b)
                         next_check = matvecs + max(b, matvecs // 10)
@@ -437,7 +447,8 @@ def extreme_eigenpairs(
                 )
         if restarts == 0:
             rec = bounds.start_recurrence(H, C, widths)
-        cert = _Certificate(rec, columns, scale, exact=restarts == 0 and k >= P,
+        cert = _Certificate(_source(rec, track, ritz, C), columns, scale,
+                            exact=restarts == 0 and k >= P,
                             budget=None if met else max_matvecs)
         check = true_residuals and not (cert.exact and A.dtype == torch.float64 == vdtype)
         result = _result(
@@ -452,6 +463,44 @@ def extreme_eigenpairs(
             factor, tightened, matvecs = factor * TIGHTEN, tightened + 1, result.matvecs
             continue
         return result
+
+
+class _Track:
+    """What a single-vector run's residual polynomial needs across restarts (bounds.py's
+    :class:`~condlab.estimators.bounds.ResidualPolynomial`): the discarded Ritz values, the sum of
+    ``log beta`` and the couplings zeroed by locking (a perturbation of the relation, taken as a
+    root margin). A rank drop brings in a fresh random vector that is no polynomial of the start:
+    tracking ends there (``alive`` False) and the start recurrence alone certifies."""
+
+    def __init__(self):
+        self.discarded: list[Tensor] = []
+        self.log_beta, self.margin, self.alive = 0.0, 0.0, True
+
+    def restart(self, ritz: _Ritz, keep: Tensor, lock: float) -> None:
+        gone = torch.ones(len(ritz.theta), dtype=torch.bool)
+        gone[keep] = False
+        self.discarded.append(ritz.theta[gone])
+        kept = ritz.residuals[keep]
+        self.margin += float(torch.linalg.vector_norm(kept[kept <= lock]))
+
+    def step(self, R: Tensor, lost: int) -> None:
+        if lost or R.shape[0] != 1:
+            self.alive = False
+        elif self.alive:
+            self.log_beta += math.log(abs(float(R[0, 0])))
+
+    def polynomial(self, ritz: _Ritz, C: Tensor) -> bounds.ResidualPolynomial:
+        disc = torch.cat(self.discarded) if self.discarded else torch.zeros(0, dtype=torch.float64)
+        return bounds.ResidualPolynomial(ritz.theta, (C.T @ ritz.S)[0], disc, self.log_beta,
+                                         self.margin)
+
+
+def _source(rec, track: _Track | None, ritz: _Ritz, C: Tensor):
+    """The certificate's Christoffel function: the start recurrence, and for one start vector
+    whose tracking survived the residual polynomial too (the larger of the two)."""
+    if track is None or not track.alive or rec is None:
+        return rec
+    return bounds.Christoffel((rec, track.polynomial(ritz, C)))
 
 
 @dataclass(frozen=True)
@@ -530,6 +579,12 @@ def _result(
     if check:
         AY = _check_residuals(A, lists)
         matvecs += AY.shape[1]
+    recurrence = cert.recurrence
+    if check:  # the relation's drift along the listed pairs moves the residual polynomial's roots
+        drift = max([float((item[1] - ritz.residuals[idx]).abs()[torch.isfinite(item[0])].max())
+                     for item, idx in zip(lists, (idx_top, idx_bot)) if bool(
+                         torch.isfinite(item[0]).any())] or [0.0])
+        recurrence = bounds.widened(recurrence, drift)
     res_all = ritz.residuals.clone()
     for (_, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
@@ -539,7 +594,7 @@ def _result(
     (vt, rt, ct, yt, nt), (vb, rb, cb, yb, nb) = lists
     partial = k < operator_size(A)  # a run to full depth sees every copy
     repeat_top, repeat_bottom = (nt >= block_size) & partial, (nb >= block_size) & partial
-    kw = dict(recurrence=cert.recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
+    kw = dict(recurrence=recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
               columns=cert.columns, start_scale=cert.scale, exact=cert.exact,
               rounding=ROUNDING * torch.finfo(V.dtype).eps * float(ritz.theta.abs().max()))
     et = bounds.top_errors(ritz.theta, res_all, top, **kw)
