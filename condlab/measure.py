@@ -212,6 +212,7 @@ def estimate(
                 basis_device=s.krylov_device,
                 return_vectors=True,
                 start=start,
+                stop_on="values",  # the vectors serve warm starts and the noise estimate only
             )
             vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
             krylov = {
@@ -335,7 +336,8 @@ def true_residuals(
     """The record's fields from a run whose residuals are the true ``||A y - theta y||``
     (``extreme_eigenpairs`` measures them after the run) and whose errors are backed
     (:mod:`condlab.estimators.bounds`). A value is flagged converged when its true residual is
-    ``<= tol * ||A||`` and, for the end values (``lambda_max``, ``lambda_min``), its certified
+    ``<= tol * ||A||`` (or, for a run that stopped on values, its backed error) and, for the end
+    values (``lambda_max``, ``lambda_min``), its certified
     error too: the listed end is then the true extreme eigenvalue within that error. Values
     inside a list: ``certified_*`` (every listed value's error within ``tol * ||A||``),
     ``errors_*`` and ``certificate_*`` in the details.
@@ -353,7 +355,8 @@ def true_residuals(
         err = torch.as_tensor(getattr(eig, f"errors_{end}"), dtype=torch.float64)
         null = end == "bottom" and len(res) and abs(float(getattr(eig, f"eigenvalues_{end}")[0])) \
             <= noise_rel(op.dtype) * anorm  # a null lambda_min: definiteness says the rest
-        ok = [bool(r <= limit and (i > 0 or null or e <= limit))
+        by_value = eig.stop_rule == "values"
+        ok = [bool((r <= limit or (by_value and e <= limit)) and (i > 0 or null or e <= limit))
               for i, (r, e) in enumerate(zip(res, err))]
         ends[end] = (res, err, ok)
     (rt, et, ct), (rb, eb, cb) = ends["top"], ends["bottom"]
@@ -367,7 +370,7 @@ def true_residuals(
         )
     }
     details.update(lambda_max_upper=eig.lambda_max_upper, lambda_min_lower=eig.lambda_min_lower,
-                   stop_reason=eig.stop_reason)
+                   stop_reason=eig.stop_reason, stop_rule=eig.stop_rule)
     why = eig.certificate_bottom if not bool(eb[:1].le(limit).all()) else eig.certificate_top
     return _Checked(
         fields=dict(

@@ -128,8 +128,11 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
     m, b = lam.shape[0], rec.blocks[0][0].shape[0]
     cur = torch.eye(b, dtype=torch.float64).expand(m, b, b).clone()
     prev, R_prev = None, None
-    K = cur @ cur.transpose(1, 2)
-    logscale = torch.zeros(m, dtype=torch.float64)
+    parts = [cur]  # K = M M^T, M = [Pi_0 .. Pi_d]: lambda_min(K) = sigma_min(M)^2, whose
+    # rounding is eps^2 lambda_max(K) (eigvalsh of K: eps lambda_max(K), which near a converged
+    # Ritz value swamps the small lambda_min that an eigenvalue there forces)
+    logscale = torch.zeros(m, dtype=torch.float64)  # log of the scale the recurrence carries
+    scales = [logscale]  # ... when each part was made
     for Ai, Ri, Rinv in rec.blocks:
         M = lam * cur - cur @ Ai
         if prev is not None:
@@ -138,14 +141,17 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
             break
         nxt = M @ Rinv  # Pi_{i+1} R_i = M
         prev, cur, R_prev = cur, nxt, Ri
-        K = K + cur @ cur.transpose(1, 2)
         s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
         if bool((s > 1e50).any()):
             s = torch.where(s > 1e50, s, torch.ones_like(s))
-            prev, cur, K = prev / s[:, None, None], cur / s[:, None, None], K / (s * s)[:, None, None]
-            logscale = logscale + 2 * torch.log(s)
-    kmin = torch.linalg.eigvalsh((K + K.transpose(1, 2)) / 2)[:, 0]
-    return torch.log(kmin.clamp_min(1e-300)) + logscale
+            prev, cur = prev / s[:, None, None], cur / s[:, None, None]
+            logscale = logscale + torch.log(s)
+        parts.append(cur)
+        scales.append(logscale)
+    M = torch.cat([p * torch.exp(ls - logscale)[:, None, None] for p, ls in zip(parts, scales)],
+                  dim=2)  # every part at the last scale (older ones shrink, possibly to 0)
+    smin = torch.linalg.svdvals(M)[:, -1]
+    return 2 * torch.log(smin.clamp_min(1e-150)) + 2 * logscale
 
 
 def _log_k_scalar(rec: StartRecurrence, lam: Tensor) -> Tensor:
@@ -295,7 +301,8 @@ def _gap(rec: StartRecurrence, log_k: float, a: float, b: float) -> tuple[float,
     if not b > a:
         return None
     x = torch.linspace(a, b, GAP_SAMPLES + 2, dtype=torch.float64)[1:-1]
-    x = torch.cat([x, rec.nodes[(rec.nodes > a) & (rec.nodes < b)]]).sort().values
+    w = 1e-8 * (b - a)  # a node within rounding of an end is that end's Ritz value again
+    x = torch.cat([x, rec.nodes[(rec.nodes > a + w) & (rec.nodes < b - w)]]).sort().values
     idx = (rec.log_k(x) > log_k).nonzero()[:, 0]
     if idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 != idx.numel():
         return None
@@ -345,7 +352,8 @@ def bottom_errors(
     log_end = -math.log(beta_quantile(columns, P, delta / 4) / start_scale**2)
     log_gap = -math.log(beta_quantile(columns, P, delta / 4 / P) / start_scale**2)
     edge = min(float(recurrence.nodes[0]), float(theta[0]))
-    L = _end_bound(recurrence, log_end, edge, span)
+    L = min(_end_bound(recurrence, log_end, edge, span), float(theta[0]) - rounding)  # no closer
+    # than the Rayleigh-Ritz rounding, the floor of every stated error
     errors, kinds = [math.inf] * n, ["bracket"] * n
     alpha, counted, start = L, True, 0  # the open component starts at index ``start``
     for i in range(n):
