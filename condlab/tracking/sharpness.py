@@ -164,7 +164,7 @@ def measure_fast(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
     else:
         problem = problem if problem is not None else make_problem(inputs, cfg)
         todo = list(build_settings(cfg, problem, inputs, summaries=False))
-    results, vectors = [], {}
+    results, vectors, workspace = [], {}, {}  # the rows share one basis
     while todo:
         s = todo.pop(0)
         t0 = time.perf_counter()
@@ -180,7 +180,7 @@ def measure_fast(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
                 kept.columns = columns
         eig = top_eigenpair(op, tol=cfg.resolved_tol, max_products=cfg.max_hvps, start=start,
                             hint=None if start is not None else _hint(s, vectors),
-                            seed=cfg.seed, columns=columns)
+                            seed=cfg.seed, columns=columns, workspace=workspace)
         vectors[s.name] = eig.vectors
         fields = {"eigenvalues_top": [eig.value], "residuals_top": [eig.residual],
                   "converged_top": [eig.converged], "lambda_max": eig.value, "block_size": 1}

@@ -164,6 +164,7 @@ def top_eigenpair(
     max_basis: int | None = None,
     columns: int | None = None,
     estimate: bool | None = None,
+    workspace: dict | None = None,
 ) -> TopEig:
     """``lambda_max`` of symmetric ``A`` to ``tol * ||A||`` (see the module docstring).
 
@@ -174,7 +175,9 @@ def top_eigenpair(
     ``max_basis``: columns kept before a restart (default: the memory plan's, see
     :func:`basis_columns`); ``columns``: that count already computed by :func:`basis_columns`
     (a training loop plans once). ``estimate``: may stop on the estimated ``residual^2/gap``
-    (default: with a warm ``start`` only). Deterministic given ``generator`` (or ``seed``).
+    (default: with a warm ``start`` only). ``workspace``: a dict in which the basis is kept for
+    the next call on an operator of the same size (the rows of one measurement share one
+    allocation). Deterministic given ``generator`` (or ``seed``).
     """
     P = operator_size(A)
     if not tol > 0:
@@ -193,11 +196,16 @@ def top_eigenpair(
     gap_rule = start is not None if estimate is None else bool(estimate)
     cap = columns if columns is not None else basis_columns(A, max_products, max_basis)
     cap = max(1, min(cap, P, max_products))
-    itemsize = torch.empty(0, dtype=A.dtype).element_size()
-    with guard(f"the tracker's Lanczos basis ({cap} columns of {P} parameters, "
-               f"{cap * P * itemsize / 1e9:.3g} GB)",
-               "pass a smaller max_basis (at least 2), or --memory-limit so the plan sizes it"):
-        Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # [P, cap], columns contiguous
+    key = (cap, P, A.dtype, str(A.device))
+    Q = (workspace or {}).get(key)
+    if Q is None:
+        itemsize = torch.empty(0, dtype=A.dtype).element_size()
+        with guard(f"the tracker's Lanczos basis ({cap} columns of {P} parameters, "
+                   f"{cap * P * itemsize / 1e9:.3g} GB)",
+                   "pass a smaller max_basis (at least 2), or --memory-limit so the plan sizes it"):
+            Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # [P, cap], columns contiguous
+        if workspace is not None:
+            workspace[key] = Q
     T = np.zeros((min(cap, 16), min(cap, 16)))  # T_k in its leading k x k block, grown as needed
     breakdown = BREAKDOWN_RTOL * torch.finfo(A.dtype).eps
     products = restarts = k = 0
