@@ -30,6 +30,7 @@ from condlab.estimators import (
     extreme_eigenpairs,
     hutchinson,
     hutchpp,
+    lean_extreme_eigenpairs,
     slq_density,
 )
 from condlab.estimators.bounds import bounded_condition
@@ -199,20 +200,21 @@ def estimate(
     else:
         cond = None
         if top + bottom > 0:
-            eig = extreme_eigenpairs(
+            lean = plan is not None and plan.krylov == "two-pass"  # the plan's pick: no basis
+            eig = (lean_extreme_eigenpairs if lean else extreme_eigenpairs)(
                 op,
                 top=top,
                 bottom=bottom,
                 tol=s.tol,
                 max_matvecs=s.max_hvps,
-                max_basis=plan.max_basis,
-                block_size=s.block_size,
                 seed=s.seed,
-                basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
-                basis_device=s.krylov_device,
                 return_vectors=True,
                 start=start,
-                stop_on="values",  # the vectors serve warm starts and the noise estimate only
+                **(dict(stop_on="values") if not lean else {}),  # vectors: warm starts, noise
+                **({} if lean else dict(
+                    max_basis=plan.max_basis, block_size=s.block_size,
+                    basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
+                    basis_device=s.krylov_device)),
             )
             vectors = torch.cat([eig.vectors_top, eig.vectors_bottom], dim=1)
             krylov = {

@@ -253,29 +253,80 @@ def _orthonormal(V: Tensor, W: Tensor, anorm: float, eps: float, gen, fill: int,
     singular values (``<= 64 eps ||A||``), ``r`` the numerical rank and ``f`` fresh random
     columns orthogonal to ``V`` and to the rest of ``Q`` with zero rows in ``R``, so ``r + f``
     reaches ``fill`` where the space allows.
+
+    Memory: ``W`` is the caller's scratch (the Gram-Schmidt residual of a fresh product) and is
+    overwritten. A single column is normalized in place (``Q`` is ``W``: no QR, no SVD, no
+    temporary); a block of full rank holds one more block (QR's factor) while ``Q = Qw U`` is
+    written into ``W``'s storage. At GPT-2 small's 124M parameters each column is 0.5 GB: the
+    old QR, ``Qw``, ``Qw U`` and the caller's previous ``Q`` held four at once.
     """
     P, n = W.shape
-    Qw, Rw = torch.linalg.qr(W)  # [P, n], [n, n]
+    if n == 1:
+        return _normalize_column(V, W, anorm, eps, gen, fill, like)
+    Qw, Rw = torch.linalg.qr(W)  # [P, n], [n, n]: the one extra block
     U, sig, Zt = torch.linalg.svd(Rw.to("cpu", torch.float64))
     rank = int((sig > BREAKDOWN_RTOL * eps * anorm).sum())
-    Q = Qw @ U[:, :rank].to(dtype=Qw.dtype, device=Qw.device)
+    Uq = U[:, :rank].to(dtype=Qw.dtype, device=Qw.device)
     R = sig[:rank, None] * Zt[:rank]  # [rank, n]
     if rank and float(sig[rank - 1]) < math.sqrt(eps) * anorm:
         # dividing by a small singular value magnified W's rounding-level component along
         # V (eps ||A|| / sigma): orthogonalize again and take the coupling from W itself
-        Q, _ = cgs2(V, Q)
+        Q, _ = cgs2(V, Qw @ Uq, inplace=True)
         Q, _ = torch.linalg.qr(Q)
         R = (Q.T @ W).to("cpu", torch.float64)
+    elif rank == n and W.is_contiguous():
+        Q = torch.mm(Qw, Uq, out=W)  # into W's storage: no third block
+    else:
+        Q = Qw @ Uq
+    del Qw
     f = max(0, min(fill, P - V.shape[1]) - rank)
     if f:
-        Z = random_probes(P, f, gen, like=like).to(dtype=V.dtype, device=V.device)
-        Vq = torch.cat([V, Q], dim=1)
-        for _ in range(2):
-            Z, _ = cgs2(Vq, Z)
-            Z, _ = torch.linalg.qr(Z)
-        Q = torch.cat([Q, Z], dim=1)
+        Q = torch.cat([Q, _fresh_columns(V, Q, f, gen, like)], dim=1)
         R = torch.cat([R, torch.zeros(f, n, dtype=torch.float64)])
     return Q, R, n - rank
+
+
+def _normalize_column(V: Tensor, W: Tensor, anorm: float, eps: float, gen, fill: int, like):
+    """``_orthonormal`` for one column: ``W / ||W||`` in place (``R = [[||W||]]``), the same
+    ``Q R = W`` as a QR and an SVD of one column give, up to the sign of ``Q``."""
+    norm = float(torch.linalg.vector_norm(W))
+    if norm > BREAKDOWN_RTOL * eps * anorm:
+        W.div_(norm)
+        R = torch.tensor([[norm]], dtype=torch.float64)
+        if norm < math.sqrt(eps) * anorm:
+            # the component along V that rounding left in W is magnified by ||A|| / norm:
+            # orthogonalize again in place; the coupling is W's component along the new Q,
+            # norm * <Q_new, Q_old> = norm * ||Q - V V^T Q|| (Q_new orthogonal to V)
+            W, _ = cgs2(V, W, inplace=True)
+            rest = float(torch.linalg.vector_norm(W))
+            W.div_(rest)
+            R = torch.tensor([[norm * rest]], dtype=torch.float64)
+        return W, R, 0
+    R = torch.zeros(0, 1, dtype=torch.float64)
+    if min(fill, V.shape[0] - V.shape[1]) < 1:
+        return W[:, :0], R, 1
+    Z = _fresh_columns(V, W[:, :0], 1, gen, like)
+    return Z, torch.cat([R, torch.zeros(1, 1, dtype=torch.float64)]), 1
+
+
+def _fresh_columns(V: Tensor, Q: Tensor, f: int, gen, like) -> Tensor:
+    """``[P, f]`` random orthonormal columns orthogonal to ``V`` and ``Q`` (Gram-Schmidt against
+    each in turn, twice; no ``[V, Q]`` copy of the basis)."""
+    Z = random_probes(V.shape[0], f, gen, like=like).to(dtype=V.dtype, device=V.device)
+    for _ in range(2):
+        Z, _ = cgs2(V, Z, inplace=True)
+        if Q.shape[1]:
+            Z, _ = cgs2(Q, Z, inplace=True)
+        Z, _ = torch.linalg.qr(Z)
+    return Z
+
+
+def _own(W: Tensor, V: Tensor) -> Tensor:
+    """``W``, or a copy where it shares ``V``'s storage (an operator that returns its input):
+    the Gram-Schmidt and the normalization then work in place on it."""
+    if W.untyped_storage().data_ptr() == V.untyped_storage().data_ptr():
+        return W.clone()
+    return W
 
 
 def extreme_eigenpairs(
@@ -426,11 +477,12 @@ def extreme_eigenpairs(
                 H[k : k + n, :k] = C.T
                 H[:k, k : k + n] = C
             V[:, k : k + n] = Q
+            Q, W = V[:, k : k + n], None  # the block lives in V alone through the product
             W = matmat(A, Q.to(dtype=A.dtype, device=A.device)).to(dtype=vdtype, device=vdevice)
             if AV is not None:
                 AV[:, k : k + n] = W
             anorm = max(anorm, float(torch.linalg.vector_norm(W, dim=0).max()))
-            W, h = cgs2(V[:, : k + n], W)  # h [k + n, n]
+            W, h = cgs2(V[:, : k + n], _own(W, V), inplace=True)  # h [k + n, n]
             h = h[k:].to("cpu", torch.float64)
             H[k : k + n, k : k + n] = (h + h.T) / 2
             k, matvecs = k + n, matvecs + n
@@ -753,20 +805,24 @@ def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype, by
 
 def _check_residuals(A, lists, product=None) -> Tensor:
     """Replace each list's residuals by ``||A y - theta y|| / ||y||`` from one block product;
-    the product ``A Y [P, n]`` of the finite columns."""
+    the product ``A Y [P, n]`` of the finite columns.
+
+    Memory: beside ``Y`` only its product (a list's ``Y`` is used as it is when it holds every
+    finite column: no concatenated copy), and the residual norms are summed over row blocks
+    (no ``[P, n]`` ``A Y - Y theta`` temporaries: 0.5 GB a column at GPT-2 small)."""
     Ys, thetas = [], []
     for values, _, _, Y, _ in lists:
         keep = torch.isfinite(values)
-        Ys.append(Y[:, keep])
-        thetas.append(values[keep])
-    Y = torch.cat(Ys, dim=1).to(dtype=A.dtype, device=A.device)
-    if Y.shape[1] == 0:
-        return Y
-    theta = torch.cat(thetas)
+        if int(keep.sum()):
+            Ys.append(Y if bool(keep.all()) else Y[:, keep])
+            thetas.append(values[keep])
+    if not Ys:
+        return lists[0][3][:, :0].to(dtype=A.dtype, device=A.device)
+    Y = Ys[0] if len(Ys) == 1 else torch.cat(Ys, dim=1)
+    Y = Y.to(dtype=A.dtype, device=A.device)
+    theta = torch.cat(thetas).to(dtype=Y.dtype, device=Y.device)
     AY = matmat(A, Y) if product is None else product(Y)
-    R = AY - Y * theta.to(dtype=Y.dtype, device=Y.device)
-    norms = torch.linalg.vector_norm(Y, dim=0).clamp_min(torch.finfo(Y.dtype).tiny)
-    res = (torch.linalg.vector_norm(R, dim=0) / norms).to("cpu", torch.float64)
+    res = _residual_norms(AY, Y, theta)
     at = 0
     for item in lists:
         keep = torch.isfinite(item[0])
@@ -775,3 +831,17 @@ def _check_residuals(A, lists, product=None) -> Tensor:
         item[1][keep] = res[at : at + m]
         at += m
     return AY
+
+
+def _residual_norms(AY: Tensor, Y: Tensor, theta: Tensor) -> Tensor:
+    """``||A y_j - theta_j y_j|| / ||y_j||`` per column (float64 CPU), summed over row blocks of
+    at most ``RESTART_CHUNK_BYTES``."""
+    P, n = Y.shape
+    rows = max(1, RESTART_CHUNK_BYTES // max(1, n * Y.element_size()))
+    rr = torch.zeros(n, dtype=torch.float64, device=Y.device)
+    yy = torch.zeros(n, dtype=torch.float64, device=Y.device)
+    for r in range(0, P, rows):
+        y = Y[r : r + rows]
+        rr += torch.linalg.vector_norm(AY[r : r + rows] - y * theta, dim=0).double() ** 2
+        yy += torch.linalg.vector_norm(y, dim=0).double() ** 2
+    return (rr.sqrt() / yy.sqrt().clamp_min(torch.finfo(Y.dtype).tiny)).to("cpu")
