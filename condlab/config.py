@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from condlab.errors import UsageError
 from condlab.estimator_options import EstimatorSettings
 from condlab.inputs import LoadOptions
@@ -87,6 +85,8 @@ def validate(cfg) -> None:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from ``path``, with one-line errors for a missing or malformed file."""
+    import yaml  # here, not at the top: a run without a config file never parses YAML
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file '{path}' does not exist")

@@ -25,6 +25,7 @@ SLOW_TESTS = {
     "test_bounds.py::test_ok_means_the_listed_values_are_right[indefinite with a deep outlier]",
     "test_bounds.py::test_ok_means_the_listed_values_are_right[linreg bottom-3]",
     "test_cli.py::test_ggn_is_positive_semidefinite",
+    "test_cli.py::test_spectrum_run_leaves_lazy_modules_unimported",
     "test_compare.py::test_interrupted_then_resumed_csv_is_identical[23]",
     "test_trace.py::test_stated_error_is_honest_across_seeds[rademacher-hutchinson]",
     "test_trace.py::test_stated_error_is_honest_across_seeds[rademacher-hutchpp]",

@@ -124,6 +124,53 @@ def ckpt(tmp_path_factory):
     return d / "ckpt.pt"
 
 
+# imported only by the paths that need them (a config file, a table to disk, a plot, a named
+# Hugging Face model): a plain spectrum run must not pay their start-up
+LAZY_MODULES = {"yaml", "pandas", "sklearn", "matplotlib", "transformers"}
+
+
+def test_spectrum_run_leaves_lazy_modules_unimported(tmp_path):
+    """``python -m condlab spectrum ckpt.pt --top 2 --bottom 1`` on a digits checkpoint (the
+    benchmark's path) in a fresh process imports none of ``LAZY_MODULES`` (YAML was imported at
+    the top of condlab.config: 10-25 ms of every run's start-up, the whole-process benchmark).
+    The other bundled data sets (iris, wine, ...) still load through scikit-learn."""
+    (tmp_path / "train.yaml").write_text(
+        "model: {name: mlp, widths: [4], activation: tanh}\n"
+        "data: digits\nloss: cross-entropy\noptimizer: {name: sgd, lr: 0.1}\nsteps: 2\nseed: 0\n"
+    )
+    ckpt = tmp_path / "ckpt.pt"
+    r = invoke("train", tmp_path / "train.yaml", "--out", ckpt)
+    assert r.exit_code == 0, r.output
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import condlab
+
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['condlab', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('condlab', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('MODULES', *sorted({m.split('.')[0] for m in sys.modules}), file=sys.stderr)\n"
+    )
+    root = str(Path(condlab.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run(
+        [sys.executable, "-c", code, "spectrum", str(ckpt), "--top", "2", "--bottom", "1",
+         "--dtype", "float64", "--threads", "1", "--format", "json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["results"]) == 1
+    loaded = set(r.stderr.split("MODULES", 1)[1].split())
+    assert "torch" in loaded and "condlab" in loaded  # the listing is the run's
+    assert not LAZY_MODULES & loaded, sorted(LAZY_MODULES & loaded)
+
+
 def test_json_schema_and_null_fields(ckpt):
     r = invoke("spectrum", ckpt, "--format", "json", "--top", "2", "--bottom", "0", "--dtype", "float64")
     assert r.exit_code == 0, r.output
