@@ -50,6 +50,7 @@ from condlab.errors import CondlabError, UsageError
 HEADROOM = 0.15  # share of the available memory the plan leaves free (allocator, loss temporaries)
 DEFAULT_BASIS_BYTES = 2**30  # the default basis: up to 256 columns within 1 GiB ...
 DEFAULT_BASIS_COLUMNS = 256
+LEAN_BASIS = 8  # a default basis of at most this many columns: two-pass Lanczos instead
 UNLIMITED = 2**60  # cgroup and rlimit values at or above this mean "no limit"
 GiB = 2**30
 
@@ -212,6 +213,7 @@ class MemoryPlan:
     block_size: int | None = None  # Lanczos block b
     basis_bytes: int = 0
     default_basis: int | None = None  # what the default would be without a memory limit
+    krylov: str | None = None  # 'basis' (thick-restarted block Lanczos) or 'two-pass' (no basis)
     probe_block: int | None = None  # trace probes per block
     density_block: int | None = None  # SLQ recurrences run together
     need_bytes: int = 0  # the planned peak beyond what the process held at planning
@@ -230,7 +232,10 @@ class MemoryPlan:
             f"product {fmt(self.product_bytes_per_vector)} per vector, "
             f"{self.product_block} per call",
         ]
-        if self.max_basis is not None:
+        if self.krylov == "two-pass":
+            lines.append(f"  two-pass Lanczos (no basis: a {self.max_basis}-column basis would "
+                         "be all that fits the no-hoarding rule)")
+        elif self.max_basis is not None:
             lines.append(
                 f"  Lanczos basis {self.max_basis} columns ({fmt(self.basis_bytes)}), block "
                 f"{self.block_size}" + (f"; default would be {self.default_basis}"
@@ -350,37 +355,55 @@ def plan(
         # and the product of them: extreme_eigenpairs checks them before it returns)
         step = max(min(b, result.product_block) * (per_vec + 2 * vec), (4 * b + 2) * vec)
         end = 4 * nwant * vec + min(nwant, result.product_block) * (per_vec + vec)
-        if room_after(end) < 0:
-            refuse(f"the {nwant} Ritz vectors and their residual check", graph + end,
-                   f"lower --top/--bottom or {fix_limit}")
+        # two-pass Lanczos (no basis): pass 2 holds q_{j-1}, q_j, the product and the Ritz
+        # vectors beside a product's temporaries; the check, the vectors and their products
+        lean = max((3 + nwant) * vec + per_vec,
+                   2 * nwant * vec + min(nwant, result.product_block) * per_vec)
+        lean_ok = (max_basis is None and block_size in (None, 1) and top <= 1 and bottom <= 1
+                   and basis_dtype is None and basis_device is None)
         fit = int(room_after(max(step, end)) // vbytes) if same_device else default
         lowest = min_basis(P, nwant, b if block_size is not None else 1)
-        work, fixed = step, graph
-        if max_basis is not None:
-            if same_device and max_basis > fit:
-                refuse(f"the Lanczos basis of --max-basis {max_basis} columns",
-                       max_basis * vbytes + work + fixed,
-                       f"lower --max-basis to {max(fit, lowest)}" if fit >= lowest else
-                       f"lower --top/--bottom or --block-size, or {fix_limit}")
-            m = max_basis
+        if lean_ok and room_after(lean) >= 0 and (room_after(end) < 0 or fit < lowest or
+                                                   min(default, fit) <= LEAN_BASIS):
+            # a basis this small restarts every few products (about twice a full Krylov run's
+            # products); two-pass Lanczos spends as many and holds no basis at all
+            m = max(0, min(default, fit)) if room_after(max(step, end)) >= 0 else 0
+            result.max_basis, result.block_size, result.basis_bytes = m, 1, 0
+            result.krylov = "two-pass"
+            result.notes.append(f"two-pass Lanczos instead of a {m}-column basis: about the "
+                                "same products, memory of a power iteration plus two vectors")
+            need = max(need, graph + lean)
         else:
-            if fit < lowest:
-                extra = ("lower --block-size, " if block_size is not None and block_size > 1
-                         else "")
-                refuse(f"the smallest Lanczos basis ({lowest} columns of {fmt(vbytes)}) with "
-                       f"the product", lowest * vbytes + work + fixed,
-                       f"{extra}lower --top/--bottom, use --krylov-device cpu on a GPU, or "
-                       f"{fix_limit}")
-            m = max(lowest, min(default, fit))
-            if block_size is None:
-                b = max(1, min(b, (m - nwant) // 2))
-            if m < default:
-                result.notes.append(
-                    f"Lanczos basis {m} columns instead of {default}: more restarts, "
-                    "so somewhat more products")
-        result.max_basis, result.block_size = m, b
-        result.basis_bytes = m * vbytes if same_device else 0
-        need = max(need, graph + result.basis_bytes + max(step, end))
+            if room_after(end) < 0:
+                refuse(f"the {nwant} Ritz vectors and their residual check", graph + end,
+                       f"lower --top/--bottom or {fix_limit}")
+            work, fixed = step, graph
+            if max_basis is not None:
+                if same_device and max_basis > fit:
+                    refuse(f"the Lanczos basis of --max-basis {max_basis} columns",
+                           max_basis * vbytes + work + fixed,
+                           f"lower --max-basis to {max(fit, lowest)}" if fit >= lowest else
+                           f"lower --top/--bottom or --block-size, or {fix_limit}")
+                m = max_basis
+            else:
+                if fit < lowest:
+                    extra = ("lower --block-size, " if block_size is not None and block_size > 1
+                             else "")
+                    refuse(f"the smallest Lanczos basis ({lowest} columns of {fmt(vbytes)}) "
+                           f"with the product", lowest * vbytes + work + fixed,
+                           f"{extra}lower --top/--bottom, use --krylov-device cpu on a GPU, or "
+                           f"{fix_limit}")
+                m = max(lowest, min(default, fit))
+                if block_size is None:
+                    b = max(1, min(b, (m - nwant) // 2))
+                if m < default:
+                    result.notes.append(
+                        f"Lanczos basis {m} columns instead of {default}: more restarts, "
+                        "so somewhat more products")
+            result.max_basis, result.block_size = m, b
+            result.basis_bytes = m * vbytes if same_device else 0
+            result.krylov = "basis"
+            need = max(need, graph + result.basis_bytes + max(step, end))
 
     if trace_probes > 0:
         keep = (trace_probes // 3) * vec if trace_method == "hutch++" else 0
@@ -413,13 +436,15 @@ def plan(
     return result
 
 
-def share_parameters(model, spec, theta) -> None:
+def share_parameters(model, spec, theta, partial: bool = False) -> None:
     """Point a model's selected parameters at their views in ``theta [P]``: the products call the
     model with ``theta``'s views, so the parameters' own copy would be dead weight (one more
-    ``[P]`` vector: 0.5 GB for GPT-2 small)."""
+    ``[P]`` vector: 0.5 GB for GPT-2 small). ``partial``: names the model lacks are skipped."""
     named = dict(model.named_parameters())
     for name, view in spec.unflatten(theta).items():
-        p = named[name]
+        p = named.get(name)
+        if p is None and partial:
+            continue
         if p.shape == view.shape and p.dtype == view.dtype and p.device == view.device:
             p.data = view
 
@@ -436,6 +461,9 @@ def plan_for(A, s) -> MemoryPlan:
     limit = get("memory_limit")
     limit = parse_bytes(limit) if limit is not None else env_memory_limit()
     dtype = getattr(torch, get("krylov_dtype")) if get("krylov_dtype") else None
+    inner = _profiled(A)
+    if inner is not None and limit is not None and hasattr(inner, "memory_limit"):
+        inner.memory_limit = limit  # the kept-graph budget reads it (no environment detour)
     p = plan(
         A, top=get("top", 0), bottom=get("bottom", 0), block_size=get("block_size"),
         max_basis=get("max_basis"), basis_dtype=dtype, basis_device=get("krylov_device"),

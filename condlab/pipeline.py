@@ -140,9 +140,10 @@ def run_spectrum(
     Ritz vectors of a nearby model (the report's ``vectors`` from the previous checkpoint of a
     run) to warm-start Lanczos from.
     """
+    owned = inputs is None  # condlab read the model itself: the Problem may share its weights
     inputs = inputs or read_inputs(cfg)
     set_threads(threads, inputs)
-    problem = make_problem(inputs, cfg)
+    problem = make_problem(inputs, cfg, share_weights=owned)
     settings = build_settings(cfg, problem, inputs)
     est = cfg.estimator
     results: list[SpectrumResult] = []

@@ -108,7 +108,7 @@ def couples_samples(model: nn.Module, bn_mode: str, dropout_mode: str) -> bool:
 
 
 def make_problem(inputs, cfg, *, model: nn.Module | None = None, transform=None,
-                 params: Sequence[str] | None = None) -> Problem:
+                 params: Sequence[str] | None = None, share_weights: bool = False) -> Problem:
     """The Problem of ``inputs`` (:class:`condlab.inputs.Inputs`) as ``cfg`` poses it, or of a
     replacement ``model`` on ``transform``-ed inputs (a normalized setting).
 
@@ -131,7 +131,7 @@ def make_problem(inputs, cfg, *, model: nn.Module | None = None, transform=None,
         model, batches, loss, params=cfg.params if params is None else params,
         bn_mode=cfg.bn_mode, dropout_mode=cfg.dropout_mode, dtype=cfg.torch_dtype,
         device=cfg.device, seed=cfg.seed, n_total=n_total, count_total=count_total,
-        batch_offset=first, output_key=cfg.output_key,
+        batch_offset=first, output_key=cfg.output_key, share_weights=share_weights,
     )
 
 
@@ -140,6 +140,13 @@ class Problem:
 
     The model is deep-copied, cast to ``dtype`` and moved to ``device``; the caller's model is
     never modified.
+
+    ``share_weights`` (off by default): the caller's selected parameters become views of
+    ``theta`` where their dtype and device are the Problem's, so the weights are held once
+    instead of twice (0.5 GB at GPT-2 small). Their values do not change and condlab never
+    writes ``theta``; but the parameters then share storage with the Problem, so changing them
+    in place afterwards (an optimizer step) changes the Problem too, whose kept gradient graphs
+    would then be stale. The CLI passes it for the models it loads itself.
     """
 
     def __init__(
@@ -158,6 +165,7 @@ class Problem:
         batch_offset: int = 0,
         count_total: int | None = None,
         output_key: str | None = None,
+        share_weights: bool = False,
     ):
         if bn_mode not in BN_MODES:
             raise UsageError(f"unknown BatchNorm mode {bn_mode!r}; choose one of {', '.join(BN_MODES)}")
@@ -180,6 +188,8 @@ class Problem:
         named = dict(self.model.named_parameters())
         self.theta = self.spec.flatten({n: named[n].detach() for n in self.spec.names})
         share_parameters(self.model, self.spec, self.theta)  # the copy's weights: views of theta
+        if share_weights:  # and the caller's, where it asked (see the class docstring)
+            share_parameters(model, self.spec, self.theta, partial=True)
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.spec.names}
         self.fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
         try:

@@ -176,7 +176,9 @@ def run_condlab(name, model, ids, task: str, batch: int, product_block: int | No
 
     def go():
         batches, loss = problem_batches(name, ids, batch)
-        problem = condlab.Problem(model, batches, loss, dtype=torch.float32)
+        # at scale the model is handed over as the CLI's own is (share_weights: its weights
+        # become views of theta, one copy instead of two); elsewhere the library default
+        problem = condlab.Problem(model, batches, loss, dtype=torch.float32, share_weights=scale)
         block = {} if product_block is None else {"block_size": product_block}
         H = condlab.HessianOperator(problem, **block)
         if task == "top1":
@@ -192,7 +194,9 @@ def run_condlab(name, model, ids, task: str, batch: int, product_block: int | No
     out = {"hvps": r.hvp_count, "cpu_s": cpu, "wall_s": wall, "memory_plan": plan}
     if task == "top1":
         out.update(value=r.eigenvalues_top[0], converged=bool(r.converged_top[0]),
-                   residual=r.residuals_top[0], max_basis=plan.get("max_basis"),
+                   residual=r.residuals_top[0],
+                   max_basis=("2-pass" if plan.get("krylov") == "two-pass"
+                              else plan.get("max_basis")),
                    block_size=r.details.get("block_size"))
     else:
         out.update(value=r.trace, stderr=r.trace_stderr)

@@ -8,6 +8,7 @@ from condlab.estimators.condition import Condition, condition_number
 from condlab.estimators.density import EigenvalueCount, SpectralDensity, density_mass, slq_density
 from condlab.estimators.eigs import ExtremeEigs, extreme_eigenpairs
 from condlab.estimators.lanczos import LanczosDecomposition, lanczos
+from condlab.estimators.lean import lean_extreme_eigenpairs
 from condlab.estimators.trace import TraceEstimate, hutchinson, hutchpp
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "hutchinson",
     "hutchpp",
     "lanczos",
+    "lean_extreme_eigenpairs",
     "slq_density",
 ]

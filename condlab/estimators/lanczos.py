@@ -57,14 +57,17 @@ class LanczosDecomposition:
         return torch.linalg.eigvalsh(self.tridiagonal())
 
 
-def cgs2(Q: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+def cgs2(Q: Tensor, w: Tensor, inplace: bool = False) -> tuple[Tensor, Tensor]:
     """``w - Q Q^T w`` by classical Gram-Schmidt twice, and the coefficients ``Q^T w [k]``.
 
     One new ``w``-sized tensor (the first pass writes it, the second updates it in place), no
-    ``Q h`` temporaries: at GPT-2 small's 124M parameters each is 0.5 GB per column."""
+    ``Q h`` temporaries: at GPT-2 small's 124M parameters each is 0.5 GB per column.
+    ``inplace``: ``w`` is the caller's scratch and is overwritten (no new tensor at all)."""
     h = Q.T @ w  # [k]
-    fused = torch.addmv if w.ndim == 1 else torch.addmm
-    w = fused(w, Q, h, alpha=-1)
+    if inplace:
+        w.addmv_(Q, h, alpha=-1) if w.ndim == 1 else w.addmm_(Q, h, alpha=-1)
+    else:
+        w = (torch.addmv if w.ndim == 1 else torch.addmm)(w, Q, h, alpha=-1)
     h2 = Q.T @ w
     if w.ndim == 1:
         w.addmv_(Q, h2, alpha=-1)

@@ -79,6 +79,7 @@ class _CurvatureOperator(LinearOperator):
         self.cache = bool(cache) and not problem.uses_dropout
         self.graph_bytes = 0  # bytes the kept graphs hold (measured by the Hessian)
         self.budget: int | None = None  # bytes the graphs may hold (None: graph_budget, read now)
+        self.memory_limit: int | None = None  # --memory-limit, set by the memory plan
         self._maps: dict[int, object] = {}
         self._direct: dict[int, int] = {}  # direct products taken per batch
         self._loop = False  # apply cached maps column by column
@@ -95,7 +96,8 @@ class _CurvatureOperator(LinearOperator):
             except RuntimeError:  # untraceable code (a user's loss with F.one_hot, .item()):
                 self.cache = False  # direct products, exact and slower
                 return self._product(b, V)
-            budget = self.budget if self.budget is not None else graph_budget(self.device)
+            budget = (self.budget if self.budget is not None
+                      else graph_budget(self.device, self.memory_limit))
             if self.auto and self.measures_graphs and self.graph_bytes > budget:
                 per_graph = self.graph_bytes / len(self._maps)
                 self._maps.clear()  # the kept graphs would not fit: recompute every product,
@@ -165,7 +167,7 @@ class _CurvatureOperator(LinearOperator):
             held = int(per_graph * len(self._maps))
             self.batches_columns = (_batched_backward(self.problem, 0)
                                     and per_graph * self.block_size <= BATCHED_BYTES)
-            if per_graph * n <= graph_budget(self.device):
+            if per_graph * n <= graph_budget(self.device, self.memory_limit):
                 return int(per_graph * (n - len(self._maps))), int(per_graph / 2 + vec), held
             return 0, int(3 * per_graph + 2 * vec), held
         saved = _SavedBytes()
@@ -229,10 +231,11 @@ class HessianOperator(_CurvatureOperator):
 GRAPH_FRACTION = 0.25  # 'auto' keeps gradient graphs up to this share of the device's memory
 
 
-def graph_budget(device: torch.device) -> int:
+def graph_budget(device: torch.device, memory_limit: int | None = None) -> int:
     """Bytes the kept gradient graphs may hold: ``GRAPH_FRACTION`` of the memory the process
-    may reach (the device's, or less under a cgroup cap, ``ulimit -v`` or ``--memory-limit``'s
-    environment twin ``CONDLAB_MEMORY_LIMIT``: what it holds plus what it may still allocate)."""
+    may reach (the device's, or less under a cgroup cap, ``ulimit -v``, ``memory_limit`` (the
+    run's ``--memory-limit``, which the memory plan hands the operator) or its environment twin
+    ``CONDLAB_MEMORY_LIMIT``: what it holds plus what it may still allocate)."""
     from condlab.memory import _held, available, env_memory_limit
 
     if device.type == "cuda":
@@ -241,7 +244,8 @@ def graph_budget(device: torch.device) -> int:
         import os
 
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    reach = _held(device) + available(device, env_memory_limit()).bytes
+    limit = memory_limit if memory_limit is not None else env_memory_limit()
+    reach = _held(device) + available(device, limit).bytes
     return int(GRAPH_FRACTION * min(total, reach))
 
 

@@ -68,13 +68,19 @@ def test_a_run_that_cannot_fit_is_refused_before_any_product():
     M, _ = spectrum_matrix()
     A = Fake(M)
     vec = 120 * 8
-    # top-1: the Ritz vector and its check (7 vectors) fit, the smallest basis (5 columns
-    # beside those 7) does not
+    # top-1 with a block of 2: the Ritz vector and its check (7 vectors) fit, the smallest
+    # basis (5 columns beside those 7) does not
     with pytest.raises(memory.MemoryRefused, match="smallest Lanczos basis") as e:
-        memory.plan(A, top=1, bottom=0, budget=budget(10 * vec / (1 - memory.HEADROOM)))
+        memory.plan(A, top=1, bottom=0, block_size=2,
+                    budget=budget(10 * vec / (1 - memory.HEADROOM)))
     assert "lower --top/--bottom" in str(e.value) and "\n" not in str(e.value)
-    assert memory.plan(A, top=1, bottom=0, budget=budget(12.5 * vec / (1 - memory.HEADROOM))
-                       ).max_basis == 5
+    assert memory.plan(A, top=1, bottom=0, block_size=2,
+                       budget=budget(15.5 * vec / (1 - memory.HEADROOM))).max_basis == 5
+    # at the defaults two-pass Lanczos (no basis: 6 vectors here) fits where no basis does
+    lean = memory.plan(A, top=1, bottom=0, budget=budget(10 * vec / (1 - memory.HEADROOM)))
+    assert lean.krylov == "two-pass" and lean.basis_bytes == 0
+    with pytest.raises(memory.MemoryRefused, match="does not fit"):
+        memory.plan(A, top=1, bottom=0, budget=budget(5 * vec / (1 - memory.HEADROOM)))
     with pytest.raises(memory.MemoryRefused, match="Ritz vectors"):
         memory.plan(A, top=3, bottom=2, budget=budget(10 * vec))
     with pytest.raises(memory.MemoryRefused, match="lower --max-basis to"):
@@ -353,3 +359,102 @@ def test_a_column_product_with_or_without_the_dot_matches_the_dense_hessian(monk
     H = HessianOperator(problem, block_size=1)
     V = torch.randn(H.shape[0], 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.allclose(H @ V, autograd_hessian(model, X, y, loss) @ V, atol=1e-10)
+
+
+# -- the Krylov working vectors --------------------------------------------------------------------
+def _old_orthonormal(V, W, anorm, eps):
+    """The QR-and-SVD orthonormalization the in-place paths replace (full-rank case)."""
+    Qw, Rw = torch.linalg.qr(W)
+    U, sig, Zt = torch.linalg.svd(Rw.to("cpu", torch.float64))
+    return Qw @ U.to(Qw.dtype), sig[:, None] * Zt
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_orthonormalization_in_place_equals_qr_and_svd(n):
+    g = torch.Generator().manual_seed(2)
+    P, k = 300, 7
+    V = torch.linalg.qr(torch.randn(P, k, generator=g, dtype=torch.float64))[0]
+    W = torch.randn(P, n, generator=g, dtype=torch.float64)
+    W -= V @ (V.T @ W)
+    Q0, R0 = _old_orthonormal(V, W.clone(), 1.0, 2.2e-16)
+    ptr = W.data_ptr()
+    Q, R, lost = eigs_mod._orthonormal(V, W.clone() if n > 1 else W, 1.0, 2.2e-16, g, n, W)
+    assert lost == 0 and Q.shape == (P, n)
+    if n == 1:
+        assert Q.data_ptr() == ptr  # normalized in place: no new vector
+    # the same factorization up to the signs of the columns
+    signs = torch.sign((Q.T @ Q0).diagonal())
+    assert torch.allclose(Q * signs, Q0, atol=1e-12)
+    assert torch.allclose(R * signs[:, None], R0, atol=1e-12)
+    assert torch.allclose(Q.T @ Q, torch.eye(n, dtype=torch.float64), atol=1e-12)
+
+
+def test_a_dropped_column_is_replaced_by_a_fresh_orthogonal_one():
+    g = torch.Generator().manual_seed(3)
+    P, k = 200, 5
+    V = torch.linalg.qr(torch.randn(P, k, generator=g, dtype=torch.float64))[0]
+    W = torch.zeros(P, 1, dtype=torch.float64)  # an invariant Krylov space: nothing new
+    Q, R, lost = eigs_mod._orthonormal(V, W, 1.0, 2.2e-16, g, 1, V)
+    assert lost == 1 and Q.shape == (P, 1) and float(R.abs().sum()) == 0.0
+    assert float((V.T @ Q).abs().max()) < 1e-12
+    assert float(torch.linalg.vector_norm(Q)) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_true_residuals_in_row_blocks_equal_the_whole_vectors(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    P = 1000
+    Y = torch.randn(2, P, generator=g).T
+    AY = torch.randn(P, 2, generator=g)
+    theta = torch.tensor([2.0, -1.0])
+    want = torch.linalg.vector_norm(AY - Y * theta, dim=0) / torch.linalg.vector_norm(Y, dim=0)
+    monkeypatch.setattr(eigs_mod, "RESTART_CHUNK_BYTES", 7 * 2 * 4)
+    got = eigs_mod._residual_norms(AY, Y, theta)
+    assert torch.allclose(got, want.double(), rtol=1e-5)
+
+
+def test_shared_weights_are_views_of_theta_and_leave_the_values(tiny_model_data):
+    model, X, y = tiny_model_data
+    before = [p.detach().clone() for p in model.parameters()]
+    problem = condlab.Problem(model, [(X, y)], "cross-entropy", dtype=torch.float32,
+                              share_weights=True)
+    theta = problem.theta
+    start, end = theta.data_ptr(), theta.data_ptr() + theta.numel() * theta.element_size()
+    for p, b in zip(model.parameters(), before):  # the caller's weights: views, same values
+        assert start <= p.data_ptr() < end and torch.equal(p.detach(), b)
+    plain = torch.nn.functional.cross_entropy(model(X), y)
+    assert float(problem.loss().detach()) == pytest.approx(float(plain.detach()), rel=1e-6)
+    # a float64 Problem of a float32 model cannot share: the caller's weights stay apart
+    p64 = condlab.Problem(torch.nn.Linear(4, 3), [(X, y)], "cross-entropy", dtype=torch.float64,
+                          share_weights=True)
+    assert p64.theta.dtype == torch.float64
+
+
+@pytest.fixture
+def tiny_model_data():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+    X, y = torch.randn(20, 4, generator=g), torch.randint(0, 3, (20,), generator=g)
+    return model, X, y
+
+
+def test_the_memory_limit_option_reaches_the_graph_budget(tiny_problem, monkeypatch):
+    """--memory-limit (EstimatorSettings.memory_limit) sets the kept-graph budget directly, with
+    no CONDLAB_MEMORY_LIMIT in the environment."""
+    from condlab.operators import curvature
+
+    monkeypatch.delenv("CONDLAB_MEMORY_LIMIT", raising=False)
+    seen = []
+    real = curvature.graph_budget
+
+    def spy(device, limit=None):
+        seen.append(limit)
+        return real(device, limit)
+
+    monkeypatch.setattr(curvature, "graph_budget", spy)
+    H = HessianOperator(tiny_problem)
+    held = memory._held(torch.device("cpu"))
+    limit = held + 10**9
+    condlab.measure(H, condlab.EstimatorSettings(top=1, bottom=0, tol=1e-6,
+                                                 memory_limit=str(limit)))
+    assert seen and all(x == limit for x in seen)

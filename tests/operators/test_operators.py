@@ -139,7 +139,7 @@ def test_kept_graphs_beyond_the_memory_budget_fall_back_to_direct_products(monke
     assert not direct.cache and not direct._maps
     assert direct.block_size == 1  # not even one graph fits: recomputed one column at a time
     budget = 3.5 * kept.graph_bytes / len(UNEVEN)  # three graphs' worth
-    monkeypatch.setattr(curvature, "graph_budget", lambda device: int(budget))
+    monkeypatch.setattr(curvature, "graph_budget", lambda device, limit=None: int(budget))
     some = HessianOperator(problem, block_size=16)
     torch.testing.assert_close(some.to_dense(), ref, rtol=1e-10, atol=1e-12)
     assert not some.cache and some.block_size == 3

@@ -334,7 +334,7 @@ def test_a_training_loop_keeps_what_does_not_change_and_lets_go_of_the_graph(mon
     copies, budgets = [], []
     monkeypatch.setattr(sharpness, "make_problem", lambda *a, **k: copies.append(1))
     real = curvature.graph_budget
-    monkeypatch.setattr(curvature, "graph_budget", lambda d: budgets.append(1) or real(d))
+    monkeypatch.setattr(curvature, "graph_budget", lambda *a: budgets.append(1) or real(*a))
     for lr in (0.02, 0.02, 0.01):
         opt.param_groups[0]["lr"] = lr
         rows = tracker.step(opt)

@@ -1,0 +1,327 @@
+r"""Two-pass Lanczos: ``lambda_max`` / ``lambda_min`` in the memory of a power iteration.
+
+Quantity: the largest and/or smallest eigenpair of a symmetric ``A`` (``top <= 1``,
+``bottom <= 1``), as :func:`condlab.estimators.eigs.extreme_eigenpairs` returns it.
+
+Why: a Krylov basis costs one ``[P]`` vector per column; at GPT-2 small's 124M parameters each
+is 0.5 GB, and even the smallest thick-restarted basis (5 columns) holds 2.5 GB where a plain
+power iteration holds two vectors. This estimator keeps no basis:
+
+- pass 1: the three-term recurrence ``beta_j q_{j+1} = A q_j - alpha_j q_j - beta_{j-1} q_{j-1}``
+  (with one local re-orthogonalization against ``q_j``) keeps only ``q_{j-1}``, ``q_j``, the
+  product and the scalars ``alpha``, ``beta``; the Ritz values of the tridiagonal ``T_j`` and
+  their Krylov residuals ``beta_j |s_{j,i}|`` decide when to stop, as in the basis path;
+- pass 2: the same recurrence from the same start (the generator's state is saved; a warm
+  ``start`` is the caller's tensor) regenerates ``q_1 .. q_m`` and accumulates the Ritz vector
+  ``y = sum_j s_j q_j``; then one product measures its true residual ``||A y - theta y|| /
+  ||y||``, which proves that an eigenvalue lies within it (whatever the vectors' orthogonality).
+
+Products: ``2 m`` for ``m`` steps (pass 2 needs ``m - 1``, the check one per listed pair), about
+twice a basis run's; memory: the power iteration's plus two vectors (pass 2: ``q_{j-1}``,
+``q_j``, the product and ``y``).
+
+What backs "it is lambda_max": the end certificate (:mod:`condlab.estimators.bounds`) reads the
+random start's recurrence and assumes orthonormal Lanczos vectors (``sum_i (u^T q_i)^2 <= 1``
+for a unit eigenvector ``u``). Without re-orthogonalization the vectors lose orthogonality, only
+along converged Ritz vectors (Paige 1971): ``|y_i^T q_{j+1}| ~ eps ||A|| / (beta_j |s_{j,i}|)``.
+A converged Ritz vector far from the wanted end barely reaches the eigenvectors
+beyond it (:func:`_pollution`), so the run tracks ``omega = max_j max_i eps ||A|| / max(beta_j
+|s_{j,i}|, theta_max - theta_i)`` (the mirror for ``lambda_min``) over every step's Ritz pairs
+(from ``T`` alone, no product). While ``omega <= sqrt(eps)`` the vectors are
+semi-orthogonal, ``||Q^T Q|| <= 1 + m omega``, and the certificate is applied with that factor
+(``start_scale^2 = 1 + m omega``: ``g^2 K(lambda) <= ||Q^T Q||``). Past ``sqrt(eps)`` the end is
+*not certified* and the record says why: the value is then backed by its true residual only.
+Pass 2 recomputes the coefficients; their largest deviation from pass 1's (0 where products are
+bitwise reproducible) is recorded, and the true residual backs the vector either way.
+
+Reference: Paige, "The computation of eigenvalues and eigenvectors of very large sparse
+matrices" (1971); Simon, "The Lanczos algorithm with partial reorthogonalization", Math. Comp.
+42 (1984); Frommer & Simoncini, "Matrix functions" (two-pass Lanczos), 2008.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor
+
+import condlab.estimators.bounds as bounds
+from condlab.errors import UsageError
+from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
+from condlab.estimators.lanczos import BREAKDOWN_RTOL
+
+CERTIFY_EVERY = 0.1  # the certificate is checked every 10% more products, as the basis path
+FLOOR = 0.5  # eigenvalues within FLOOR * tol * ||A|| of an end are not excluded (_pollution)
+
+
+class _Recurrence:
+    """The three-term recurrence from one start vector, holding ``q_{j-1}``, ``q_j`` only."""
+
+    def __init__(self, A, q: Tensor):
+        self.A, self.q_prev, self.q = A, None, q
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+        self.products = 0
+
+    def step(self) -> float:
+        """One product: ``alpha_j``, ``beta_j`` appended, ``q`` advanced; returns ``beta_j``."""
+        q = self.q
+        w = matmat(self.A, q[:, None])[:, 0]
+        if w.untyped_storage().data_ptr() == q.untyped_storage().data_ptr():
+            w = w.clone()  # an operator that returns its input: w is overwritten below
+        self.products += 1
+        alpha = float(torch.dot(q, w))
+        w.sub_(q, alpha=alpha)
+        if self.q_prev is not None:
+            w.sub_(self.q_prev, alpha=self.betas[-1])
+        c = float(torch.dot(q, w))  # local re-orthogonalization against q_j
+        w.sub_(q, alpha=c)
+        beta = float(torch.linalg.vector_norm(w))
+        self.alphas.append(alpha + c)
+        self.betas.append(beta)
+        self.q_prev = q
+        self.q = w.div_(beta) if beta > 0 else w
+        return beta
+
+    def tridiagonal(self) -> Tensor:
+        a = torch.tensor(self.alphas, dtype=torch.float64)
+        b = torch.tensor(self.betas[:-1], dtype=torch.float64)
+        return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+
+    def release(self) -> None:
+        self.q_prev = self.q = None
+
+
+def _start(A, P: int, gen: torch.Generator, start: Tensor | None) -> Tensor:
+    """The unit start vector: the first column of the basis path's start block."""
+    from condlab.estimators.eigs import _warm_block
+
+    q = random_probes(P, 1, gen, like=A)
+    if start is not None:
+        q = _warm_block(start, q)
+    q = q[:, 0]
+    return q.div_(torch.linalg.vector_norm(q))
+
+
+def lean_extreme_eigenpairs(
+    A,
+    *,
+    top: int,
+    bottom: int,
+    tol: float = 1e-6,
+    max_matvecs: int = 1000,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    return_vectors: bool = False,
+    start: Tensor | None = None,
+    certify: bool = True,
+):
+    """``lambda_max`` (``top = 1``) and/or ``lambda_min`` (``bottom = 1``) by two-pass Lanczos
+    (module docstring): an :class:`condlab.estimators.eigs.ExtremeEigs` with true residuals,
+    backed errors and ``stop_reason``; ``max_basis`` reads the Krylov depth reached (no basis is
+    held). Stops when the wanted Krylov residuals meet ``tol * ||A||`` and the end is certified
+    (or cannot be: orthogonality lost, a warm start's weaker certificate is not waited for), or
+    when pass 2 and the check would pass ``max_matvecs``."""
+    from condlab.estimators.eigs import MAX_TIGHTEN, TIGHTEN, _certified, _Ritz
+
+    if top not in (0, 1) or bottom not in (0, 1) or top + bottom == 0:
+        raise UsageError(f"the two-pass Lanczos finds top <= 1 and bottom <= 1 (not both 0), got "
+                         f"{top} and {bottom}; use extreme_eigenpairs")
+    if not tol > 0:
+        raise UsageError(f"tol must be > 0, got {tol}")
+    P = operator_size(A)
+    nwant = top + bottom
+    if max_matvecs < 2 + nwant:
+        raise UsageError(f"max_matvecs must be >= {2 + nwant} for the two-pass Lanczos")
+    gen = make_generator(generator, seed)
+    state = gen.get_state()
+    eps = torch.finfo(A.dtype).eps
+    semi = math.sqrt(eps)
+    run = _Recurrence(A, _start(A, P, gen, start))
+    omega, lost_at, next_check, factor, tightened, spent = 0.0, None, 0, 1.0, 0, 0
+    anorm, stop = 0.0, ""
+    while True:
+        while True:
+            beta = run.step()
+            m = len(run.alphas)
+            theta, S = torch.linalg.eigh(run.tridiagonal())
+            krylov = (beta * S[-1]).abs()
+            anorm = max(anorm, float(theta.abs().max()))
+            omega = max(omega, _pollution(theta, krylov, eps * anorm, top, bottom,
+                                          FLOOR * tol * anorm))
+            if lost_at is None and omega > semi:
+                lost_at = m
+            threshold = factor * tol * anorm
+            wanted = torch.cat([krylov[:bottom], krylov[m - top:]])
+            met = bool((wanted <= threshold).all())
+            ritz = _Ritz(theta, S, krylov)
+            if met and certify and start is None and lost_at is None:
+                if spent + run.products >= next_check:
+                    cert = _certificate(run, beta, omega, exact=False)
+                    met = _certified(ritz, cert, top, bottom, threshold, P, 1)
+                    done = spent + run.products
+                    next_check = done + max(1, int(CERTIFY_EVERY * done))
+                else:
+                    met = False
+            breakdown = beta <= BREAKDOWN_RTOL * eps * max(anorm, 1e-300) or m >= P
+            # pass 2 takes m - 1 more products, then one per listed pair; one step more: + 2
+            budget = spent + run.products + 1 + m + nwant > max_matvecs
+            if met or breakdown or budget:
+                stop = "met" if met else ("breakdown" if breakdown else "budget")
+                break
+        result = _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega,
+                              lost_at, stop, return_vectors, max_matvecs, spent)
+        if (stop == "met" and result.stop_reason.startswith("rounding")
+                and tightened < MAX_TIGHTEN
+                and result.matvecs + 3 * (m + 1) + nwant <= max_matvecs):
+            # the Krylov estimate met tol but the true residual did not: replay the recurrence
+            # to step m (no vector was kept through the check) and go on against a tighter target
+            factor, tightened, spent = factor * TIGHTEN, tightened + 1, result.matvecs
+            gen.set_state(state)
+            run = _Recurrence(A, _start(A, P, gen, start))
+            for _ in range(m):
+                run.step()
+            spent -= run.products  # run.products counts the replay; spent the rest
+            continue
+        return dataclasses.replace(result, seed=None if generator is not None else int(seed))
+
+
+def _pollution(theta: Tensor, krylov: Tensor, noise: float, top: int, bottom: int,
+               floor: float) -> float:
+    """Paige's estimate of the lost orthogonality that reaches an eigenvector ``u`` beyond the
+    wanted end(s): ``q_{j+1}`` carries ``eps ||A|| / (beta_j |s_{j,i}|)`` of each Ritz vector
+    ``y_i``, and ``|u^T y_i| <= beta_j |s_{j,i}| / |lambda - theta_i|`` (``A y_i - theta_i y_i``
+    has that norm), so ``y_i`` adds at most ``eps ||A|| / max(beta_j |s_{j,i}|, |lambda -
+    theta_i|)`` to ``u^T q_{j+1}``, with ``|lambda - theta_i| >= theta_max - theta_i`` for
+    ``lambda >= theta_max`` (the mirror at the bottom). Eigenvalues within ``floor`` of the end
+    are not excluded this way: the end's stated error is at least ``floor`` (``FLOOR * tol *
+    ||A||``, so a certified end is still within ``tol * ||A||``)."""
+    out = 0.0
+    r = krylov.clamp_min(1e-300)
+    for want, dist in ((top, theta[-1] - theta), (bottom, theta - theta[0])):
+        if want:
+            out = max(out, float((noise / torch.maximum(r, dist.clamp_min(floor))).max()))
+    return out
+
+
+def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale: float = 1.0):
+    from condlab.estimators.eigs import _Certificate
+
+    m = len(run.alphas)
+    T = run.tridiagonal()
+    C = torch.zeros(m, 1, dtype=torch.float64)
+    C[-1, 0] = beta
+    rec = bounds.start_recurrence(T, C, [(1, 1)] * m)
+    # semi-orthogonal vectors: ||Q^T Q|| <= 1 + m omega, so g^2 K <= 1 + m omega
+    return _Certificate(rec, 1, scale * math.sqrt(1.0 + m * omega), exact=exact)
+
+
+def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lost_at, stop,
+                 return_vectors, max_matvecs, spent):
+    """Regenerate ``q_1 .. q_m``, accumulate the wanted Ritz vectors, check their residuals and
+    assemble the result (``spent``: products taken before ``run``'s)."""
+    from condlab.estimators.eigs import (
+        ROUNDING,
+        ExtremeEigs,
+        _copies,
+        _may_miss,
+        _residual_norms,
+        _stop_reason,
+    )
+
+    m, beta_m = len(run.alphas), run.betas[-1]
+    alphas, betas = list(run.alphas), list(run.betas)
+    theta, S = ritz.theta, ritz.S
+    idx = [m - 1] if top else []
+    idx += [0] if bottom else []
+    n = len(idx)
+    cert = None
+    if start is None and lost_at is None:
+        cert = _certificate(run, beta_m, omega, exact=stop == "breakdown" and m >= P)
+    scale = 1.0
+    if start is not None:
+        n_start = 1 if start.ndim == 1 else start.shape[1]
+        scale = 1.0 + n_start
+        if lost_at is None:
+            cert = _certificate(run, beta_m, omega, exact=False, scale=scale)
+    products_before = run.products
+    run.release()  # pass 1's vectors go before pass 2 makes its own
+    gen.set_state(state)
+    again = _Recurrence(A, _start(A, P, gen, start))
+    Y = torch.zeros(n, P, dtype=again.q.dtype, device=again.q.device).T  # columns contiguous
+    coef = S[:, idx].to(dtype=Y.dtype, device=Y.device)  # [m, n]
+    drift = 0.0
+    for j in range(m):
+        for c in range(n):
+            Y[:, c].add_(again.q, alpha=float(coef[j, c]))
+        if j + 1 < m:
+            again.step()
+            drift = max(drift, abs(again.alphas[-1] - alphas[j]), abs(again.betas[-1] - betas[j]))
+    anorm = float(theta.abs().max())
+    again.release()  # only Y and its product through the check
+    values = theta[idx]
+    norms = torch.linalg.vector_norm(Y, dim=0).clamp_min(torch.finfo(Y.dtype).tiny)
+    Y.div_(norms)
+    AY = matmat(A, Y)
+    res = _residual_norms(AY, Y, values.to(dtype=Y.dtype, device=Y.device)).to(torch.float64)
+    matvecs = spent + products_before + again.products + n
+    threshold = tol * anorm
+    krylov = ritz.residuals.clone()
+    krylov[idx] = torch.maximum(res, krylov[idx])
+    kw = dict(recurrence=None if cert is None else cert.recurrence, P=P, block_size=1,
+              threshold=threshold, columns=1, start_scale=1.0 if cert is None else cert.scale,
+              exact=cert is not None and cert.exact,
+              rounding=ROUNDING * torch.finfo(A.dtype).eps * anorm)
+    et = bounds.top_errors(theta, krylov, top, **kw)
+    eb = bounds.bottom_errors(theta, krylov, bottom, **kw)
+    floor = FLOOR * tol * anorm  # the end's error: no less than what _pollution leaves open
+    et = dataclasses.replace(et, errors=torch.cat([et.errors[:1].clamp_min(floor), et.errors[1:]]))
+    eb = dataclasses.replace(eb, errors=torch.cat([eb.errors[:1].clamp_min(floor), eb.errors[1:]]))
+    if lost_at is not None:  # the certificate's premise (orthonormal vectors) is not backed
+        why = (f"not certified: the Lanczos vectors lost semi-orthogonality at step {lost_at} "
+               f"(Paige's estimate {omega:.2g} > sqrt(eps) = {math.sqrt(torch.finfo(A.dtype).eps):.2g};"
+               " two-pass Lanczos keeps no basis to re-orthogonalize): the value is backed by its "
+               "true residual only")
+        et = dataclasses.replace(et, certified=False, reason=why) if top else et
+        eb = dataclasses.replace(eb, certified=False, reason=why) if bottom else eb
+    rt, rb = res[:top], res[top:]
+    ct, cb = rt <= threshold, rb <= threshold
+    converged_all = ritz.residuals <= threshold
+    vt, vb = values[:top], values[top:]
+    nt = _copies(theta, converged_all, vt, 2 * threshold)
+    nb = _copies(theta, converged_all, vb, 2 * threshold)
+    partial = m < P
+    repeat_top, repeat_bottom = (nt >= 1) & partial, (nb >= 1) & partial
+    from condlab.estimators.eigs import _Certificate
+
+    cert_for_reason = cert or _Certificate(None, 1, 1.0, exact=False)
+    if stop == "budget":
+        cert_for_reason = _Certificate(cert_for_reason.recurrence, 1, 1.0, exact=False,
+                                       budget=max_matvecs)
+    reason = _stop_reason(cert_for_reason, bool(ct.all() and cb.all()), matvecs, 0, True,
+                          threshold, A.dtype)
+    reason += (f"; two-pass Lanczos, depth {m}, no basis held; orthogonality estimate "
+               f"{omega:.2g}; pass-2 coefficient drift {drift / max(anorm, 1e-300):.2g} ||A||")
+    result = ExtremeEigs(
+        eigenvalues_top=vt, residuals_top=rt, converged_top=ct,
+        eigenvalues_bottom=vb, residuals_bottom=rb, converged_bottom=cb,
+        lambda_max=float(theta[-1]), lambda_min=float(theta[0]), matvecs=matvecs,
+        converged=bool(ct.all() and cb.all()), tol=tol, threshold=threshold, restarts=0,
+        max_basis=m, seed=None, block_size=1,
+        vectors_top=Y[:, :top].to(A.dtype) if return_vectors else None,
+        vectors_bottom=Y[:, top:].to(A.dtype) if return_vectors else None,
+        copies_top=nt, copies_bottom=nb, may_repeat_top=repeat_top,
+        may_repeat_bottom=repeat_bottom,
+        may_miss_top=_may_miss(vt, repeat_top, 2 * threshold),
+        may_miss_bottom=_may_miss(vb, repeat_bottom, 2 * threshold),
+        breakdowns=0, errors_top=et.errors, errors_bottom=eb.errors,
+        error_kinds_top=tuple(et.kinds), error_kinds_bottom=tuple(eb.kinds),
+        certified_top=et.certified, certified_bottom=eb.certified,
+        certificate_top=et.reason, certificate_bottom=eb.reason,
+        lambda_max_upper=et.bound, lambda_min_lower=eb.bound, residual_kind="true",
+        stop_reason=reason, checked_products=AY if return_vectors else None,
+    )
+    del Y, AY
+    return result
