@@ -123,6 +123,27 @@ def test_a_swap_of_the_top_two_is_resolved_from_both_previous_vectors():
     assert alone.value < 9.5  # where a warm start cannot help: documented in docs/tracking.md
 
 
+def test_a_warm_estimate_waits_for_the_residual_to_come_within_ten_tol():
+    """The top eigenvector turned (a rotation of 0.3 rad, three eigenvalues within 1% at the
+    top): the gap estimate alone stopped after 2 products 1.2 tol low; with rho_1 <= 10 tol
+    ||A|| required as well it takes a third and lands within tol."""
+    import condlab.tracking.top as top
+
+    evals = torch.cat([torch.tensor([10.0, 9.95, 9.9]), bulk(297, 0.0, 9.5)])
+    A, _ = spectrum_matrix(evals, seed=7)
+    prev = top_eigenpair(A, tol=1e-8, seed=0)
+    B = _rotated(A, 0.3, seed=10)
+    e = top_eigenpair(B, tol=1e-3, start=prev.vectors, seed=0)
+    assert e.stop == "residual^2/gap" and e.residual <= top.RESIDUAL_CAP * e.threshold
+    assert 10.0 - e.value <= 1e-3 * 10.0
+    top.RESIDUAL_CAP, cap = float("inf"), top.RESIDUAL_CAP
+    try:
+        old = top_eigenpair(B, tol=1e-3, start=prev.vectors, seed=0)
+    finally:
+        top.RESIDUAL_CAP = cap
+    assert old.products < e.products and 10.0 - old.value > 1e-3 * 10.0
+
+
 def test_a_new_top_outside_the_followed_vectors_is_found_only_by_a_cold_start():
     n = 200
     _, Q = spectrum_matrix(torch.ones(n), seed=12)
@@ -154,16 +175,22 @@ def test_converged_says_only_what_is_backed():
     assert exact.converged and exact.certificate.startswith("exact")
 
 
-def test_a_cold_start_stops_on_the_residual_not_on_an_estimated_gap():
+def test_a_cold_start_stops_on_the_residual_not_on_an_estimated_gap(monkeypatch):
     """From a random start a few steps can leave theta_1 on lambda_2, lambda_1 not yet seen, with
     a large estimated gap to theta_2: the gap rule (``estimate=True``, the old rule for every
     start) stops low. On this 75-parameter MLP (top two eigenvalues 2.6% apart) it stopped 26
     tol low, and with lambda_2 = (1 - 1e-4) lambda_1 unresolved 86 tol low. A cold start stops
     on the residual: within tol of the dense truth, so is the Tracker's first measurement."""
     model, opt, X, y = small_run(steps=10)
+    import condlab.tracking.top as top_module
+
     H = dense_hessian(model, X[:32], y[:32])
     top = float(torch.linalg.eigvalsh(H)[-1])
-    old = top_eigenpair(H, tol=1e-3, seed=0, estimate=True)
+    with monkeypatch.context() as m:  # the old rule: the gap estimate alone, from any start
+        m.setattr(top_module, "RESIDUAL_CAP", float("inf"))
+        old = top_eigenpair(H, tol=1e-3, seed=0, estimate=True)
+        far = top_eigenpair(spectrum_matrix(torch.cat([torch.tensor([10.0, 9.999]), bulk(198)]))[0],
+                            tol=1e-6, seed=1, estimate=True)
     assert old.stop == "residual^2/gap" and top - old.value > 10 * 1e-3 * top
     cold = top_eigenpair(H, tol=1e-3, seed=0)
     assert cold.stop == "residual" and 0 <= top - cold.value <= 1e-3 * top
@@ -172,10 +199,9 @@ def test_a_cold_start_stops_on_the_residual_not_on_an_estimated_gap():
     top_p = float(torch.linalg.eigvalsh(H / d.sqrt()[:, None] / d.sqrt()[None, :])[-1])
     assert 0 <= top - rows[0]["lambda_max"] <= 1e-3 * top
     assert 0 <= top_p - rows[1]["lambda_max"] <= 1e-3 * top_p
+    assert far.stop == "residual^2/gap" and 10.0 - far.value > 10 * 1e-6 * 10.0
+    assert not far.converged  # and it never claimed more than the estimate
     A, _ = spectrum_matrix(torch.cat([torch.tensor([10.0, 9.999]), bulk(198)]))
-    old = top_eigenpair(A, tol=1e-6, seed=1, estimate=True)
-    assert old.stop == "residual^2/gap" and 10.0 - old.value > 10 * 1e-6 * 10.0
-    assert not old.converged  # and it never claimed more than the estimate
     cold = top_eigenpair(A, tol=1e-6, seed=1)
     assert cold.stop == "residual" and 10.0 - cold.value <= 1e-6 * 10.0
 
