@@ -28,13 +28,13 @@ residuals ``rho_i = beta_k |s_{k,i}|`` (exact, no product), stop when
     rho_1^2 / gap <= tol ||A||,  gap = theta_1 - theta_2 - rho_2     ('residual^2/gap', warm only)
 
 the second (on the eigenvalue, not the vector) being the Kato-Temple bound ``lambda_1 - theta_1
-<= rho_1^2 / (theta_1 - lambda_2)`` with ``lambda_2`` *estimated* by ``theta_2 + rho_2``, taken
-only once ``theta_1`` rose by at most ``SETTLED tol ||A||`` in the last step and ``rho_1 <=
-RESIDUAL_CAP tol ||A||``. The cap is measured, not derived: at the edge of stability, where the
-top eigenvector turns between checkpoints, the estimate without it stopped on the old top
-direction up to 74 tol low (GD) and 45 tol (Adam) at tol 1e-3; with a cap of 10 the worst
-was 1.5 tol (GD) and 6.3 (Adam, a row a cold start misses too), for 0.2 more products per row in
-a training loop far from the edge (3 would have cost 1.2). ``||A||`` is estimated by
+<= rho_1^2 / (theta_1 - lambda_2)`` with ``lambda_2`` *estimated* by ``theta_2 + rho_2`` and the estimate counted for at most
+``GAP_CAP ||A||``, taken only once ``theta_1`` rose by at most ``SETTLED tol ||A||`` in the last
+step. The cap is measured, not derived: at the edge of stability, where the top eigenvector
+turns between checkpoints, the uncapped estimate stopped on the old top direction up to 74 tol
+low (GD) and 45 tol (Adam) at tol 1e-3; capped at 0.1 ||A|| (there: ``rho_1 <= 10 tol ||A||``)
+the worst was 1.5 tol (GD) and 6.3 (Adam, a row a cold start misses too), for 0.2 more products
+per row in a training loop far from the edge (a cap at 0.01 ||A|| would have cost 1.2). ``||A||`` is estimated by
 the largest ``|theta|``. The estimate presumes the top two eigenvalues resolved, which a warm
 start (the previous top two vectors) makes likely and a cold one does not: from a random (or
 hinted) start a few steps can leave ``theta_1`` on ``lambda_2`` with ``lambda_1`` not yet seen
@@ -84,7 +84,7 @@ from condlab.memory import guard
 WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
 WARM_NOISE = 1e-4  # weight of the random vector: no direction is exactly absent
 SETTLED = 10.0  # the gap rule also needs theta_1 to have risen by <= SETTLED * tol ||A|| last step
-RESIDUAL_CAP = 10.0  # and rho_1 <= RESIDUAL_CAP * tol ||A|| (measured, edge of stability)
+GAP_CAP = 0.1  # an estimated gap counts for at most GAP_CAP ||A|| (measured, edge of stability)
 STOPS = ("residual", "residual^2/gap", "budget", "exact")
 
 
@@ -94,7 +94,7 @@ class TopEig:
 
     value: float  # theta_1, the largest Ritz value: lambda_max >= value
     residual: float  # rho_1 = ||A y_1 - theta_1 y_1||: some eigenvalue lies within rho_1
-    error: float  # the estimate that stopped the run, rho_1 or rho_1^2 / gap: not a bound
+    error: float  # the estimate that stopped the run, rho_1 or rho_1^2 / capped gap: not a bound
     gap: float | None  # theta_1 - theta_2 - rho_2, estimated (None with one Ritz value)
     stop: str  # which rule stopped it, one of STOPS
     converged: bool  # backed: only a run to full depth (the fast path runs no certificate)
@@ -240,8 +240,9 @@ def top_eigenpair(
             stop = "exact"
         elif rho1 <= threshold:
             stop = "residual"
-        elif (gap_rule and gap is not None and gap > 0 and rho1 * rho1 / gap <= threshold
-              and rise <= SETTLED * threshold and rho1 <= RESIDUAL_CAP * threshold):
+        elif (gap_rule and gap is not None and gap > 0
+              and rho1 * rho1 / min(gap, GAP_CAP * threshold / tol) <= threshold
+              and rise <= SETTLED * threshold):
             stop = "residual^2/gap"
         elif products >= max_products:
             stop = "budget"
@@ -260,7 +261,7 @@ def top_eigenpair(
             q = w / beta
     error = 0.0 if stop == "exact" else rho1
     if stop in ("residual^2/gap", "budget") and gap is not None and gap > 0:
-        error = min(rho1, rho1 * rho1 / gap)
+        error = min(rho1, rho1 * rho1 / min(gap, GAP_CAP * threshold / tol))
     top2 = torch.from_numpy(S[:, ::-1][:, : min(2, k)].copy())  # the top two Ritz vectors of T
     Y = Q[:, :k] @ top2.to(dtype=A.dtype, device=A.device)  # [P, <=2]
     converged, certificate = _backed(rho, threshold, stop)
