@@ -458,3 +458,14 @@ def test_the_memory_limit_option_reaches_the_graph_budget(tiny_problem, monkeypa
     condlab.measure(H, condlab.EstimatorSettings(top=1, bottom=0, tol=1e-6,
                                                  memory_limit=str(limit)))
     assert seen and all(x == limit for x in seen)
+
+
+@pytest.mark.parametrize("P", [2, 6, 12])
+def test_a_small_operator_keeps_its_basis_not_two_pass(P):
+    """A basis of at most 8 columns because the operator is small (not because memory is
+    short) is the full-depth run, which certifies its ends exactly; two-pass Lanczos, whose
+    vectors lose orthogonality, certified nothing on the one-feature regression (P = 2)."""
+    g = torch.Generator().manual_seed(0)
+    M = torch.randn(P, P, generator=g, dtype=torch.float64)
+    p = memory.plan(Fake(M + M.T), top=1, bottom=1, budget=budget(10**10))
+    assert p.krylov != "two-pass"
