@@ -143,9 +143,10 @@ def basis_columns(A, max_products: int, max_basis: int | None = None,
                   memory_limit: int | None = None) -> int:
     """The columns of the fast path's basis: ``max_basis`` if given, else what the memory plan
     gives one wanted value with a block of 1 (:func:`condlab.memory.plan`: up to 256 columns
-    within 1 GiB, fewer where memory is short, a one-line refusal where even the smallest basis
-    does not fit), at most ``max_products`` and ``P``."""
-    from condlab.memory import plan
+    within 1 GiB, fewer where memory is short; a one-line refusal where not even 2 fit, where the
+    plan would run its two-pass Lanczos, which this solver has not), at most ``max_products``
+    and ``P``."""
+    from condlab.memory import MemoryRefused, fmt, plan
 
     P = operator_size(A)
     if max_basis is not None:
@@ -153,7 +154,14 @@ def basis_columns(A, max_products: int, max_basis: int | None = None,
             raise UsageError(f"max_basis must be >= 2, got {max_basis}")
         m = max_basis
     else:
-        m = plan(A, top=1, bottom=0, block_size=1, memory_limit=memory_limit).max_basis
+        p = plan(A, top=1, bottom=0, block_size=1, memory_limit=memory_limit)
+        m = p.max_basis or 0
+        if m < 2 and P > 1:  # the plan would run two-pass Lanczos, which the fast path has not
+            raise MemoryRefused(
+                f"does not fit in memory: the tracker's Lanczos needs a basis of 2 columns "
+                f"({fmt(2 * P * torch.empty(0, dtype=A.dtype).element_size())}) beside the "
+                f"product, and {fmt(p.available_bytes)} is available ({p.limited_by}); free "
+                "memory, raise --memory-limit or measure fewer samples")
     return max(1, min(P, max_products, m))
 
 

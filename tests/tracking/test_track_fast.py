@@ -533,8 +533,9 @@ def test_the_fast_paths_basis_is_sized_by_the_memory_plan(monkeypatch):
     short = top_eigenpair(A, tol=1e-12, seed=0, max_products=400)
     assert short.max_basis == basis_columns(A, 400) < 25
     assert short.restarts > 0 and abs(short.value - 10.0) < 1e-9 and abs(free.value - 10.0) < 1e-9
-    monkeypatch.setattr(memory, "available", lambda *a, **k: memory.Budget(
-        3 * vec, "fake", {"fake": 3 * vec}))
-    with pytest.raises(memory.MemoryRefused, match="does not fit in memory"):
-        top_eigenpair(A, tol=1e-3, seed=0)
+    for room in (3, 10):  # 10: the plan would run two-pass Lanczos with 1 column
+        monkeypatch.setattr(memory, "available", lambda *a, room=room, **k: memory.Budget(
+            room * vec, "fake", {"fake": room * vec}))
+        with pytest.raises(memory.MemoryRefused, match="does not fit in memory"):
+            top_eigenpair(A, tol=1e-3, seed=0)
     assert top_eigenpair(A, tol=1e-3, seed=0, max_basis=4).max_basis == 4  # given: not planned
