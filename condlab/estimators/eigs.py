@@ -510,7 +510,7 @@ def extreme_eigenpairs(
                 if near and certify and start is None and not exhausted and sharpens:
                     if matvecs >= next_check[met]:
                         step, residuals_met = matvecs + max(b, matvecs // 10), met
-                        now = _source(rec, track, ritz, C, lambda: bounds.start_recurrence(H, C, widths))
+                        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
                         cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
                         met = _certified(ritz, cert, top, bottom, threshold, P, b, by_value)
                         next_check[False] = step
@@ -527,7 +527,7 @@ def extreme_eigenpairs(
                     f"the Krylov space was exhausted after {matvecs} products before the "
                     f"{nwant} wanted pairs fit; raise max_matvecs"
                 )
-        now = _source(rec, track, ritz, C, lambda: bounds.start_recurrence(H, C, widths))
+        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
         cert = _Certificate(now, columns, scale,
                             exact=restarts == 0 and k >= P,
                             budget=None if met else max_matvecs)
@@ -756,8 +756,8 @@ def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b,
     if not by_value:
         return True
     rt, rb = ritz.residuals[k - top :].flip(0), ritz.residuals[:bottom]
-    return bool(((torch.minimum(et, rt) <= threshold).all() and
-                 (torch.minimum(eb, rb) <= threshold).all()))
+    return bool((torch.minimum(et, rt) <= threshold).all() and
+                 (torch.minimum(eb, rb) <= threshold).all())
 
 
 def _near(ritz: _Ritz, top: int, bottom: int, threshold: float) -> bool:
