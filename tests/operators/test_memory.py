@@ -458,3 +458,12 @@ def test_the_memory_limit_option_reaches_the_graph_budget(tiny_problem, monkeypa
     condlab.measure(H, condlab.EstimatorSettings(top=1, bottom=0, tol=1e-6,
                                                  memory_limit=str(limit)))
     assert seen and all(x == limit for x in seen)
+
+
+def test_the_heap_is_released_only_for_large_vectors(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "_libc", [lambda pad: calls.append(pad)])
+    memory.release_heap(memory.RELEASE_FROM - 1)  # a small model: no trim per product
+    assert calls == []
+    memory.release_heap(memory.RELEASE_FROM)
+    assert calls == [0]
