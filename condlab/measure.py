@@ -210,6 +210,7 @@ def estimate(
                 seed=s.seed,
                 return_vectors=True,
                 start=start,
+                **(dict(stop_on="values") if not lean else {}),  # vectors: warm starts, noise
                 **({} if lean else dict(
                     max_basis=plan.max_basis, block_size=s.block_size,
                     basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,
@@ -337,7 +338,8 @@ def true_residuals(
     """The record's fields from a run whose residuals are the true ``||A y - theta y||``
     (``extreme_eigenpairs`` measures them after the run) and whose errors are backed
     (:mod:`condlab.estimators.bounds`). A value is flagged converged when its true residual is
-    ``<= tol * ||A||`` and, for the end values (``lambda_max``, ``lambda_min``), its certified
+    ``<= tol * ||A||`` (or, for a run that stopped on values, its backed error) and, for the end
+    values (``lambda_max``, ``lambda_min``), its certified
     error too: the listed end is then the true extreme eigenvalue within that error. Values
     inside a list: ``certified_*`` (every listed value's error within ``tol * ||A||``),
     ``errors_*`` and ``certificate_*`` in the details.
@@ -355,7 +357,8 @@ def true_residuals(
         err = torch.as_tensor(getattr(eig, f"errors_{end}"), dtype=torch.float64)
         null = end == "bottom" and len(res) and abs(float(getattr(eig, f"eigenvalues_{end}")[0])) \
             <= noise_rel(op.dtype) * anorm  # a null lambda_min: definiteness says the rest
-        ok = [bool(r <= limit and (i > 0 or null or e <= limit))
+        by_value = eig.stop_rule == "values"
+        ok = [bool((r <= limit or (by_value and e <= limit)) and (i > 0 or null or e <= limit))
               for i, (r, e) in enumerate(zip(res, err))]
         ends[end] = (res, err, ok)
     (rt, et, ct), (rb, eb, cb) = ends["top"], ends["bottom"]
@@ -369,7 +372,7 @@ def true_residuals(
         )
     }
     details.update(lambda_max_upper=eig.lambda_max_upper, lambda_min_lower=eig.lambda_min_lower,
-                   stop_reason=eig.stop_reason)
+                   stop_reason=eig.stop_reason, stop_rule=eig.stop_rule)
     why = eig.certificate_bottom if not bool(eb[:1].le(limit).all()) else eig.certificate_top
     return _Checked(
         fields=dict(

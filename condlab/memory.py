@@ -360,11 +360,13 @@ def plan(
         lean = max((3 + nwant) * vec + per_vec,
                    2 * nwant * vec + min(nwant, result.product_block) * per_vec)
         lean_ok = (max_basis is None and block_size in (None, 1) and top <= 1 and bottom <= 1
-                   and basis_dtype is None and basis_device is None)
+                   and basis_dtype is None and basis_device is None
+                   and P > 2 * nwant + 8)  # smaller: extreme_eigenpairs runs to full depth
         fit = int(room_after(max(step, end)) // vbytes) if same_device else default
         lowest = min_basis(P, nwant, b if block_size is not None else 1)
-        if lean_ok and room_after(lean) >= 0 and (room_after(end) < 0 or fit < lowest or
-                                                   min(default, fit) <= LEAN_BASIS):
+        # small because memory is short, not because the operator is (P = 2 takes 2 columns)
+        short = min(default, fit) <= LEAN_BASIS < result.default_basis
+        if lean_ok and room_after(lean) >= 0 and (room_after(end) < 0 or fit < lowest or short):
             # a basis this small restarts every few products (about twice a full Krylov run's
             # products); two-pass Lanczos spends as many and holds no basis at all
             m = max(0, min(default, fit)) if room_after(max(step, end)) >= 0 else 0

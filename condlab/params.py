@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -23,11 +24,11 @@ class ParamSpec:
     names: tuple[str, ...]
     shapes: tuple[torch.Size, ...]
 
-    @property
+    @cached_property  # the spec is frozen: computed once (a per-name loop would redo it each time)
     def numels(self) -> tuple[int, ...]:
         return tuple(int(torch.Size(s).numel()) for s in self.shapes)
 
-    @property
+    @cached_property
     def offsets(self) -> tuple[int, ...]:
         out, acc = [], 0
         for n in self.numels:

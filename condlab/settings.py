@@ -120,10 +120,11 @@ class Setting:
     details: dict = field(default_factory=dict)  # provenance for the JSON (formula, eps, ...)
 
 
-def build_settings(cfg, problem, inputs) -> list[Setting]:
+def build_settings(cfg, problem, inputs, *, summaries: bool = True) -> list[Setting]:
     """Every setting ``cfg`` (a :class:`condlab.config.SpectrumConfig`) asks for, in order:
     the baseline, each ``--precond``, each ``--norm``, then (``per_layer``) each parameter
-    tensor's block."""
+    tensor's block. ``summaries=False`` leaves out the quantiles of ``P`` and of the lasso
+    weights that only the report shows (a training loop's measurements skip them)."""
     from condlab.normalization import predicted_nullity, softmax_shift_nullity
     from condlab.operators.curvature import curvature_operator
 
@@ -133,7 +134,7 @@ def build_settings(cfg, problem, inputs) -> list[Setting]:
     base = Setting("baseline", regularized_baseline(cfg, A), problem, **objective(cfg),
                    stability=stability(cfg, "momentum" if cfg.beta1 else "gd"),
                    predicted_nullity=null, nullity_bound=_bound(cfg, problem))
-    settings = [base, *preconditioned_settings(cfg, problem, A, inputs),
+    settings = [base, *preconditioned_settings(cfg, problem, A, inputs, summaries=summaries),
                 *normalized_settings(cfg, inputs)]
     if cfg.per_layer:
         settings += layer_settings(cfg, problem)
@@ -237,8 +238,9 @@ def optimizer_hparams(precond) -> dict:
     return out
 
 
-def preconditioned_settings(cfg, problem, A, inputs) -> list[Setting]:
-    """One ``P^-1/2 A P^-1/2`` (with the configured weight decay) per ``--precond`` name."""
+def preconditioned_settings(cfg, problem, A, inputs, *, summaries: bool = True) -> list[Setting]:
+    """One ``P^-1/2 A P^-1/2`` (with the configured weight decay) per ``--precond`` name;
+    ``summaries``: with the quantiles of ``P`` (``diag_summary``) and of the lasso weights."""
     from condlab.operators import GGNOperator, HessianOperator
     from condlab.preconditioners import (
         build_preconditioner,
@@ -272,7 +274,7 @@ def preconditioned_settings(cfg, problem, A, inputs) -> list[Setting]:
         details = {
             "formula": pc.formula, "eps": pc.eps, "source": pc.source, "basis": pc.basis_name,
             "decay": cfg.decay, "weight_decay": cfg.weight_decay,
-            "diag_summary": summarize(pc.diag),
+            **({"diag_summary": summarize(pc.diag)} if summaries else {}),
         }
         details.update({k: v for k, v in pc.meta.items()
                         if isinstance(v, (int, float, str, bool)) and k not in ("weight_decay", "decay")})
@@ -282,7 +284,7 @@ def preconditioned_settings(cfg, problem, A, inputs) -> list[Setting]:
             for key in ("weight_decay", "decay"):
                 if key in pc.meta:
                     details[f"optimizer_{key}"] = pc.meta[key]
-        if cfg.decay == "l1" and cfg.weight_decay:
+        if summaries and cfg.decay == "l1" and cfg.weight_decay:
             details["lasso_weights"] = summarize(lasso_weights(pc, cfg.weight_decay))
         out.append(Setting(name, op, problem, **objective(cfg, preconditioned=True),
                            stability=stability(cfg, stability_method(name, pc), hp),

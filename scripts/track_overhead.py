@@ -11,10 +11,13 @@ Tracker's tol (1e-3: lambda_max to 0.1%) unless ``--tol``:
 
 Each run is trained three times from the same seed: without the tracker, with it cold-started
 (``warm=False``) and warm-started. Times are CPU seconds of this process
-(``time.process_time``, robust to other processes on a shared machine). Reported per run and
-start: the training time alone (untracked run), the time spent in ``tracker.step``, its share of
-the training time (the overhead), one measurement in training steps (mean and worst), and the
-products per measurement (mean over all, and the warm ones: every measurement but the first).
+(``time.process_time``, robust to other processes on a shared machine); the tracker's wall
+seconds are printed beside them. Reported per run and start: the training time alone (untracked
+run), the tracker's set-up (its construction: the model copied and checked, the modules a
+measurement uses imported), the time spent in ``tracker.step``, the overhead (set-up plus steps
+over the training time, and the steps alone), one measurement in training steps (the later ones'
+mean and worst, and the first, cold, one), and the products per measurement (the first, and the
+later ones' mean and range).
 
     python scripts/track_overhead.py --steps 2000 --every 100
 """
@@ -44,24 +47,29 @@ def run(name: str, steps: int, every: int, samples: int, tracker: str | None, **
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss = loss_fn("cross-entropy")
     tr = None
+    setup_s = 0.0
     if tracker is not None:
         batch = [(data.X[:samples], data.y[:samples])]
+        t0 = time.process_time()
         tr = condlab.Tracker(model, "cross-entropy", batch, every=every, warm=tracker == "warm",
                              **options)
+        setup_s = time.process_time() - t0
     g = torch.Generator().manual_seed(0)
-    train_s = track_s = 0.0
+    train_s = track_s = wall_s = 0.0
     for _ in range(steps):
         t0 = time.process_time()
         idx = torch.randint(0, len(data.y), (64,), generator=g)
         opt.zero_grad()
         loss(model(data.X[idx]), data.y[idx]).backward()
         opt.step()
-        t1 = time.process_time()
+        t1, w1 = time.process_time(), time.perf_counter()
         if tr is not None:
             tr.step(opt)
         train_s += t1 - t0
         track_s += time.process_time() - t1
-    out = {"train_s": train_s, "track_s": track_s, "params": sum(p.numel() for p in model.parameters())}
+        wall_s += time.perf_counter() - w1
+    out = {"train_s": train_s, "track_s": track_s, "setup_s": setup_s, "wall_s": wall_s,
+           "params": sum(p.numel() for p in model.parameters())}
     if tr is not None:
         m = tr.measurements
         out.update(measurements=len(m), hvps=[e["hvps"] for e in m], cpu=[e["cpu_seconds"] for e in m],
@@ -79,22 +87,24 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     print(f"every {a.every} of {a.steps} steps, measurement batch {a.samples}, tol {a.tol or 'default'}, "
-          "CPU seconds, one thread")
-    print("| model | params | start | train s | tracker s | overhead | one measurement = steps (mean / worst) "
-          "| products / measurement (all / warm, min-max) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "CPU seconds (process_time), one thread")
+    print("| model | params | start | training CPU s | tracker set-up CPU s | tracker steps CPU s (wall s) "
+          "| overhead: set-up + steps (steps alone) | one measurement, training steps: later mean / "
+          "worst; first | products: first; later mean (min-max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in a.models:
         plain = run(name, a.steps, a.every, a.samples, None)
         step_s = plain["train_s"] / a.steps
         for start in ("cold", "warm"):
             r = run(name, a.steps, a.every, a.samples, start, **({"tol": a.tol} if a.tol else {}))
             per = [c / step_s for c in r["cpu"]]
-            hv, later = r["hvps"], r["hvps"][1:]
-            print(f"| {name} | {r['params']} | {start} | {plain['train_s']:.2f} | {r['track_s']:.2f} | "
-                  f"{r['track_s'] / plain['train_s']:.1%} | {sum(per) / len(per):.1f} / {max(per):.1f} | "
-                  f"{sum(hv) / len(hv):.1f} / {sum(later) / max(1, len(later)):.1f}, "
-                  f"{min(later, default=0)}-{max(later, default=0)} |", flush=True)
-
+            hv, later, pl = r["hvps"], r["hvps"][1:], per[1:] or per
+            total = r["setup_s"] + r["track_s"]
+            print(f"| {name} | {r['params']} | {start} | {plain['train_s']:.2f} | {r['setup_s']:.3f} | "
+                  f"{r['track_s']:.2f} ({r['wall_s']:.2f}) | {total / plain['train_s']:.1%} "
+                  f"({r['track_s'] / plain['train_s']:.1%}) | {sum(pl) / len(pl):.1f} / {max(pl):.1f}; "
+                  f"{per[0]:.1f} | {hv[0]}; {sum(later) / max(1, len(later)):.1f} "
+                  f"({min(later, default=0)}-{max(later, default=0)}) |", flush=True)
 
 if __name__ == "__main__":
     main()

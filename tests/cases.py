@@ -22,6 +22,26 @@ class ResidualLN(nn.Module):
         return self.head(self.norm(h))
 
 
+def train_and_checkpoint(tmp, model, opt, loss, X, y, tracker, *, steps: int, every: int,
+                         model_yaml: str = "widths: [8]\nactivation: tanh\n") -> None:
+    """A plain PyTorch loop on the full batch ``(X, y)``: ``steps`` optimizer steps with the
+    ``tracker`` hook after each, a checkpoint ``{"model", "optimizer", "step"}`` every ``every``
+    steps in the folder ``tmp`` (``ckpt_0050.pt``), and the data (``data.npz``) and model config
+    (``model.yaml``) that ``condlab track`` reads back."""
+    import numpy as np
+
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        loss(model(X), y).backward()
+        opt.step()
+        tracker.step(opt)
+        if step % every == 0:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
+                       tmp / f"ckpt_{step:04d}.pt")
+    np.savez(tmp / "data.npz", X=X.numpy(), y=y.numpy())
+    (tmp / "model.yaml").write_text(model_yaml)
+
+
 def spectral_matrix(eigenvalues, seed=0, dtype=torch.float64) -> torch.Tensor:
     """A matrix with a prescribed spectrum: ``Q diag(eigenvalues) Q^T`` with a seeded random
     orthogonal ``Q``, built in float64 and cast to ``dtype``. Repeated, zero and negative

@@ -41,6 +41,13 @@ to the other Ritz values, deterministic. Warm starts: the first start column is 
 plus at most ``m`` unit vectors, and by Anderson's inequality the bound holds with ``t / (1 +
 m)^2`` on that column alone.
 
+Thick restarts. The recurrence above is the start block's before the first restart; a
+single-vector run's Christoffel function survives restarts (:class:`ResidualPolynomial`: every
+vector of the run is still a polynomial of the start, and the restarted relation ``A V = V H + q
+c^T`` gives ``K`` from the current Ritz pairs, the discarded Ritz values and the product of the
+Lanczos normalizations), so more products keep sharpening it; the larger of the two is used
+(:class:`Christoffel`). A block run keeps the start recurrence (matrix polynomials: not yet).
+
 An end is *certified* when every listed value's error is ``<= tol ||A||``: the listed values are
 then the true extreme eigenvalues within that error (up to the stated failure probability).
 """
@@ -72,6 +79,9 @@ class StartRecurrence:
 
     def flipped(self) -> StartRecurrence:
         return StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
+
+    def log_k(self, lam: Tensor) -> Tensor:
+        return log_kmin(self, lam)
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,11 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
     m, b = lam.shape[0], rec.blocks[0][0].shape[0]
     cur = torch.eye(b, dtype=torch.float64).expand(m, b, b).clone()
     prev, R_prev = None, None
-    K = cur @ cur.transpose(1, 2)
-    logscale = torch.zeros(m, dtype=torch.float64)
+    parts = [cur]  # K = M M^T, M = [Pi_0 .. Pi_d]: lambda_min(K) = sigma_min(M)^2, whose
+    # rounding is eps^2 lambda_max(K) (eigvalsh of K: eps lambda_max(K), which near a converged
+    # Ritz value swamps the small lambda_min that an eigenvalue there forces)
+    logscale = torch.zeros(m, dtype=torch.float64)  # log of the scale the recurrence carries
+    scales = [logscale]  # ... when each part was made
     for Ai, Ri, Rinv in rec.blocks:
         M = lam * cur - cur @ Ai
         if prev is not None:
@@ -128,14 +141,17 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
             break
         nxt = M @ Rinv  # Pi_{i+1} R_i = M
         prev, cur, R_prev = cur, nxt, Ri
-        K = K + cur @ cur.transpose(1, 2)
         s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
         if bool((s > 1e50).any()):
             s = torch.where(s > 1e50, s, torch.ones_like(s))
-            prev, cur, K = prev / s[:, None, None], cur / s[:, None, None], K / (s * s)[:, None, None]
-            logscale = logscale + 2 * torch.log(s)
-    kmin = torch.linalg.eigvalsh((K + K.transpose(1, 2)) / 2)[:, 0]
-    return torch.log(kmin.clamp_min(1e-300)) + logscale
+            prev, cur = prev / s[:, None, None], cur / s[:, None, None]
+            logscale = logscale + torch.log(s)
+        parts.append(cur)
+        scales.append(logscale)
+    M = torch.cat([p * torch.exp(ls - logscale)[:, None, None] for p, ls in zip(parts, scales)],
+                  dim=2)  # every part at the last scale (older ones shrink, possibly to 0)
+    smin = torch.linalg.svdvals(M)[:, -1]
+    return 2 * torch.log(smin.clamp_min(1e-150)) + 2 * logscale
 
 
 def _log_k_scalar(rec: StartRecurrence, lam: Tensor) -> Tensor:
@@ -158,6 +174,101 @@ def _log_k_scalar(rec: StartRecurrence, lam: Tensor) -> Tensor:
     return torch.from_numpy(np.log(total) + logscale)
 
 
+@dataclass(frozen=True)
+class ResidualPolynomial:
+    r"""One start vector's Christoffel function after any number of thick restarts.
+
+    With ``A V = V H + q c^T`` (``V [P, k]`` orthonormal, ``q`` the residual direction, ``H`` the
+    current Ritz values' arrowhead or tridiagonal matrix), every column of ``[V, q]`` is
+    ``p_i(A) q_0`` for polynomials orthonormal in the spectral measure of the unit start
+    ``q_0``, so ``K(lambda) = sum_i p_i(lambda)^2`` bounds ``||U^T q_0||^2 <= 1 / K(lambda)``
+    as before. The relation at a scalar ``lambda`` gives ``P(lambda) (lambda - H) =
+    p_q(lambda) c^T``, hence in the Ritz basis ``(theta_j, s_j)``
+
+        K(lambda) = p_q(lambda)^2 + sum_j p_q(lambda)^2 (c^T s_j)^2 / (lambda - theta_j)^2,
+
+    ``p_q`` the residual direction's polynomial: its roots are the current Ritz values and every
+    Ritz value discarded at a restart (the kept vectors' polynomials ``p_q (c^T s_j) / (x -
+    theta_j)`` vanish there, and every later vector inherits the roots), its degree the products
+    taken, its leading coefficient ``1 / prod beta`` over every new Lanczos vector's norm. So
+    ``log |p_q|`` is a sum of logs, the ``j``-th term cancels its root analytically, and no
+    polynomial is formed. ``margin``: each root is taken ``margin`` closer to ``lambda`` (a
+    lower bound on ``K`` for any relation whose roots moved that far: the couplings zeroed when
+    pairs were locked, the drift a true residual measured). ``sign = -1`` describes ``-A``.
+    """
+
+    theta: Tensor  # [k] current Ritz values, ascending, float64
+    coupling: Tensor  # [k] c^T s_j (the Krylov residuals, signed)
+    discarded: Tensor  # [d] Ritz values discarded at the restarts so far
+    log_beta: float  # sum of log beta over every new Lanczos vector
+    margin: float = 0.0
+    sign: float = 1.0
+
+    @property
+    def nodes(self) -> Tensor:
+        return torch.cat([self.theta, self.discarded]).sort().values
+
+    def flipped(self) -> ResidualPolynomial:
+        return ResidualPolynomial(-self.theta.flip(0), -self.coupling.flip(0), -self.discarded,
+                                  self.log_beta, self.margin, -self.sign)
+
+    def log_p(self, lam: Tensor) -> Tensor:
+        """``log |p_q(lambda)|`` at each ``lam [m]`` (``-inf`` within ``margin`` of a root)."""
+        return self._logs(lam)[1]
+
+    def log_k(self, lam: Tensor) -> Tensor:
+        logd, log_p = self._logs(lam)
+        ninf = torch.isinf(logd).sum(dim=1, keepdim=True)  # roots within the margin
+        finite = torch.where(torch.isinf(logd), torch.zeros_like(logd), logd)
+        total = finite.sum(dim=1, keepdim=True) - self.log_beta  # log |p| over the finite roots
+        k = len(self.theta)
+        own = logd[:, :k]  # the j-th term cancels theta_j's factor
+        own_inf = torch.isinf(own)
+        term = total - torch.where(own_inf, torch.zeros_like(own), own)
+        term = torch.where(ninf - own_inf.long() > 0, torch.full_like(term, -math.inf), term)
+        log_c = torch.log(self.coupling.abs().clamp_min(0.0))[None, :]
+        terms = torch.cat([2 * log_p[:, None], 2 * (term + log_c)], dim=1)
+        return torch.logsumexp(terms, dim=1)
+
+    def _logs(self, lam: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.sign * lam.to(torch.float64)[:, None]
+        roots = self.sign * torch.cat([self.theta, self.discarded])[None, :]
+        d = ((x - roots).abs() - self.margin).clamp_min(0.0)
+        logd = torch.log(d)  # [m, k + d]: theta's columns first
+        return logd, logd.sum(dim=1) - self.log_beta
+
+
+@dataclass(frozen=True)
+class Christoffel:
+    """The largest of several valid Christoffel functions of the same start vector (each is a
+    deterministic inequality for ``q_0``: the start recurrence before the first restart and
+    the residual polynomial now; a discarded root zeroes the latter, not the former)."""
+
+    sources: tuple
+
+    @property
+    def nodes(self) -> Tensor:
+        return torch.cat([s.nodes for s in self.sources]).sort().values
+
+    def flipped(self) -> Christoffel:
+        return Christoffel(tuple(s.flipped() for s in self.sources))
+
+    def log_k(self, lam: Tensor) -> Tensor:
+        return torch.stack([s.log_k(lam) for s in self.sources]).amax(dim=0)
+
+
+def widened(source, margin: float):
+    """``source`` with every residual polynomial's root margin grown by ``margin`` (the start
+    recurrence is left as it is: it holds before any restart, where no drift was measured)."""
+    import dataclasses
+
+    if isinstance(source, Christoffel):
+        return Christoffel(tuple(widened(s, margin) for s in source.sources))
+    if isinstance(source, ResidualPolynomial) and margin > 0:
+        return dataclasses.replace(source, margin=source.margin + margin)
+    return source
+
+
 def beta_quantile(columns: int, P: int, delta: float) -> float:
     """``t`` with ``P(||Q_0^T u||^2 < t) = delta`` for ``columns`` random orthonormal vectors."""
     from scipy.special import betaincinv
@@ -172,7 +283,7 @@ def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> 
     on a fine grid: no eigenvalue lies there (with the stated probability)."""
     unit = max(span, abs(edge), 1e-300)
     d = unit * 2.0 ** torch.arange(-60, 40.01, 0.25, dtype=torch.float64)
-    excluded = log_kmin(rec, edge - d) > log_k
+    excluded = rec.log_k(edge - d) > log_k
     if not bool(excluded[-1]):
         return -math.inf
     inside = (~excluded).nonzero()
@@ -180,7 +291,7 @@ def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> 
         return edge - float(d[0])
     j = int(inside[-1, 0])
     fine = torch.linspace(float(d[j]), float(d[j + 1]), 65, dtype=torch.float64)
-    ex = log_kmin(rec, edge - fine) > log_k
+    ex = rec.log_k(edge - fine) > log_k
     inside = (~ex).nonzero()
     return edge - float(fine[int(inside[-1, 0]) + 1 if inside.numel() else 0])
 
@@ -190,8 +301,9 @@ def _gap(rec: StartRecurrence, log_k: float, a: float, b: float) -> tuple[float,
     if not b > a:
         return None
     x = torch.linspace(a, b, GAP_SAMPLES + 2, dtype=torch.float64)[1:-1]
-    x = torch.cat([x, rec.nodes[(rec.nodes > a) & (rec.nodes < b)]]).sort().values
-    idx = (log_kmin(rec, x) > log_k).nonzero()[:, 0]
+    w = 1e-8 * (b - a)  # a node within rounding of an end is that end's Ritz value again
+    x = torch.cat([x, rec.nodes[(rec.nodes > a + w) & (rec.nodes < b - w)]]).sort().values
+    idx = (rec.log_k(x) > log_k).nonzero()[:, 0]
     if idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 != idx.numel():
         return None
     return float(x[idx[0]]), float(x[idx[-1]])
@@ -240,7 +352,8 @@ def bottom_errors(
     log_end = -math.log(beta_quantile(columns, P, delta / 4) / start_scale**2)
     log_gap = -math.log(beta_quantile(columns, P, delta / 4 / P) / start_scale**2)
     edge = min(float(recurrence.nodes[0]), float(theta[0]))
-    L = _end_bound(recurrence, log_end, edge, span)
+    L = min(_end_bound(recurrence, log_end, edge, span), float(theta[0]) - rounding)  # no closer
+    # than the Rayleigh-Ritz rounding, the floor of every stated error
     errors, kinds = [math.inf] * n, ["bracket"] * n
     alpha, counted, start = L, True, 0  # the open component starts at index ``start``
     for i in range(n):

@@ -82,6 +82,7 @@ NEIGHBOUR_FRACTION = 0.3  # ... of which 30% are neighbours of the wanted pairs
 BASIS_DTYPES = (torch.float32, torch.float64)
 TIGHTEN, MAX_TIGHTEN = 0.25, 4  # Krylov target x0.25 each time a true residual misses tol
 ROUNDING = 16.0  # a stated error is at least ROUNDING * eps * ||A|| (Rayleigh-Ritz rounding)
+PRODUCTS_KEPT_BYTES = 2**28  # A V is kept beside V (true residuals without products) up to this
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class ExtremeEigs:
     lambda_min_lower: float = -math.inf  # lambda_min >= this
     residual_kind: str = "krylov"  # 'true': ||A y - theta y|| from products after the run
     stop_reason: str = ""  # why the run stopped, in words (converged, budget, rounding)
+    stop_rule: str = "residuals"  # 'values': stopped once every value's backed error met tol
     checked_products: Tensor | None = None  # [P, n] A y of the returned finite vectors (top,
     # then bottom) from the true-residual block, when return_vectors: reusable, e.g. for noise
 
@@ -344,6 +346,7 @@ def extreme_eigenpairs(
     start: Tensor | None = None,
     true_residuals: bool = True,
     certify: bool = True,
+    stop_on: str = "residuals",
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -369,9 +372,19 @@ def extreme_eigenpairs(
     ``certify`` (default): once the residuals meet ``tol``, the run goes on (checking every 10%
     more products) until the certificate also bounds the end values (the largest top and the
     smallest bottom value) within ``tol ||A||``, or ``max_matvecs`` ends it; ``stop_reason``
-    says which. Not after a thick restart or a rank drop: the certificate reads the start
+    says which. One start vector (``b = 1``): through thick restarts too, whose residual
+    polynomial keeps sharpening the certificate (:class:`bounds.ResidualPolynomial`). A block:
+    not after a thick restart; no run after a rank drop: the certificate then reads the start
     block's recurrence, which they end, so more products would not sharpen it; not from a warm
     start, whose first column alone backs a (weaker) certificate and whose point is speed.
+
+    ``stop_on``: ``'residuals'`` (default) waits for every residual ``<= tol ||A||``, for callers
+    that use the vectors for accuracy (and the API's contract: converged means the residual).
+    ``'values'`` (what :func:`condlab.measure` asks for) stops as soon as every listed value is known within ``tol ||A||`` -- its
+    residual, or its backed error (Kato-Temple ``r^2 / gap`` across a certified gap, ``||R||_F``
+    for a counted cluster, the end bracket) -- with the ends certified, which needs only ``r``
+    of about ``sqrt(tol ||A|| gap)``; a value then reads converged on its backed error, and
+    ``stop_reason`` names the bounds that stopped the run (``stop_rule``).
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
@@ -386,6 +399,9 @@ def extreme_eigenpairs(
         )
     gen = make_generator(generator, seed)
     nwant = top + bottom
+    if stop_on not in ("values", "residuals"):
+        raise UsageError(f"stop_on must be 'values' or 'residuals', got {stop_on!r}")
+    by_value = stop_on == "values"
     run_seed = None if generator is not None else int(seed)
     b = block_size if block_size is not None else default_block_size(P, top, bottom, A.device)
     if block_size is None and max_basis is not None:
@@ -401,7 +417,7 @@ def extreme_eigenpairs(
         cert = _Certificate(None, 1, 1.0, exact=True)
         return _result(
             dec.Q, ritz, top, bottom, tol, P, 0, P, run_seed, return_vectors, b, A,
-            dec.breakdowns, cert, true_residuals and A.dtype != torch.float64,
+            dec.breakdowns, cert, true_residuals and A.dtype != torch.float64, by_value,
         )
 
     vdtype = basis_dtype or A.dtype
@@ -421,6 +437,12 @@ def extreme_eigenpairs(
     with guard(f"the Lanczos basis of {cap} columns ({cap * P * itemsize / 1e9:.3g} GB)",
                f"run with --max-basis {max(min(P, nwant + 4), cap // 2)} or less"):
         V = torch.empty(cap, P, dtype=vdtype, device=vdevice).T
+    # the products of the basis, kept where they are small: the true residuals come from them
+    # (A y = (A V) s) instead of one more product per listed pair
+    from condlab.memory import available
+
+    AV = torch.empty(cap, P, dtype=vdtype, device=vdevice).T if (true_residuals and cap * P * itemsize
+          <= min(PRODUCTS_KEPT_BYTES, available(vdevice).bytes // 16)) else None
     H = torch.zeros(cap, cap, dtype=torch.float64)
     first = random_probes(P, b, gen, like=V)
     if start is not None:
@@ -428,12 +450,15 @@ def extreme_eigenpairs(
     Q, _ = torch.linalg.qr(first)  # [P, b]
     C = torch.zeros(0, b, dtype=torch.float64)  # coupling of V to Q
     k = matvecs = restarts = dropped = 0
-    anorm, ritz, rec, widths, next_check = 0.0, None, None, [], 0
+    anorm, ritz, rec, widths = 0.0, None, None, []
+    next_check = {False: 0, True: 0}  # the certificate's next look: values known / residuals met
     # the certificate reads the start columns' recurrences (bounds.py): all b random columns,
     # or with a warm start the first column alone (random plus ceil(#start / b) unit vectors)
     n_start = 0 if start is None else (1 if start.ndim == 1 else start.shape[1])
     columns, scale = (b, 1.0) if start is None else (1, 1.0 + math.ceil(n_start / b))
     factor, tightened = 1.0, 0  # the Krylov-residual target, a fraction of tol * ||A||
+    # one start vector: its residual polynomial (bounds.ResidualPolynomial) survives restarts
+    track = _Track() if b == 1 else None
     while True:  # until the true residuals meet tol, or the budget ends
         while True:
             n = Q.shape[1]
@@ -442,6 +467,10 @@ def extreme_eigenpairs(
                 if restarts == 0:  # the last moment V holds the start block's Krylov space
                     rec = bounds.start_recurrence(H, C, widths)
                 keep = _keep_indices(ritz, top, bottom, cap - n)
+                if track is not None:
+                    track.restart(ritz, keep, lock)
+                if AV is not None:  # the same rotation (its H and C are thrown away)
+                    _thick_restart(AV, H.clone(), C, ritz, keep, lock)
                 C, k = _thick_restart(V, H, C, ritz, keep, lock)
                 restarts += 1
             if k > 0:
@@ -450,6 +479,8 @@ def extreme_eigenpairs(
             V[:, k : k + n] = Q
             Q, W = V[:, k : k + n], None  # the block lives in V alone through the product
             W = matmat(A, Q.to(dtype=A.dtype, device=A.device)).to(dtype=vdtype, device=vdevice)
+            if AV is not None:
+                AV[:, k : k + n] = W
             anorm = max(anorm, float(torch.linalg.vector_norm(W, dim=0).max()))
             W, h = cgs2(V[:, : k + n], _own(W, V), inplace=True)  # h [k + n, n]
             h = h[k:].to("cpu", torch.float64)
@@ -459,6 +490,8 @@ def extreme_eigenpairs(
             if restarts == 0:
                 widths.append((n, n - lost))
             dropped += lost
+            if track is not None:
+                track.step(R, lost)
             C = torch.zeros(k, Q.shape[1], dtype=torch.float64)
             C[k - n :] = R.T
             exhausted = Q.shape[1] == 0 or matvecs + Q.shape[1] > max_matvecs
@@ -469,13 +502,20 @@ def extreme_eigenpairs(
                 wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
                 met = bool((wanted <= threshold).all())
                 # ... and known: the certificate, every 10% more products, while more steps can still
-                # sharpen it (not after a restart or a rank drop, which end the start's recurrence)
-                if met and certify and start is None and not exhausted and restarts == 0 and not dropped:
-                    if matvecs >= next_check:
-                        now = rec or bounds.start_recurrence(H, C, widths)
+                # sharpen it (one start vector: always; a block: not after a restart or a rank drop,
+                # which end the start block's recurrence). By value: as soon as every value's backed
+                # error is within tol (r^2 / gap needs only r <= sqrt(tol ||A|| gap))
+                sharpens = (restarts == 0 or track is not None) and not dropped
+                near = met or (by_value and _near(ritz, top, bottom, threshold))
+                if near and certify and start is None and not exhausted and sharpens:
+                    if matvecs >= next_check[met]:
+                        step, residuals_met = matvecs + max(b, matvecs // 10), met
+                        now = _source(rec, track, ritz, C, lambda: bounds.start_recurrence(H, C, widths))
                         cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
-                        met = _certified(ritz, cert, top, bottom, threshold, P, b)
-                        next_check = matvecs + max(b, matvecs // 10)
+                        met = _certified(ritz, cert, top, bottom, threshold, P, b, by_value)
+                        next_check[False] = step
+                        if residuals_met:
+                            next_check[True] = step
                     else:
                         met = False
                 if met or exhausted:
@@ -487,14 +527,17 @@ def extreme_eigenpairs(
                     f"the Krylov space was exhausted after {matvecs} products before the "
                     f"{nwant} wanted pairs fit; raise max_matvecs"
                 )
-        if restarts == 0:
-            rec = bounds.start_recurrence(H, C, widths)
-        cert = _Certificate(rec, columns, scale, exact=restarts == 0 and k >= P,
+        now = _source(rec, track, ritz, C, lambda: bounds.start_recurrence(H, C, widths))
+        cert = _Certificate(now, columns, scale,
+                            exact=restarts == 0 and k >= P,
                             budget=None if met else max_matvecs)
         check = true_residuals and not (cert.exact and A.dtype == torch.float64 == vdtype)
+        # from the kept products where their rotations at restarts add no more than a product's
+        # rounding (float64, or no restart); else one block of new products
+        reuse = AV is not None and (restarts == 0 or vdtype == torch.float64)
         result = _result(
             V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors, b,
-            A, dropped, cert, check,
+            A, dropped, cert, check, by_value, AV[:, :k] if reuse else None,
         )
         # the Krylov estimate ||C^T s|| met tol but a true residual did not (the recurrence drifts
         # after thick restarts in float32): keep iterating against a tighter estimate while the
@@ -504,6 +547,48 @@ def extreme_eigenpairs(
             factor, tightened, matvecs = factor * TIGHTEN, tightened + 1, result.matvecs
             continue
         return result
+
+
+class _Track:
+    """What a single-vector run's residual polynomial needs across restarts (bounds.py's
+    :class:`~condlab.estimators.bounds.ResidualPolynomial`): the discarded Ritz values, the sum of
+    ``log beta`` and the couplings zeroed by locking (a perturbation of the relation, taken as a
+    root margin). A rank drop brings in a fresh random vector that is no polynomial of the start:
+    tracking ends there (``alive`` False) and the start recurrence alone certifies."""
+
+    def __init__(self):
+        self.discarded: list[Tensor] = []
+        self.log_beta, self.margin, self.alive = 0.0, 0.0, True
+
+    def restart(self, ritz: _Ritz, keep: Tensor, lock: float) -> None:
+        gone = torch.ones(len(ritz.theta), dtype=torch.bool)
+        gone[keep] = False
+        self.discarded.append(ritz.theta[gone])
+        kept = ritz.residuals[keep]
+        self.margin += float(torch.linalg.vector_norm(kept[kept <= lock]))
+
+    def step(self, R: Tensor, lost: int) -> None:
+        if lost or R.shape[0] != 1:
+            self.alive = False
+        elif self.alive:
+            self.log_beta += math.log(abs(float(R[0, 0])))
+
+    def polynomial(self, ritz: _Ritz, C: Tensor) -> bounds.ResidualPolynomial:
+        disc = torch.cat(self.discarded) if self.discarded else torch.zeros(0, dtype=torch.float64)
+        return bounds.ResidualPolynomial(ritz.theta, (C.T @ ritz.S)[0], disc, self.log_beta,
+                                         self.margin)
+
+
+def _source(rec, track: _Track | None, ritz: _Ritz, C: Tensor, fresh):
+    """The certificate's Christoffel function: the start recurrence (``rec``, captured at the
+    first restart; ``fresh()`` builds it before one), and for one start vector whose tracking
+    survived the residual polynomial too: alone before a restart (the same function, evaluated
+    stably from its roots), the larger of the two after."""
+    poly = track.polynomial(ritz, C) if track is not None and track.alive else None
+    if poly is not None and rec is None:
+        return poly
+    rec = rec if rec is not None else fresh()
+    return rec if poly is None else bounds.Christoffel((rec, poly))
 
 
 @dataclass(frozen=True)
@@ -562,6 +647,8 @@ def _result(
     breakdowns: int,
     cert: _Certificate,
     check: bool,
+    by_value: bool = False,
+    AV: Tensor | None = None,
 ) -> ExtremeEigs:
     """Pick the ends from the Ritz pairs of ``H = V^T A V``, drop any ghost copies, measure
     the true residuals (``check``) and bound the errors (bounds.py)."""
@@ -579,23 +666,35 @@ def _result(
         copies = _copies(ritz.theta, converged_all, ritz.theta[idx], 2 * threshold)
         lists.append([values, residuals, None, Y, copies])
     AY = None
-    if check:
+    if check and AV is not None:  # A y = (A V) s, s = V^T y: from the products already taken
+        AY = _check_residuals(A, lists, lambda Y: (AV @ (V.T @ Y.to(V.dtype))).to(Y.dtype))
+    elif check:
         AY = _check_residuals(A, lists)
         matvecs += AY.shape[1]
+    recurrence = cert.recurrence
+    if check:  # the relation's drift along the listed pairs moves the residual polynomial's roots
+        drift = max([float((item[1] - ritz.residuals[idx]).abs()[torch.isfinite(item[0])].max())
+                     for item, idx in zip(lists, (idx_top, idx_bot)) if bool(
+                         torch.isfinite(item[0]).any())] or [0.0])
+        recurrence = bounds.widened(recurrence, drift)
     res_all = ritz.residuals.clone()
     for (_, residuals, _, _, _), idx in zip(lists, (idx_top, idx_bot)):
         res_all[idx] = torch.maximum(residuals, ritz.residuals[idx])
     for item in lists:
-        item[2] = item[1] <= threshold
         item[3] = item[3].to(dtype=A.dtype, device=A.device) if return_vectors else None
-    (vt, rt, ct, yt, nt), (vb, rb, cb, yb, nb) = lists
+    (vt, rt, _, yt, nt), (vb, rb, _, yb, nb) = lists
     partial = k < operator_size(A)  # a run to full depth sees every copy
     repeat_top, repeat_bottom = (nt >= block_size) & partial, (nb >= block_size) & partial
-    kw = dict(recurrence=cert.recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
+    kw = dict(recurrence=recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
               columns=cert.columns, start_scale=cert.scale, exact=cert.exact,
               rounding=ROUNDING * torch.finfo(V.dtype).eps * float(ritz.theta.abs().max()))
     et = bounds.top_errors(ritz.theta, res_all, top, **kw)
     eb = bounds.bottom_errors(ritz.theta, res_all, bottom, **kw)
+    # converged: the residual within tol * ||A||, or (stopping on values) the backed error
+    ct, cb = rt <= threshold, rb <= threshold
+    if by_value:
+        ct = ct | ((et.errors <= threshold) & torch.isfinite(vt))
+        cb = cb | ((eb.errors <= threshold) & torch.isfinite(vb))
     return ExtremeEigs(
         eigenvalues_top=vt,
         residuals_top=rt,
@@ -635,29 +734,67 @@ def _result(
         residual_kind="true" if check else "krylov",
         checked_products=AY if return_vectors else None,
         stop_reason=_stop_reason(cert, bool(ct.all() and cb.all()), matvecs, restarts, check,
-                                 threshold, V.dtype),
+                                 threshold, V.dtype, _stopped_by(rt, rb, et, eb, threshold, by_value)),
+        stop_rule="values" if by_value else "residuals",
     )
 
 
-def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b) -> bool:
+def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b,
+               by_value: bool = False) -> bool:
     """Whether the certificate bounds the end values (``lambda_max``, ``lambda_min``) within
-    ``threshold`` (Krylov residuals). Values inside a list are certified when the run's gaps
-    allow it (``errors_*``), but are not worth products: with one vector they never are."""
+    ``threshold`` (Krylov residuals) and, ``by_value``, every listed value is known within it
+    (its backed error or its residual). Otherwise values inside a list are certified when the
+    run's gaps allow it (``errors_*``), but are not worth products: with one vector they never
+    are."""
     kw = dict(recurrence=cert.recurrence, P=P, block_size=b, threshold=threshold,
               columns=cert.columns, start_scale=cert.scale, exact=cert.exact)
-    n = lambda m: min(m, 1)  # noqa: E731 (the ends: lambda_max, lambda_min; kappa needs no more)
-    errors = torch.cat([bounds.top_errors(ritz.theta, ritz.residuals, top, **kw).errors[: n(top)],
-                        bounds.bottom_errors(ritz.theta, ritz.residuals, bottom, **kw).errors[
-                            : n(bottom)]])
-    return bool((errors <= threshold).all())
+    k = len(ritz.theta)
+    et = bounds.top_errors(ritz.theta, ritz.residuals, top, **kw).errors
+    eb = bounds.bottom_errors(ritz.theta, ritz.residuals, bottom, **kw).errors
+    if not bool((torch.cat([et[:1], eb[:1]]) <= threshold).all()):  # the ends: kappa needs them
+        return False
+    if not by_value:
+        return True
+    rt, rb = ritz.residuals[k - top :].flip(0), ritz.residuals[:bottom]
+    return bool(((torch.minimum(et, rt) <= threshold).all() and
+                 (torch.minimum(eb, rb) <= threshold).all()))
 
 
-def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype) -> str:
+def _near(ritz: _Ritz, top: int, bottom: int, threshold: float) -> bool:
+    """Whether every wanted pair is within ``threshold`` by its residual or by ``r^2 / gap`` with
+    the gap to its nearest other Ritz value: a necessary condition for the backed errors (their
+    certified gaps are narrower), cheap enough for every step."""
+    theta, r = ritz.theta, ritz.residuals
+    k = len(theta)
+    idx = torch.cat([torch.arange(bottom), torch.arange(k - top, k)])
+    gaps = (theta[idx, None] - theta[None, :]).abs()
+    gaps[torch.arange(len(idx)), idx] = math.inf
+    gap = gaps.min(dim=1).values
+    return bool(((r[idx] <= threshold) | (r[idx] ** 2 <= threshold * gap)).all())
+
+
+def _stopped_by(rt, rb, et, eb, threshold, by_value) -> str:
+    """Which bound made each listed value known: '' when every residual met tol, else e.g.
+    'kato-temple x3, residual x2' over the values whose residual alone did not."""
+    if not by_value:
+        return ""
+    kinds = [kind for r, e, kind in zip(torch.cat([rt, rb]), torch.cat([et.errors, eb.errors]),
+                                        list(et.kinds) + list(eb.kinds))
+             if not r <= threshold and e <= threshold]
+    if not kinds:
+        return ""
+    return ", ".join(f"{kind} x{kinds.count(kind)}" for kind in dict.fromkeys(kinds))
+
+
+def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype, by: str = "") -> str:
     runs = f"{matvecs} products, {restarts} thick restarts"
     if cert.budget is not None:
         return (f"budget: the next block would pass max_matvecs = {cert.budget} before every "
                 f"listed pair met tol * ||A|| = {threshold:.3g} and was certified ({runs}); "
                 f"raise max_matvecs")
+    if converged and by:
+        return (f"converged on values: every listed value's backed error <= tol * ||A|| = "
+                f"{threshold:.3g}, by its residual or the bound named ({by}) ({runs})")
     if converged:
         return f"converged: every listed pair's residual <= tol * ||A|| ({runs})"
     what = "true residual" if check else "residual"
@@ -666,7 +803,7 @@ def _stop_reason(cert, converged, matvecs, restarts, check, threshold, dtype) ->
             f"loosen tol or use float64")
 
 
-def _check_residuals(A, lists) -> Tensor:
+def _check_residuals(A, lists, product=None) -> Tensor:
     """Replace each list's residuals by ``||A y - theta y|| / ||y||`` from one block product;
     the product ``A Y [P, n]`` of the finite columns.
 
@@ -684,7 +821,7 @@ def _check_residuals(A, lists) -> Tensor:
     Y = Ys[0] if len(Ys) == 1 else torch.cat(Ys, dim=1)
     Y = Y.to(dtype=A.dtype, device=A.device)
     theta = torch.cat(thetas).to(dtype=Y.dtype, device=Y.device)
-    AY = matmat(A, Y)
+    AY = matmat(A, Y) if product is None else product(Y)
     res = _residual_norms(AY, Y, theta)
     at = 0
     for item in lists:

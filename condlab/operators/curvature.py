@@ -78,6 +78,7 @@ class _CurvatureOperator(LinearOperator):
             )
         self.cache = bool(cache) and not problem.uses_dropout
         self.graph_bytes = 0  # bytes the kept graphs hold (measured by the Hessian)
+        self.budget: int | None = None  # bytes the graphs may hold (None: graph_budget, read now)
         self.memory_limit: int | None = None  # --memory-limit, set by the memory plan
         self._maps: dict[int, object] = {}
         self._direct: dict[int, int] = {}  # direct products taken per batch
@@ -95,7 +96,8 @@ class _CurvatureOperator(LinearOperator):
             except RuntimeError:  # untraceable code (a user's loss with F.one_hot, .item()):
                 self.cache = False  # direct products, exact and slower
                 return self._product(b, V)
-            budget = graph_budget(self.device, self.memory_limit)
+            budget = (self.budget if self.budget is not None
+                      else graph_budget(self.device, self.memory_limit))
             if self.auto and self.measures_graphs and self.graph_bytes > budget:
                 per_graph = self.graph_bytes / len(self._maps)
                 self._maps.clear()  # the kept graphs would not fit: recompute every product,

@@ -45,7 +45,7 @@ from condlab.inputs import Inputs
 from condlab.load.data import Dataset
 from condlab.options import TRACKER, by_name
 from condlab.tracking.rows import COLUMNS, is_adaptive, optimizer_hparams, result_rows
-from condlab.tracking.sharpness import at_weights, fast, measure_step
+from condlab.tracking.sharpness import fast, measure_step, prepare
 
 TENSORBOARD_SCALARS = ("lambda_max", "kappa", "stability_ratio", "trace")
 TOL = 1e-3  # lambda_max alone to 0.1%: far below a measurement batch's own sampling error
@@ -119,9 +119,17 @@ class Tracker:
         self.rows: list[dict] = []  # every row recorded, in order
         self.measurements: list[dict] = []  # one per measurement: products, seconds, in steps
         self.vectors: dict | None = None
-        self.problem = None  # the fast path's Problem, built once and moved to each step's weights
         self.log = self._open_csv(csv, resume) if csv is not None else None
         self.writer = self._writer(tensorboard)
+        self._cfg_key, self._cfg = None, None  # the measurement config of the last optimizer hparams
+        # the fast path's Problem (the model copied and checked), built now and moved to each
+        # measured step's weights; its cost is the set-up, not a measurement's
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.kept = None
+        if fast(self.cfg):
+            inputs = Inputs(model, self.dataset, self.cfg.loss, None, "training loop")
+            self.kept = prepare(self._with_batches(self.cfg), inputs)
+        self.setup = {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
         self._mark = (time.perf_counter(), time.process_time())  # the end of the last call
         self._train = [0.0, 0.0, 0]  # wall and CPU seconds of the training steps since, count
 
@@ -157,31 +165,39 @@ class Tracker:
         self._mark = (time.perf_counter(), time.process_time())
         return rows
 
+    def _with_batches(self, cfg: SpectrumConfig) -> SpectrumConfig:
+        return dataclasses.replace(cfg, batch_size=cfg.batch_size or self.batch_size)
+
+    def _config(self, state: dict | None) -> tuple[SpectrumConfig, bool]:
+        """The measurement's config (the Tracker's, with the optimizer's lr, beta1 and, for an
+        adaptive one, its preconditioner) and whether the optimizer is adaptive; built and
+        checked again only when those change."""
+        lr, beta1 = optimizer_hparams(state)
+        adaptive = is_adaptive(state)
+        if self._cfg_key != (lr, beta1, adaptive):
+            cfg = self.cfg
+            precond = self.precond
+            if precond is None:
+                precond = ("optimizer",) if adaptive else ()
+            self._cfg = self._with_batches(dataclasses.replace(
+                cfg, precond=tuple(cfg.precond) + tuple(n for n in precond if n not in cfg.precond),
+                lr=cfg.lr if cfg.lr is not None else lr,
+                beta1=cfg.beta1 if cfg.beta1 is not None else beta1))
+            self._cfg_key = (lr, beta1, adaptive)
+        return self._cfg, adaptive
+
     def measure(self, optimizer: torch.optim.Optimizer | None = None) -> list[dict]:
         """Measure now, at step ``self.count``, whatever ``every`` says."""
         wall, cpu = time.perf_counter(), time.process_time()
         state = optimizer.state_dict() if optimizer is not None else None  # read, never written
-        lr, beta1 = optimizer_hparams(state)
-        cfg = self.cfg
-        precond = self.precond
-        if precond is None:
-            precond = ("optimizer",) if is_adaptive(state) else ()
-        cfg = dataclasses.replace(
-            cfg, precond=tuple(cfg.precond) + tuple(n for n in precond if n not in cfg.precond),
-            lr=cfg.lr if cfg.lr is not None else lr, beta1=cfg.beta1 if cfg.beta1 is not None else beta1,
-            batch_size=cfg.batch_size or self.batch_size,
-        )
+        cfg, adaptive = self._config(state)
         inputs = Inputs(self.model, self.dataset, cfg.loss, state, "training loop")
-        problem = None
-        if fast(cfg):  # built once (a copy of the model, checked), then moved to today's weights
-            if self.problem is None:
-                from condlab.problem import make_problem
-
-                self.problem = make_problem(inputs, cfg)
-            problem = at_weights(self.problem, self.model)
+        kept = self.kept if fast(cfg) else None
+        if kept is not None:  # the Problem built once, moved to today's weights
+            kept.at(self.model)
         results, self.vectors = measure_step(cfg, inputs, self.vectors if self.warm else None,
-                                             problem=problem, threads=torch.get_num_threads())
-        rows = result_rows(self.count, "", results, cfg.lr, cfg.beta1, is_adaptive(state))
+                                             kept=kept, threads=torch.get_num_threads())
+        rows = result_rows(self.count, "", results, cfg.lr, cfg.beta1, adaptive)
         self._timed(rows, results, time.perf_counter() - wall, time.process_time() - cpu)
         self.rows.extend(rows)
         if self.log is not None:

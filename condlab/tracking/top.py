@@ -9,31 +9,55 @@ Estimator: Lanczos with full reorthogonalization (:func:`condlab.estimators.lanc
 one product per step) from the first vector
 
     q_1 ~ y_1 + c y_2 + eps r        (warm: y_1, y_2 the previous top two Ritz vectors)
+    q_1 ~ r + h_1 + c h_2            (cold with a hint h: for P^-1/2 H P^-1/2, P^-1/2 times
+                                      the Hessian's top two Ritz vectors of the same step)
     q_1 ~ r                          (cold)
 
-with ``r`` Gaussian from the seed, ``c = WARM_SECOND``, ``eps = WARM_NOISE``. When the top two
-eigenvectors moved little, ``K_2(A, q_1) = span{q_1, A q_1}`` is already close to
-``span{u_1, u_2}``, so two products resolve ``lambda_1`` and ``lambda_2`` even where the two
-swapped order (the second vector is what follows a crossing of the top two).
+with ``r`` Gaussian from the seed (normalized, as every term), ``c = WARM_SECOND``,
+``eps = WARM_NOISE``. When the top two eigenvectors moved little, ``K_2(A, q_1) = span{q_1, A
+q_1}`` is already close to ``span{u_1, u_2}``, so two products resolve ``lambda_1`` and
+``lambda_2`` even where the two swapped order (the second vector is what follows a crossing of
+the top two). A hint keeps the random vector at full weight: the start is never further from an
+eigenvector than a random one by more than a factor ~sqrt(2), and closer where the hint points
+near ``u_1``.
 
-Stopping rule (on the eigenvalue, not the vector): after ``k`` steps, with Ritz values
-``theta_1 >= theta_2`` of ``T_k`` and residuals ``rho_i = beta_k |s_{k,i}|`` (exact, no product),
-stop when
+Stopping rule: after ``k`` steps, with Ritz values ``theta_1 >= theta_2`` of ``T_k`` and
+residuals ``rho_i = beta_k |s_{k,i}|`` (exact, no product), stop when
 
-    rho_1 <= tol ||A||                               ('residual': some eigenvalue lies within rho_1)
-    rho_1^2 / gap <= tol ||A||,  gap = theta_1 - theta_2 - rho_2     ('residual^2/gap')
+    rho_1 <= tol ||A||                               ('residual')
+    rho_1^2 / gap <= tol ||A||,  gap = theta_1 - theta_2 - rho_2     ('residual^2/gap', warm only)
 
-the second being the Kato-Temple bound ``lambda_1 - theta_1 <= rho_1^2 / (theta_1 - lambda_2)``
-with ``lambda_2`` estimated by ``theta_2 + rho_2``. ``||A||`` is estimated by the largest ``|theta|``.
-Neither bound is certified: ``theta_1`` is a lower bound of ``lambda_1`` (Rayleigh quotient),
-and an eigenvalue above it whose direction the start vector barely holds (an eigenvalue rising
-from the bulk, orthogonal to the two followed) is found only after the Krylov space reaches it,
-as late as a cold start would find it, or later.
+the second (on the eigenvalue, not the vector) being the Kato-Temple bound ``lambda_1 - theta_1
+<= rho_1^2 / (theta_1 - lambda_2)`` with ``lambda_2`` *estimated* by ``theta_2 + rho_2`` (and
+``theta_1`` risen by at most ``SETTLED tol ||A||`` in the last step). ``||A||`` is estimated by
+the largest ``|theta|``. The estimate presumes the top two eigenvalues resolved, which a warm
+start (the previous top two vectors) makes likely and a cold one does not: from a random (or
+hinted) start a few steps can leave ``theta_1`` on ``lambda_2`` with ``lambda_1`` not yet seen
+and a large estimated gap to ``theta_2`` (on a 75-parameter MLP whose top two eigenvalues are
+2.6% apart, 1 of 6 seeds stopped 26 tol low). A cold start therefore stops on the residual
+alone (worst error 0.002 tol over 70 such runs; ``estimate=True`` allows the gap rule).
+
+What backs the result (``converged``), as in ``condlab spectrum``: ``theta_1 <= lambda_max``
+always (a Rayleigh quotient); ``rho_1`` proves only that *some* eigenvalue lies within it;
+that it is ``lambda_max``, within ``tol ||A||``, needs the random start's certificate
+(:func:`condlab.estimators.bounds.top_errors`: the bracket from the start vector's Christoffel
+function, Kato-Temple across a certified gap). ``converged`` is True only when the residual
+meets ``tol ||A||`` and the certificate bounds ``lambda_max - theta_1`` by it (or the run
+reached full depth). The stopping rule is an *estimate*: a stop on ``residual^2/gap`` (the
+estimated gap), or a warm start (whose random part, weight ``WARM_NOISE``, certifies nothing
+within a few products), leaves ``converged`` False while ``error`` (the estimate) met tol.
+Certifying ``lambda_max`` to 1e-3 from a random start takes about 15 products on the digits
+MLP, against 2-4 for the estimate from a warm start. An eigenvalue above ``theta_1`` whose
+direction the start vector barely holds (an eigenvalue rising from the bulk, orthogonal to the
+two followed) is found only after the Krylov space reaches it, as late as a cold start would
+find it, or later.
 
 Cost: ``k`` products, ``4 P k`` flops for the orthogonalization, one ``k x k`` eigensolve per
-step; memory ``P x k``. A breakdown (``K_k`` invariant) stops with ``rho = 0``: the Ritz values
-are then exact, and a random or noised start touches every eigendirection. A basis past ``DEFAULT_BASIS_BYTES`` restarts from the top two Ritz
-vectors).
+step; memory ``P x m``, ``m`` the basis the memory plan sizes
+(:func:`condlab.memory.plan` for one wanted value and a block of 1, or ``max_basis``);
+allocated at once, as the block solver does. A full basis restarts from the top two Ritz
+vectors. A breakdown (``K_k`` invariant) stops with ``rho = 0``: the Ritz values are then
+exact, and a random or noised start touches every eigendirection.
 
 Reference: Parlett, The Symmetric Eigenvalue Problem, Sec. 11-13 (Kato-Temple, Lanczos);
 Golub & Van Loan, Matrix Computations (4th ed.), Sec. 10.1.
@@ -50,13 +74,11 @@ from torch import Tensor
 
 from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, operator_size, random_probes
-from condlab.estimators.lanczos import is_breakdown, lanczos_step
+from condlab.estimators.lanczos import BREAKDOWN_RTOL, lanczos_step
 from condlab.memory import guard
 
 WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
 WARM_NOISE = 1e-4  # weight of the random vector: no direction is exactly absent
-FIRST_COLUMNS = 8  # the basis starts with room for 8 vectors and doubles as needed
-DEFAULT_BASIS_BYTES = 2**28  # the basis [P, k] stays under 256 MiB; past it, a restart
 SETTLED = 10.0  # the gap rule also needs theta_1 to have risen by <= SETTLED * tol ||A|| last step
 STOPS = ("residual", "residual^2/gap", "budget", "exact")
 
@@ -65,33 +87,69 @@ STOPS = ("residual", "residual^2/gap", "budget", "exact")
 class TopEig:
     """``lambda_max`` of a symmetric operator with its error estimate and warm-start vectors."""
 
-    value: float  # theta_1, the largest Ritz value (a lower bound of lambda_max)
-    residual: float  # rho_1 = ||A y_1 - theta_1 y_1||
-    error: float  # the estimate that stopped the run: rho_1 or rho_1^2 / gap
-    gap: float | None  # theta_1 - theta_2 - rho_2 (None with one Ritz value)
+    value: float  # theta_1, the largest Ritz value: lambda_max >= value
+    residual: float  # rho_1 = ||A y_1 - theta_1 y_1||: some eigenvalue lies within rho_1
+    error: float  # the estimate that stopped the run, rho_1 or rho_1^2 / gap: not a bound
+    gap: float | None  # theta_1 - theta_2 - rho_2, estimated (None with one Ritz value)
     stop: str  # which rule stopped it, one of STOPS
-    converged: bool  # error <= tol ||A||
+    converged: bool  # backed: rho_1 <= tol ||A|| and lambda_max - value certified within it
+    estimate_met: bool  # the stopping rule's estimate met tol ||A|| (every stop but a budget's)
+    certificate: str  # what backs ``converged``, or why it is not backed
     threshold: float  # tol ||A||
     products: int
     restarts: int
     warm: bool
     vectors: Tensor  # [P, 2] the top two Ritz vectors (one when P == 1), A's dtype and device
     seed: int | None
+    max_basis: int  # basis columns (the memory plan's unless given)
+
+
+def _normalized_columns(start: Tensor, R: Tensor, name: str) -> Tensor:
+    P = R.shape[0]
+    if start.ndim not in (1, 2) or start.shape[0] != P:
+        raise UsageError(f"{name} must have shape [{P}] or [{P}, k], got {tuple(start.shape)}")
+    return (start[:, None] if start.ndim == 1 else start)[:, :2].to(dtype=R.dtype, device=R.device)
+
+
+def _mix(S: Tensor, q: Tensor) -> Tensor:
+    """``q + s_1/||s_1|| + WARM_SECOND s_2/||s_2||`` (zero or non-finite columns left out)."""
+    norms = torch.linalg.vector_norm(S, dim=0).tolist()  # one sync for both
+    for i, (weight, norm) in enumerate(zip((1.0, WARM_SECOND), norms)):
+        if norm > 0 and math.isfinite(norm):
+            q = q + (weight / norm) * S[:, i]
+    return q
 
 
 def warm_vector(start: Tensor, R: Tensor) -> Tensor:
     """``q_1 [P]``: ``s_1/||s_1|| + WARM_SECOND s_2/||s_2|| + WARM_NOISE r/||r||`` for the columns
     ``s_i`` of ``start [P]`` or ``[P, k]`` (only the first two are used) and the random ``r``."""
-    P = R.shape[0]
-    if start.ndim not in (1, 2) or start.shape[0] != P:
-        raise UsageError(f"start must have shape [{P}] or [{P}, k], got {tuple(start.shape)}")
-    S = (start[:, None] if start.ndim == 1 else start)[:, :2].to(dtype=R.dtype, device=R.device)
-    q = WARM_NOISE * R / torch.linalg.vector_norm(R)
-    for i, weight in enumerate((1.0, WARM_SECOND)[: S.shape[1]]):
-        norm = torch.linalg.vector_norm(S[:, i])
-        if float(norm) > 0 and bool(torch.isfinite(norm)):
-            q = q + weight * S[:, i] / norm
-    return q
+    S = _normalized_columns(start, R, "start")
+    return _mix(S, WARM_NOISE * R / torch.linalg.vector_norm(R))
+
+
+def hinted_vector(hint: Tensor, R: Tensor) -> Tensor:
+    """``q_1 [P]``: ``r/||r|| + h_1/||h_1|| + WARM_SECOND h_2/||h_2||``, the random vector at
+    full weight: never much further from an eigenvector than a random start."""
+    H = _normalized_columns(hint, R, "hint")
+    return _mix(H, R / torch.linalg.vector_norm(R))
+
+
+def basis_columns(A, max_products: int, max_basis: int | None = None,
+                  memory_limit: int | None = None) -> int:
+    """The columns of the fast path's basis: ``max_basis`` if given, else what the memory plan
+    gives one wanted value with a block of 1 (:func:`condlab.memory.plan`: up to 256 columns
+    within 1 GiB, fewer where memory is short, a one-line refusal where even the smallest basis
+    does not fit), at most ``max_products`` and ``P``."""
+    from condlab.memory import plan
+
+    P = operator_size(A)
+    if max_basis is not None:
+        if max_basis < 2:
+            raise UsageError(f"max_basis must be >= 2, got {max_basis}")
+        m = max_basis
+    else:
+        m = plan(A, top=1, bottom=0, block_size=1, memory_limit=memory_limit).max_basis
+    return max(1, min(P, max_products, m))
 
 
 def top_eigenpair(
@@ -100,16 +158,26 @@ def top_eigenpair(
     tol: float,
     max_products: int = 1000,
     start: Tensor | None = None,
+    hint: Tensor | None = None,
     generator: torch.Generator | None = None,
     seed: int = 0,
     max_basis: int | None = None,
+    columns: int | None = None,
+    estimate: bool | None = None,
+    workspace: dict | None = None,
 ) -> TopEig:
     """``lambda_max`` of symmetric ``A`` to ``tol * ||A||`` (see the module docstring).
 
     ``start``: the previous measurement's ``vectors`` (``[P, k]``, the first two used) or any
-    vector ``[P]``; None starts from a random vector. At most ``max_products`` products
-    (``converged`` False if it runs out). ``max_basis``: columns kept before a restart
-    (default: up to 256 MiB). Deterministic given ``generator`` (or ``seed``).
+    vector ``[P]``; ``hint`` (used only without ``start``): one or two directions likely near the
+    top eigenvectors, mixed into the random start at equal weight; both None start from a random
+    vector. At most ``max_products`` products (``estimate_met`` False if it runs out).
+    ``max_basis``: columns kept before a restart (default: the memory plan's, see
+    :func:`basis_columns`); ``columns``: that count already computed by :func:`basis_columns`
+    (a training loop plans once). ``estimate``: may stop on the estimated ``residual^2/gap``
+    (default: with a warm ``start`` only). ``workspace``: a dict in which the basis is kept for
+    the next call on an operator of the same size (the rows of one measurement share one
+    allocation). Deterministic given ``generator`` (or ``seed``).
     """
     P = operator_size(A)
     if not tol > 0:
@@ -117,34 +185,46 @@ def top_eigenpair(
     if max_products < 1:
         raise UsageError(f"max_products must be >= 1, got {max_products}")
     gen = make_generator(generator, seed)
-    itemsize = torch.empty(0, dtype=A.dtype).element_size()
-    by_memory = max(8, DEFAULT_BASIS_BYTES // max(1, P * itemsize))
-    cap = min(P, max_products, max_basis if max_basis is not None else by_memory)
-    if max_basis is not None and max_basis < 2:
-        raise UsageError(f"max_basis must be >= 2, got {max_basis}")
     r = random_probes(P, 1, gen, like=A)[:, 0]
-    q = r if start is None else warm_vector(start, r)
+    if start is not None:
+        q = warm_vector(start, r)
+    elif hint is not None:
+        q = hinted_vector(hint, r)
+    else:
+        q = r
     q = q / torch.linalg.vector_norm(q)
-    fix = "pass a smaller max_basis (the Tracker's basis is not sized by the memory plan)"
-    with guard(f"the tracker's Lanczos basis ({P} parameters)", fix):
-        Q = torch.empty(min(cap, FIRST_COLUMNS), P, dtype=A.dtype, device=A.device).T  # [P, m]
-    alphas, betas = [], []  # T_k's diagonal and off-diagonal
+    gap_rule = start is not None if estimate is None else bool(estimate)
+    cap = columns if columns is not None else basis_columns(A, max_products, max_basis)
+    cap = max(1, min(cap, P, max_products))
+    key = (cap, P, A.dtype, str(A.device))
+    Q = (workspace or {}).get(key)
+    if Q is None:
+        itemsize = torch.empty(0, dtype=A.dtype).element_size()
+        with guard(f"the tracker's Lanczos basis ({cap} columns of {P} parameters, "
+                   f"{cap * P * itemsize / 1e9:.3g} GB)",
+                   "pass a smaller max_basis (at least 2), or --memory-limit so the plan sizes it"):
+            Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # [P, cap], columns contiguous
+        if workspace is not None:
+            workspace[key] = Q
+    T = np.zeros((min(cap, 16), min(cap, 16)))  # T_k in its leading k x k block, grown as needed
+    breakdown = BREAKDOWN_RTOL * torch.finfo(A.dtype).eps
     products = restarts = k = 0
     anorm, previous = 0.0, -math.inf
+    theta = S = None
     while True:
-        if k == Q.shape[1]:  # double the basis (columns stay contiguous)
-            with guard(f"growing the tracker's Lanczos basis to {min(cap, 2 * k)} columns", fix):
-                grown = torch.empty(min(cap, 2 * k), P, dtype=A.dtype, device=A.device).T
-            grown[:, :k] = Q
-            Q = grown
         w, stats = lanczos_step(A, Q, k, q)
         alpha, beta, aq = stats.tolist()
         products, k, anorm = products + 1, k + 1, max(anorm, aq)
-        alphas.append(alpha)
-        # a breakdown: K_k is invariant, its Ritz values are exact (rho = 0 stops the run)
-        betas.append(0.0 if is_breakdown(beta, anorm, A.dtype) else beta)
-        theta, S = _tridiagonal_eigh(alphas, betas[:-1])  # ascending
-        rho = np.abs(betas[-1] * S[-1])  # residual of every Ritz pair, no product
+        if k > T.shape[0]:
+            T = np.pad(T, (0, min(cap, 2 * T.shape[0]) - T.shape[0]))
+        T[k - 1, k - 1] = alpha
+        if beta <= breakdown * anorm:
+            beta = 0.0  # K_k is invariant: its Ritz values are exact (rho = 0 stops the run)
+        if k == 1:
+            theta, S = np.array([alpha]), np.ones((1, 1))
+        else:
+            theta, S = np.linalg.eigh(T[:k, :k])  # ascending
+        rho = np.abs(beta * S[-1])  # residual of every Ritz pair, no product
         threshold = tol * float(np.abs(theta).max())
         rho1, gap = float(rho[-1]), None
         rise, previous = float(theta[-1]) - previous, float(theta[-1])
@@ -155,7 +235,7 @@ def top_eigenpair(
             stop = "exact"
         elif rho1 <= threshold:
             stop = "residual"
-        elif (gap is not None and gap > 0 and rho1 * rho1 / gap <= threshold
+        elif (gap_rule and gap is not None and gap > 0 and rho1 * rho1 / gap <= threshold
               and rise <= SETTLED * threshold):
             stop = "residual^2/gap"
         elif products >= max_products:
@@ -166,28 +246,54 @@ def top_eigenpair(
             Y = Q[:, :k] @ torch.from_numpy(S[:, ::-1][:, :2].copy()).to(dtype=A.dtype, device=A.device)
             q = warm_vector(Y, random_probes(P, 1, gen, like=A)[:, 0])
             q = q / torch.linalg.vector_norm(q)
-            k, restarts, alphas, betas = 0, restarts + 1, [], []
+            k, restarts = 0, restarts + 1
+            T[:] = 0.0
         else:
+            if k == T.shape[0]:
+                T = np.pad(T, (0, min(cap, 2 * k) - k))
+            T[k - 1, k] = T[k, k - 1] = beta
             q = w / beta
     error = 0.0 if stop == "exact" else rho1
     if stop in ("residual^2/gap", "budget") and gap is not None and gap > 0:
         error = min(rho1, rho1 * rho1 / gap)
     top2 = torch.from_numpy(S[:, ::-1][:, : min(2, k)].copy())  # the top two Ritz vectors of T
     Y = Q[:, :k] @ top2.to(dtype=A.dtype, device=A.device)  # [P, <=2]
+    converged, certificate = _backed(T[:k, :k], beta, theta, rho, threshold, P, stop,
+                                     start is None and hint is None and restarts == 0)
     return TopEig(
         value=float(theta[-1]), residual=rho1, error=error, gap=gap, stop=stop,
-        converged=stop != "budget" or error <= threshold, threshold=threshold, products=products,
-        restarts=restarts, warm=start is not None, vectors=Y,
-        seed=None if generator is not None else int(seed),
+        converged=converged, estimate_met=stop != "budget" or error <= threshold,
+        certificate=certificate, threshold=threshold, products=products, restarts=restarts,
+        warm=start is not None, vectors=Y, seed=None if generator is not None else int(seed),
+        max_basis=cap,
     )
 
 
-def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs (ascending, float64) of the symmetric tridiagonal with diagonal ``alphas [k]``
-    and off-diagonal ``betas [k - 1]``."""
-    k = len(alphas)
-    T = np.zeros((k, k))
-    i = np.arange(k)
-    T[i, i] = alphas
-    T[i[:-1], i[1:]] = T[i[1:], i[:-1]] = betas
-    return np.linalg.eigh(T)
+def _backed(T: np.ndarray, beta: float, theta, rho, threshold: float, P: int, stop: str,
+            random_start: bool) -> tuple[bool, str]:
+    """``(converged, why)``: whether ``rho_1 <= threshold`` and the random start certifies that
+    no eigenvalue lies more than ``threshold`` above ``theta_1``
+    (:func:`condlab.estimators.bounds.top_errors` on the start vector's recurrence)."""
+    if stop == "exact":
+        return True, "exact: the run reached the full dimension"
+    if float(rho[-1]) > threshold:
+        return False, ("not converged: the residual exceeds tol * ||A|| (the run stopped on "
+                       f"'{stop}', an estimate)")
+    if not random_start:
+        return False, ("not certified: the start was not a random vector alone (a warm start "
+                       "holds it at weight 1e-4, a hint may depend on it, a restart drops it), so "
+                       "nothing bounds what the run did not see")
+    from condlab.estimators import bounds
+
+    diag, off = np.diag(T), np.append(np.diag(T, 1), beta)
+    blocks = []
+    for a, b in zip(diag, off):  # the start vector's three-term recurrence, as 1 x 1 blocks
+        R = torch.tensor([[b]]) if b else torch.zeros(0, 1, dtype=torch.float64)
+        blocks.append((torch.tensor([[a]]), R, torch.linalg.pinv(R)))
+        if not b:
+            break
+    theta = torch.from_numpy(np.asarray(theta, dtype=np.float64))
+    rec = bounds.StartRecurrence(blocks, theta)
+    end = bounds.top_errors(theta, torch.from_numpy(np.asarray(rho, dtype=np.float64)), 1,
+                            recurrence=rec, P=P, block_size=1, threshold=threshold, columns=1)
+    return bool(end.certified), end.reason

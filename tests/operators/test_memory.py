@@ -467,3 +467,14 @@ def test_the_heap_is_released_only_for_large_vectors(monkeypatch):
     assert calls == []
     memory.release_heap(memory.RELEASE_FROM)
     assert calls == [0]
+
+
+@pytest.mark.parametrize("P", [2, 6, 12])
+def test_a_small_operator_keeps_its_basis_not_two_pass(P):
+    """A basis of at most 8 columns because the operator is small (not because memory is
+    short) is the full-depth run, which certifies its ends exactly; two-pass Lanczos, whose
+    vectors lose orthogonality, certified nothing on the one-feature regression (P = 2)."""
+    g = torch.Generator().manual_seed(0)
+    M = torch.randn(P, P, generator=g, dtype=torch.float64)
+    p = memory.plan(Fake(M + M.T), top=1, bottom=1, budget=budget(10**10))
+    assert p.krylov != "two-pass"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 
-import numpy as np
 import pytest
 import torch
+from cases import train_and_checkpoint
 from torch import nn
 from typer.testing import CliRunner
 
@@ -43,7 +43,7 @@ def make_data():
     return X, y
 
 
-def train(tmp, optimizer: str, *, tracker_kw=None, condlab_format=False):
+def train(tmp, optimizer: str, *, tracker_kw=None):
     """A plain PyTorch loop: checkpoints every EVERY steps, and the hook at the same steps."""
     X, y = make_data()
     model = make_model()
@@ -51,16 +51,7 @@ def train(tmp, optimizer: str, *, tracker_kw=None, condlab_format=False):
            else torch.optim.SGD(model.parameters(), lr=0.5))
     tracker = Tracker(model, "mse", [(X, y)], every=EVERY, top=1, bottom=2, tol=1e-8,
                       **(tracker_kw or {}))
-    for step in range(1, STEPS + 1):
-        opt.zero_grad()
-        mse(model(X), y).backward()
-        opt.step()
-        tracker.step(opt)
-        if step % EVERY == 0:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},
-                       tmp / f"ckpt_{step:04d}.pt")
-    np.savez(tmp / "data.npz", X=X.numpy(), y=y.numpy())
-    (tmp / "model.yaml").write_text("widths: [8]\nactivation: tanh\n")
+    train_and_checkpoint(tmp, model, opt, mse, X, y, tracker, steps=STEPS, every=EVERY)
     return tracker
 
 
