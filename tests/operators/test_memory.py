@@ -478,3 +478,14 @@ def test_a_small_operator_keeps_its_basis_not_two_pass(P):
     M = torch.randn(P, P, generator=g, dtype=torch.float64)
     p = memory.plan(Fake(M + M.T), top=1, bottom=1, budget=budget(10**10))
     assert p.krylov != "two-pass"
+
+
+def test_a_non_finite_product_is_found_in_any_slice():
+    from condlab.measure import _all_finite
+
+    out = torch.ones(1000, 2)
+    assert _all_finite(out, chunk=7)
+    out[999, 1] = float("nan")
+    assert not _all_finite(out, chunk=7)
+    out[999, 1], out[3, 0] = 1.0, float("inf")
+    assert not _all_finite(out, chunk=7)
