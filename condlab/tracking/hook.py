@@ -161,7 +161,10 @@ class Tracker:
         self._train[1] += cpu - self._mark[1]
         self._train[2] += 1
         self.count = self.count + 1 if step is None else int(step)
-        rows = [] if self.count % self.every else self.measure(optimizer)
+        if self.count % self.every:  # no measurement: this call's end is its start (two clock
+            self._mark = (wall, cpu)  # reads per training step, not four)
+            return []
+        rows = self.measure(optimizer)
         self._mark = (time.perf_counter(), time.process_time())
         return rows
 

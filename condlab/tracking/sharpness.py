@@ -97,7 +97,7 @@ class Kept:
         )
 
         if self.budget is None:
-            self.budget = graph_budget(self.problem.device)
+            self.budget = graph_budget(self.problem.device, _limit(cfg))
         key = tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
                     if f.name not in ("lr", "beta1"))
         if self.settings is None or key != self.key:

@@ -119,3 +119,19 @@ def test_float32_restarted_bound_holds():
         assert r.lambda_max_upper >= 1.4 - 1e-6 and r.lambda_min_lower <= -1.0 + 1e-6
         if r.certified_top:
             assert r.lambda_max_upper - 1.4 <= r.threshold + 1e-6
+
+
+def test_warm_started_restarted_single_vector_bounds_hold():
+    """A warm start (Anderson's factor on the first column) with restarts: the residual
+    polynomial's certificate still bounds both ends against the dense truth."""
+    lam = torch.cat([lin(-2.0, -1.9, 3), lin(0.0, 1.0, 300), torch.tensor([4.0, 4.5], dtype=D64)])
+    A = spectral_matrix(lam, 3)
+    warm = torch.linalg.eigh(A).eigenvectors[:, -1] + 0.1 * torch.randn(
+        len(lam), generator=torch.Generator().manual_seed(0), dtype=D64)
+    for seed in range(3):
+        r = eigs.extreme_eigenpairs(A, top=1, bottom=1, tol=1e-8, seed=seed, block_size=1,
+                                    max_basis=8, start=warm, max_matvecs=2000)
+        assert r.restarts >= 1
+        assert r.lambda_max_upper >= 4.5 - 1e-12 and r.lambda_min_lower <= -2.0 + 1e-12
+        assert abs(float(r.eigenvalues_top[0]) - 4.5) <= float(r.errors_top[0]) + 1e-12
+        assert abs(float(r.eigenvalues_bottom[0]) + 2.0) <= float(r.errors_bottom[0]) + 1e-12
