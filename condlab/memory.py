@@ -451,6 +451,32 @@ def share_parameters(model, spec, theta, partial: bool = False) -> None:
             p.data = view
 
 
+RELEASE_FROM = 2**26  # vectors of at least 64 MiB: hand the heap's free pages back after a product
+_libc = []
+
+
+def release_heap(vector_bytes: int) -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``) where vectors
+    are large. A model's parameters and a backward's temporaries (a few MB each) live in the
+    heap, which glibc keeps after they are freed, while ``[P]`` vectors (hundreds of MB) are
+    mapped apart and cannot reuse it: the kept pages only add to the peak. Measured on the 10M
+    GPT-2: after building the Problem and one product the process held 6.2 vectors more than
+    before, 3.5 after the trim. No-op off glibc and below ``RELEASE_FROM`` (the trim walks the
+    heap: a small model's products would pay for it)."""
+    if vector_bytes < RELEASE_FROM:
+        return
+    if not _libc:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _libc.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim)
+        except (OSError, AttributeError):
+            _libc.append(None)
+    if _libc[0] is not None:
+        _libc[0](0)
+
+
 on_plan: list = []  # callables given each plan as it is made (the CLI's --verbose prints it)
 
 

@@ -38,7 +38,7 @@ from condlab.distributed import StreamedBatches, all_reduce_sum, raise_if_any
 from condlab.errors import CondlabError, UsageError
 from condlab.load.structure import batch_len, call_model, map_tensors, select_output
 from condlab.losses import Loss, make_loss
-from condlab.memory import share_parameters
+from condlab.memory import release_heap, share_parameters
 from condlab.params import ParamSpec, select_params
 from condlab.problem_checks import check_problem
 from condlab.problem_options import BN_MODES, DROPOUT_MODES, DTYPES, ProblemOptions  # noqa: F401
@@ -190,6 +190,7 @@ class Problem:
         share_parameters(self.model, self.spec, self.theta)  # the copy's weights: views of theta
         if share_weights:  # and the caller's, where it asked (see the class docstring)
             share_parameters(model, self.spec, self.theta, partial=True)
+        release_heap(self.theta.numel() * self.theta.element_size())  # the copy's old weights
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.spec.names}
         self.fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
         try:

@@ -476,6 +476,10 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     if args.cell:
         torch.set_num_threads(args.threads)
+        if os.environ.get("CONDLAB_BENCH_LOG"):  # the two-pass Lanczos' progress on stderr
+            import logging
+
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         print(json.dumps(cell(args.cell, args.sequences, args.batch, args.steps,
                               args.product_block)))
         return 0

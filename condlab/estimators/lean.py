@@ -42,6 +42,7 @@ matrices" (1971); Simon, "The Lanczos algorithm with partial reorthogonalization
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import torch
@@ -52,6 +53,7 @@ from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
 from condlab.estimators.lanczos import BREAKDOWN_RTOL
 
+log = logging.getLogger("condlab.lean")
 CERTIFY_EVERY = 0.1  # the certificate is checked every 10% more products, as the basis path
 FLOOR = 0.5  # eigenvalues within FLOOR * tol * ||A|| of an end are not excluded (_pollution)
 
@@ -124,7 +126,7 @@ def lean_extreme_eigenpairs(
     held). Stops when the wanted Krylov residuals meet ``tol * ||A||`` and the end is certified
     (or cannot be: orthogonality lost, a warm start's weaker certificate is not waited for), or
     when pass 2 and the check would pass ``max_matvecs``."""
-    from condlab.estimators.eigs import MAX_TIGHTEN, TIGHTEN, _certified, _Ritz
+    from condlab.estimators.eigs import MAX_TIGHTEN, TIGHTEN, _Ritz
 
     if top not in (0, 1) or bottom not in (0, 1) or top + bottom == 0:
         raise UsageError(f"the two-pass Lanczos finds top <= 1 and bottom <= 1 (not both 0), got "
@@ -141,7 +143,7 @@ def lean_extreme_eigenpairs(
     semi = math.sqrt(eps)
     run = _Recurrence(A, _start(A, P, gen, start))
     omega, lost_at, next_check, factor, tightened, spent = 0.0, None, 0, 1.0, 0, 0
-    anorm, stop = 0.0, ""
+    anorm, stop, met_at, history, waited = 0.0, "", 0, [], None
     while True:
         while True:
             beta = run.step()
@@ -157,28 +159,61 @@ def lean_extreme_eigenpairs(
             wanted = torch.cat([krylov[:bottom], krylov[m - top:]])
             met = bool((wanted <= threshold).all())
             ritz = _Ritz(theta, S, krylov)
+            done = spent + run.products
+            # the wanted pairs' own lost orthogonality: below sqrt(eps) ||A|| of Krylov residual
+            # their Ritz values may get ghost copies and the Ritz vector pass 2 sums degrade
+            # (GPT-2 small float32: true residual past tol after waiting to residual 0.09 < 0.18);
+            # the true residual then says so, and continuing would not help
+            own = eps * anorm / max(float(wanted.min()), 1e-300)
             if met and certify and start is None and lost_at is None:
-                if spent + run.products >= next_check:
-                    cert = _certificate(run, beta, omega, exact=False)
-                    met = _certified(ritz, cert, top, bottom, threshold, P, 1)
-                    done = spent + run.products
+                met_at = met_at or done
+                if done >= next_check:
+                    err = _end_error(ritz, _certificate(run, beta, omega, exact=False), top,
+                                     bottom, threshold, P)
+                    met = err <= threshold
                     next_check = done + max(1, int(CERTIFY_EVERY * done))
+                    if not met:
+                        wait = _projected_wait(history, done, err, threshold, met_at)
+                        history.append((done, err))
+                        if wait is not None and done + 2 * wait + m + nwant > max_matvecs:
+                            stop, waited = "met", wait  # the certificate is out of reach
+                            log.info("lean: step %d, residual met; certificate error %.3g > "
+                                     "%.3g, about %s more products projected: not waited for",
+                                     m, err, threshold, wait)
+                            break
                 else:
                     met = False
             breakdown = beta <= BREAKDOWN_RTOL * eps * max(anorm, 1e-300) or m >= P
             # pass 2 takes m - 1 more products, then one per listed pair; one step more: + 2
-            budget = spent + run.products + 1 + m + nwant > max_matvecs
+            budget = done + 1 + m + nwant > max_matvecs
+            if m % 10 == 0:
+                log.info("lean: step %d, %d products, theta %.6g .. %.6g, wanted residuals %s, "
+                         "omega %.2g, peak RSS %s", m, done, float(theta[0]), float(theta[-1]),
+                         [f"{float(x):.3g}" for x in wanted], omega, _peak())
             if met or breakdown or budget:
                 stop = "met" if met else ("breakdown" if breakdown else "budget")
                 break
+        log.info("lean: pass 1 stopped (%s) at step %d; pass 2; peak RSS %s", stop, m, _peak())
         result = _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega,
                               lost_at, stop, return_vectors, max_matvecs, spent)
-        if (stop == "met" and result.stop_reason.startswith("rounding")
+        if own > semi and result.stop_reason.startswith("rounding"):
+            result = dataclasses.replace(result, stop_reason=result.stop_reason + (
+                "; the Lanczos vectors lost orthogonality along the wanted Ritz vector (its "
+                "Krylov residual fell below sqrt(eps) ||A|| while the run waited for the end "
+                "certificate), which degrades the Ritz vector pass 2 sums: more steps would "
+                "not help"))
+        elif waited is not None:
+            result = dataclasses.replace(result, stop_reason=result.stop_reason + (
+                f"; the end certificate was not waited for: at its rate so far it would need "
+                f"about {waited} more products in each pass, past max_matvecs = {max_matvecs}"))
+        log.info("lean: %s; peak RSS %s", result.stop_reason, _peak())
+        if (stop == "met" and result.stop_reason.startswith("rounding") and own <= semi
                 and tightened < MAX_TIGHTEN
                 and result.matvecs + 3 * (m + 1) + nwant <= max_matvecs):
             # the Krylov estimate met tol but the true residual did not: replay the recurrence
             # to step m (no vector was kept through the check) and go on against a tighter target
             factor, tightened, spent = factor * TIGHTEN, tightened + 1, result.matvecs
+            result = None  # its vectors and their products go before the replay
             gen.set_state(state)
             run = _Recurrence(A, _start(A, P, gen, start))
             for _ in range(m):
@@ -186,6 +221,40 @@ def lean_extreme_eigenpairs(
             spent -= run.products  # run.products counts the replay; spent the rest
             continue
         return dataclasses.replace(result, seed=None if generator is not None else int(seed))
+
+
+def _end_error(ritz, cert, top: int, bottom: int, threshold: float, P: int) -> float:
+    """The largest certified error of the end values (``lambda_max``, ``lambda_min``) from
+    the Krylov residuals: what :func:`condlab.estimators.eigs._certified` compares."""
+    kw = dict(recurrence=cert.recurrence, P=P, block_size=1, threshold=threshold, columns=1,
+              start_scale=cert.scale, exact=cert.exact)
+    errs = [float(bounds.top_errors(ritz.theta, ritz.residuals, top, **kw).errors[0])] if top \
+        else []
+    if bottom:
+        errs.append(float(bounds.bottom_errors(ritz.theta, ritz.residuals, bottom, **kw).errors[0]))
+    return max(errs)
+
+
+def _projected_wait(history: list, done: int, err: float, threshold: float,
+                    met_at: int) -> int | None:
+    """Products until the end error reaches ``threshold`` at its geometric rate since the last
+    check; None while that cannot be told yet. No finite error, or none falling, by twice the
+    products at which the residuals met tol: out of reach (``2**62``)."""
+    out_of_reach = 2**62 if done >= 2 * met_at else None
+    if not math.isfinite(err) or not history or not math.isfinite(history[-1][1]):
+        return out_of_reach
+    p0, e0 = history[-1]
+    rate = (math.log(e0) - math.log(err)) / max(1, done - p0)
+    if rate <= 0:
+        return out_of_reach
+    return int(math.ceil(math.log(err / threshold) / rate))
+
+
+def _peak() -> str:
+    """The process's peak resident set so far (the log's memory trace)."""
+    import resource
+
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
 
 
 def _pollution(theta: Tensor, krylov: Tensor, noise: float, top: int, bottom: int,

@@ -123,7 +123,7 @@ class _CurvatureOperator(LinearOperator):
         raise NotImplementedError
 
     def _matmat(self, V: Tensor) -> Tensor:
-        from condlab.memory import guard, memory_fix
+        from condlab.memory import guard, memory_fix, release_heap
 
         V = V.to(self.dtype)
         K, out = V.shape[1], None
@@ -142,6 +142,7 @@ class _CurvatureOperator(LinearOperator):
                     del prod
         if out is None:  # no batches on this rank
             out = torch.zeros_like(V)
+        release_heap(V.shape[0] * V.element_size())  # the backward's freed temporaries
         return all_reduce_sum(out)  # a distributed run holds a shard of the batches per rank
 
     def memory_profile(self) -> tuple[int, int, int]:

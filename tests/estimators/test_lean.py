@@ -177,3 +177,17 @@ def test_measure_runs_two_pass_when_the_plan_picks_it_before_any_product(monkeyp
     assert r.eigenvalues_bottom[0] == pytest.approx(float(ev[0]), abs=1e-5)
     assert r.converged_top[0] and r.converged_bottom[0]
     assert math.isfinite(r.details["errors_top"][0])
+
+
+def test_an_out_of_reach_certificate_is_not_waited_for():
+    """The residual meets tol early; the end certificate would need more products than the
+    budget leaves at its rate so far: the run stops there (end not certified, said why) rather
+    than spending the budget; with room it waits and certifies."""
+    A, ev = indefinite()
+    short = lean_extreme_eigenpairs(A, top=1, bottom=0, tol=1e-6, max_matvecs=90)
+    assert short.matvecs < 90 and not short.certified_top
+    assert "not waited for" in short.stop_reason
+    assert float(short.residuals_top[0]) <= short.threshold  # the value itself is backed
+    roomy = lean_extreme_eigenpairs(A, top=1, bottom=0, tol=1e-6, max_matvecs=300)
+    assert roomy.certified_top and "not waited" not in roomy.stop_reason
+    assert abs(float(roomy.eigenvalues_top[0]) - float(ev[-1])) <= float(roomy.errors_top[0])

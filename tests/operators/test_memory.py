@@ -460,6 +460,15 @@ def test_the_memory_limit_option_reaches_the_graph_budget(tiny_problem, monkeypa
     assert seen and all(x == limit for x in seen)
 
 
+def test_the_heap_is_released_only_for_large_vectors(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "_libc", [lambda pad: calls.append(pad)])
+    memory.release_heap(memory.RELEASE_FROM - 1)  # a small model: no trim per product
+    assert calls == []
+    memory.release_heap(memory.RELEASE_FROM)
+    assert calls == [0]
+
+
 @pytest.mark.parametrize("P", [2, 6, 12])
 def test_a_small_operator_keeps_its_basis_not_two_pass(P):
     """A basis of at most 8 columns because the operator is small (not because memory is
@@ -469,3 +478,14 @@ def test_a_small_operator_keeps_its_basis_not_two_pass(P):
     M = torch.randn(P, P, generator=g, dtype=torch.float64)
     p = memory.plan(Fake(M + M.T), top=1, bottom=1, budget=budget(10**10))
     assert p.krylov != "two-pass"
+
+
+def test_a_non_finite_product_is_found_in_any_slice():
+    from condlab.measure import _all_finite
+
+    out = torch.ones(1000, 2)
+    assert _all_finite(out, chunk=7)
+    out[999, 1] = float("nan")
+    assert not _all_finite(out, chunk=7)
+    out[999, 1], out[3, 0] = 1.0, float("inf")
+    assert not _all_finite(out, chunk=7)
