@@ -125,7 +125,7 @@ def budget(nbytes):
 def test_the_plan_picks_two_pass_only_where_the_basis_would_be_tiny():
     A, _ = indefinite()
     M = A.matrix
-    P, vec = M.shape[0], M.shape[0] * 8
+    vec = M.shape[0] * 8
     op = Fake(M)
     roomy = memory.plan(op, top=1, bottom=0, budget=budget(10**9))
     assert roomy.krylov == "basis" and roomy.max_basis > memory.LEAN_BASIS
