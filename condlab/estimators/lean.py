@@ -352,8 +352,7 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
         why = (f"not certified: the Lanczos vectors lost semi-orthogonality at step {lost_at} "
                f"(Paige's estimate {omega:.2g} > sqrt(eps) = {math.sqrt(torch.finfo(A.dtype).eps):.2g};"
                " two-pass Lanczos keeps no basis to re-orthogonalize): the value is backed by its "
-               "true residual only; where memory allows, --max-basis 16 or more keeps a basis that is "
-               "re-orthogonalized")
+               "true residual only")
         et = dataclasses.replace(et, certified=False, reason=why) if top else et
         eb = dataclasses.replace(eb, certified=False, reason=why) if bottom else eb
     rt, rb = res[:top], res[top:]

@@ -64,7 +64,6 @@ def test_lost_orthogonality_is_reported_not_certified():
     A, ev = indefinite(dtype=torch.float32)
     r = lean_extreme_eigenpairs(A, top=1, bottom=0, tol=2e-4, max_matvecs=2000)
     assert not r.certified_top and "semi-orthogonality" in r.certificate_top
-    assert "--max-basis" in r.certificate_top  # the way out, where memory allows
     assert "not certified" in r.certificate_top
     # still an eigenvalue within its true residual
     assert min(abs(float(r.eigenvalues_top[0]) - ev)) <= float(r.residuals_top[0]) + 1e-5
