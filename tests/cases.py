@@ -224,3 +224,20 @@ def own_model_files(page: str = "docs/own-models.md") -> dict[str, str]:
 
     return dict(re.findall(r"```python file=(\S+)\n(.*?)```", own_model_section(page),
                            flags=re.S))
+
+
+def interrupt_sweep(monkeypatch, at: int = 3):
+    """Make the checkpoint sweep die (KeyboardInterrupt) at its ``at``-th checkpoint; returns a
+    callable that puts the real ``Sweep.measure`` back."""
+    import condlab.tracking.sweep as sweep
+
+    real, calls = sweep.Sweep.measure, []
+
+    def dying(self, ckpt, starts, on_progress=None):
+        calls.append(ckpt.step)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real(self, ckpt, starts, on_progress)
+
+    monkeypatch.setattr(sweep.Sweep, "measure", dying)
+    return lambda: monkeypatch.setattr(sweep.Sweep, "measure", real)

@@ -8,7 +8,7 @@ import importlib.util
 
 import pytest
 import torch
-from cases import train_and_checkpoint
+from cases import interrupt_sweep, train_and_checkpoint
 from torch import nn
 from typer.testing import CliRunner
 
@@ -126,20 +126,11 @@ def test_an_interrupted_sweep_resumes_to_the_same_bytes(adam_run, tmp_path, monk
     assert invoke(*args, "-o", full).exit_code == 0
     import condlab.tracking.sweep as sweep
 
-    real = sweep.Sweep.measure
     part = tmp_path / "part.csv"
-    calls = []
-
-    def dying(self, ckpt, starts, on_progress=None):
-        calls.append(ckpt.step)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, ckpt, starts, on_progress)
-
-    monkeypatch.setattr(sweep.Sweep, "measure", dying)
+    restore = interrupt_sweep(monkeypatch)
     r = invoke(*args, "-o", part)
     assert r.exit_code != 0 and len(read_rows(part, columns=COLUMNS, what="track")) == 4
-    monkeypatch.setattr(sweep.Sweep, "measure", real)
+    restore()
     # as if killed between the rows and the warm-start file: the chain is rebuilt by replaying
     # (with the file in place, see the --on-error test below)
     sweep.warm_path(part).unlink()

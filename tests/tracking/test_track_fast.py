@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from cases import train_and_checkpoint
+from cases import interrupt_sweep, train_and_checkpoint
 from torch import nn
 from typer.testing import CliRunner
 
@@ -449,17 +449,9 @@ def test_a_stale_warm_file_is_not_used_on_resume(run_dir, tmp_path, monkeypatch)
     full = tmp_path / "full.csv"
     assert runner.invoke(app, sweep_args(tmp, "-o", str(full))).exit_code == 0
     part = tmp_path / "part.csv"
-    real, calls = sweep.Sweep.measure, []
-
-    def dying(self, ckpt, starts, on_progress=None):
-        calls.append(ckpt.step)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(self, ckpt, starts, on_progress)
-
-    monkeypatch.setattr(sweep.Sweep, "measure", dying)
+    restore = interrupt_sweep(monkeypatch)
     assert runner.invoke(app, sweep_args(tmp, "-o", str(part))).exit_code != 0
-    monkeypatch.setattr(sweep.Sweep, "measure", real)
+    restore()
     # another sweep's warm file for the same checkpoint (ckpt_0050), at a looser tol
     other = tmp_path / "other"
     other.mkdir()
