@@ -50,6 +50,7 @@ from condlab.errors import CondlabError, UsageError
 HEADROOM = 0.15  # share of the available memory the plan leaves free (allocator, loss temporaries)
 DEFAULT_BASIS_BYTES = 2**30  # the default basis: up to 256 columns within 1 GiB ...
 DEFAULT_BASIS_COLUMNS = 256
+PRODUCTS_KEPT_BYTES = 2**28  # A V is kept beside V (true residuals without products) up to this
 LEAN_BASIS = 8  # a default basis of at most this many columns: two-pass Lanczos instead
 UNLIMITED = 2**60  # cgroup and rlimit values at or above this mean "no limit"
 GiB = 2**30
@@ -212,6 +213,7 @@ class MemoryPlan:
     max_basis: int | None = None  # Lanczos basis columns (None: no Lanczos)
     block_size: int | None = None  # Lanczos block b
     basis_bytes: int = 0
+    products_kept_bytes: int = 0  # A V kept beside the basis for the true residuals
     default_basis: int | None = None  # what the default would be without a memory limit
     krylov: str | None = None  # 'basis' (thick-restarted block Lanczos) or 'two-pass' (no basis)
     probe_block: int | None = None  # trace probes per block
@@ -405,7 +407,13 @@ def plan(
             result.max_basis, result.block_size = m, b
             result.basis_bytes = m * vbytes if same_device else 0
             result.krylov = "basis"
-            need = max(need, graph + result.basis_bytes + max(step, end))
+            # extreme_eigenpairs keeps the basis' products A V beside V where they are small
+            # (true residuals without more products): charged here, so the peak is planned
+            kept = result.basis_bytes if result.basis_bytes <= PRODUCTS_KEPT_BYTES else 0
+            if kept and room_after(result.basis_bytes + max(step, end) + kept) >= 0:
+                result.products_kept_bytes = kept
+            need = max(need, graph + result.basis_bytes + result.products_kept_bytes
+                       + max(step, end))
 
     if trace_probes > 0:
         keep = (trace_probes // 3) * vec if trace_method == "hutch++" else 0

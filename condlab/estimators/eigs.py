@@ -82,7 +82,6 @@ NEIGHBOUR_FRACTION = 0.3  # ... of which 30% are neighbours of the wanted pairs
 BASIS_DTYPES = (torch.float32, torch.float64)
 TIGHTEN, MAX_TIGHTEN = 0.25, 4  # Krylov target x0.25 each time a true residual misses tol
 ROUNDING = 16.0  # a stated error is at least ROUNDING * eps * ||A|| (Rayleigh-Ritz rounding)
-PRODUCTS_KEPT_BYTES = 2**28  # A V is kept beside V (true residuals without products) up to this
 
 
 @dataclass(frozen=True)
@@ -439,10 +438,10 @@ def extreme_eigenpairs(
         V = torch.empty(cap, P, dtype=vdtype, device=vdevice).T
     # the products of the basis, kept where they are small: the true residuals come from them
     # (A y = (A V) s) instead of one more product per listed pair
-    from condlab.memory import available
+    from condlab import memory  # its plan charges these bytes (memory.PRODUCTS_KEPT_BYTES)
 
     AV = torch.empty(cap, P, dtype=vdtype, device=vdevice).T if (true_residuals and cap * P * itemsize
-          <= min(PRODUCTS_KEPT_BYTES, available(vdevice).bytes // 16)) else None
+          <= min(memory.PRODUCTS_KEPT_BYTES, memory.available(vdevice).bytes // 16)) else None
     H = torch.zeros(cap, cap, dtype=torch.float64)
     first = random_probes(P, b, gen, like=V)
     if start is not None:

@@ -489,3 +489,14 @@ def test_a_non_finite_product_is_found_in_any_slice():
     assert not _all_finite(out, chunk=7)
     out[999, 1], out[3, 0] = 1.0, float("inf")
     assert not _all_finite(out, chunk=7)
+
+
+def test_the_plan_charges_the_products_kept_beside_a_small_basis(monkeypatch):
+    """extreme_eigenpairs keeps A V beside V where it is at most PRODUCTS_KEPT_BYTES: the plan
+    counts those bytes in its peak, and not where they would not be kept."""
+    M, _ = spectrum_matrix()
+    p = memory.plan(Fake(M), top=2, bottom=1, budget=budget(10**10))
+    assert p.krylov == "basis" and p.products_kept_bytes == p.basis_bytes > 0
+    monkeypatch.setattr(memory, "PRODUCTS_KEPT_BYTES", 0)
+    q = memory.plan(Fake(M), top=2, bottom=1, budget=budget(10**10))
+    assert q.products_kept_bytes == 0 and p.need_bytes - q.need_bytes == p.basis_bytes
