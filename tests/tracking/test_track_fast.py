@@ -383,6 +383,70 @@ def test_a_diverged_run_is_one_condlab_error():
         tracker.step(opt)
 
 
+def test_the_direct_product_is_the_operators_product():
+    """The fast path's product without the operator's dispatch (``top._direct``) is bit for bit
+    ``A @ v`` for the cached single-batch Hessian and for ``P^-1/2 (H + a I) P^-1/2 + b I``
+    around it, both against the dense float64 Hessian; it is used only once the graph is kept,
+    and for nothing else (two batches: the operator's own product)."""
+    from condlab.operators.curvature import HessianOperator
+    from condlab.operators.diagonal import PreconditionedOperator
+    from condlab.problem import Problem
+    from condlab.tracking.top import _direct
+
+    model, opt, X, y = small_run(steps=5)
+    H = dense_hessian(model, X[:32], y[:32])
+    d = adam_diagonal(opt).to(H.dtype)
+    v = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(3), dtype=H.dtype)
+    A = HessianOperator(Problem(model, [(X[:32], y[:32])], "cross-entropy", dtype=torch.float64))
+    assert _direct(A) is None  # no graph yet: the first product builds it through A @ v
+    B = PreconditionedOperator(A, d, inner_shift=0.3, outer_shift=0.2)
+    Av = A @ v
+    hv, bv = _direct(A), _direct(B)
+    assert torch.equal(hv(v), Av) and torch.equal(bv(v), B @ v)
+    assert torch.allclose(hv(v), H @ v, rtol=1e-10, atol=1e-12)
+    s = d.rsqrt()
+    dense_b = s[:, None] * (H + 0.3 * torch.eye(H.shape[0], dtype=H.dtype)) * s[None, :]
+    assert torch.allclose(bv(v), dense_b @ v + 0.2 * v, rtol=1e-10, atol=1e-12)
+    two = HessianOperator(Problem(model, [(X[:32], y[:32]), (X[32:64], y[32:64])],
+                                  "cross-entropy", dtype=torch.float64))
+    two @ v
+    assert _direct(two) is None and _direct(torch.eye(3)) is None
+    e = top_eigenpair(B, tol=1e-10, seed=0)  # through the direct product after the first
+    top = float(torch.linalg.eigvalsh((dense_b + dense_b.T) / 2)[-1]) + 0.2
+    assert e.value == pytest.approx(top, rel=1e-9)
+
+
+def test_a_kept_workspace_changes_no_result_and_a_large_basis_is_not_kept(monkeypatch):
+    """A training loop keeps the Lanczos basis and the seeded random start between
+    measurements: every result (values, vectors, products, restarts) is what a fresh
+    generator gives, also across a restart (which draws past the kept start); a basis above
+    ``KEEP_BYTES`` is let go between measurements."""
+    import condlab.tracking.sharpness as sharpness
+
+    A, _ = spectrum_matrix(torch.cat([torch.tensor([10.0, 9.0]), bulk(298)]), seed=5)
+    B = _rotated(A, 0.05, seed=6)
+    ws: dict = {}
+    for kw in ({}, {"max_basis": 6}, {"tol": 1e-8, "max_basis": 6}):
+        opts = {"tol": 1e-4, **kw}
+        fresh = [top_eigenpair(A, generator=torch.Generator().manual_seed(0), **opts)]
+        fresh.append(top_eigenpair(B, generator=torch.Generator().manual_seed(0),
+                                   start=fresh[0].vectors, **opts))
+        kept = [top_eigenpair(A, seed=0, workspace=ws, **opts)]
+        kept.append(top_eigenpair(B, seed=0, start=kept[0].vectors, workspace=ws, **opts))
+        for a, b in zip(fresh, kept, strict=True):
+            assert (a.value, a.products, a.restarts, a.stop) == (b.value, b.products, b.restarts, b.stop)
+            assert torch.equal(a.vectors, b.vectors)
+            assert abs(a.value - 10.0) <= opts["tol"] * 10.0
+    assert any(e.restarts for e in kept)
+    model, opt, X, y = small_run(steps=3)
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1)
+    tracker.step(opt)
+    assert tracker.kept.workspace  # small: kept
+    monkeypatch.setattr(sharpness, "KEEP_BYTES", 8)
+    tracker.step(opt)
+    assert all(t.numel() * t.element_size() <= 8 for t in tracker.kept.workspace.values())
+
+
 # -- the sweep: lambda_max alone, one read per checkpoint, a stale warm file -------------------
 EVERY, STEPS = 25, 100
 
