@@ -416,6 +416,22 @@ def test_the_direct_product_is_the_operators_product():
     assert e.value == pytest.approx(top, rel=1e-9)
 
 
+def test_the_lanczos_eigensolve_is_numpys_bit_for_bit():
+    """The fast path's small eigensolve (numpy's LAPACK ufunc, without the wrapper) gives the
+    bits of ``np.linalg.eigh`` on tridiagonal matrices like T_k, repeated eigenvalues too."""
+    import numpy as np
+
+    from condlab.tracking.top import _eigh
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5, 16, 40):
+        T = np.diag(rng.standard_normal(k)) + np.diag(np.abs(rng.standard_normal(k - 1)), 1)
+        T = T + np.triu(T, 1).T
+        for M in (T, np.diag(np.repeat([2.0, 1.0], (k + 1) // 2)[:k])):
+            a, b = np.linalg.eigh(M), _eigh(M)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_a_kept_workspace_changes_no_result_and_a_large_basis_is_not_kept(monkeypatch):
     """A training loop keeps the Lanczos basis and the seeded random start between
     measurements: every result (values, vectors, products, restarts) is what a fresh
