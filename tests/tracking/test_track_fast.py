@@ -313,6 +313,33 @@ def test_tracker_in_steps_follows_the_time_between_step_calls(monkeypatch):
     assert rows[0]["in_steps"] == pytest.approx(rows[0]["seconds"] / m["step_seconds"])
 
 
+def test_a_training_step_is_the_time_since_the_last_measurement_over_the_steps(monkeypatch):
+    """No clock is read between measurements: the training steps since the last measurement
+    (or the Tracker's construction) share the time since it. A measurement asked for directly
+    starts the next interval too (before, the steps after it were charged its time)."""
+    import condlab.tracking.hook as hook
+
+    model, opt, X, y = small_run(steps=1)
+    now = [0.0]
+    monkeypatch.setattr(hook.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(hook.time, "process_time", lambda: now[0] / 2)
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=3)
+    for _ in range(3):
+        now[0] += 2.0
+        rows = tracker.step(opt)
+    m = tracker.measurements[-1]
+    assert (m["train_steps"], m["step_seconds"], m["step_cpu_seconds"]) == (3, 2.0, 1.0)
+    now[0] += 1.0
+    tracker.measure(opt)
+    assert tracker.measurements[-1]["train_steps"] == 0
+    for _ in range(3):
+        now[0] += 5.0
+        rows = tracker.step(opt)
+    m = tracker.measurements[-1]
+    assert (m["train_steps"], m["step_seconds"], m["step_cpu_seconds"]) == (3, 5.0, 2.5)
+    assert rows[0]["in_steps"] == rows[0]["seconds"] / 5.0
+
+
 def test_warm_measurements_take_fewer_products_and_agree_with_cold_ones():
     model, opt, X, y = small_run(steps=5)
     warm = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1, tol=1e-6)
