@@ -226,6 +226,7 @@ class HessianOperator(_CurvatureOperator):
                 out[:, k] = _double_backward(g, theta, V[:, k])
             return out
 
+        hvp.graph = (g, theta)  # read by the tracker's one-vector product (condlab.tracking.top)
         return hvp
 
 

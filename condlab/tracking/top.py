@@ -173,7 +173,7 @@ def _direct(A):
     a cached single-batch Hessian (its map's backward pass), and ``P^-1/2 A P^-1/2`` (+ shifts)
     around one. None for anything else (the caller then goes through ``A @ v``)."""
     from condlab.distributed import is_distributed
-    from condlab.operators.curvature import HessianOperator
+    from condlab.operators.curvature import GRAD_OUTPUTS_FROM, HessianOperator
     from condlab.operators.diagonal import PreconditionedOperator
 
     if type(A) is PreconditionedOperator:
@@ -197,12 +197,30 @@ def _direct(A):
             or A.problem.weights != [1.0] or is_distributed()):
         return None
     hvp = A._maps[0]
+    g, theta = getattr(hvp, "graph", (None, None))
+    if g is None or g.numel() >= GRAD_OUTPUTS_FROM:
 
-    def hessian(v: Tensor) -> Tensor:
+        def hessian(v: Tensor) -> Tensor:
+            A.matvecs += 1
+            return hvp(v[:, None])[:, 0]
+
+        return hessian
+    # d(g . v)/d theta by autograd's engine, as torch.autograd.grad runs it (the same bits:
+    # test_the_direct_product_is_the_operators_product) without its Python checks: 200 us
+    # against 230 a product of the digits MLP; autograd.grad if the engine's call changes
+    run = torch.autograd.Variable._execution_engine.run_backward
+    one, engine = torch.ones((), dtype=g.dtype, device=g.device), [True]
+
+    def backward(v: Tensor) -> Tensor:
         A.matvecs += 1
+        if engine[0]:
+            try:
+                return run((g @ v,), (one,), True, False, (theta,), False, False)[0]
+            except TypeError:
+                engine[0] = False
         return hvp(v[:, None])[:, 0]
 
-    return hessian
+    return backward
 
 
 def basis_columns(A, max_products: int, max_basis: int | None = None,
