@@ -15,8 +15,8 @@ not serve) adds ``lambda_min`` and kappa through the full ``condlab spectrum`` s
 
 The measurement batch is the first batch given (one training batch) unless ``samples=N`` takes
 the first N samples of all of them. Each row reports its products (``hvps``), its ``seconds``
-and ``in_steps``: those seconds over the mean duration of a training step, the time between two
-``step`` calls outside measurements.
+and ``in_steps``: those seconds over the mean duration of a training step, the time since the
+last measurement over the ``step`` calls since.
 
 At a measured step the model's current weights, the fixed measurement batch and the
 optimizer's live state (``lr``, ``beta1``, its diagonal preconditioner) are measured exactly as
