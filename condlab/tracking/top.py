@@ -129,11 +129,12 @@ def _mix(S: Tensor, q: Tensor) -> Tensor:
     return q
 
 
-def warm_vector(start: Tensor, R: Tensor) -> Tensor:
+def warm_vector(start: Tensor, R: Tensor, noise: Tensor | None = None) -> Tensor:
     """``q_1 [P]``: ``s_1/||s_1|| + WARM_SECOND s_2/||s_2|| + WARM_NOISE r/||r||`` for the columns
-    ``s_i`` of ``start [P]`` or ``[P, k]`` (only the first two are used) and the random ``r``."""
+    ``s_i`` of ``start [P]`` or ``[P, k]`` (only the first two are used) and the random ``r``
+    (``noise``: that last term, already computed)."""
     S = _normalized_columns(start, R, "start")
-    return _mix(S, WARM_NOISE * R / torch.linalg.vector_norm(R))
+    return _mix(S, WARM_NOISE * R / torch.linalg.vector_norm(R) if noise is None else noise)
 
 
 def hinted_vector(hint: Tensor, R: Tensor) -> Tensor:
@@ -163,6 +164,7 @@ def _random_start(P: int, A, generator: torch.Generator | None, seed: int,
     r = workspace.get(key)
     if r is None:
         r = workspace[key] = random_probes(P, 1, make_generator(None, seed), like=A)[:, 0]
+        workspace[("noise", *key[1:])] = WARM_NOISE * r / torch.linalg.vector_norm(r)
     return r
 
 
@@ -284,7 +286,8 @@ def top_eigenpair(
     gen = generator  # a seeded one is made only for a restart (r may come from the workspace)
     r = _random_start(P, A, generator, seed, workspace)
     if start is not None:
-        q = warm_vector(start, r)
+        noise = (workspace or {}).get(("noise", P, A.dtype, str(A.device), int(seed)))
+        q = warm_vector(start, r, None if generator is not None else noise)
     elif hint is not None:
         q = hinted_vector(hint, r)
     else:
