@@ -31,7 +31,7 @@ Errors against the reference of ``bench_peers.py`` (dense ``eigvalsh`` on the di
 the CNN condlab at tol 1e-8 with residuals re-checked by plain double backward):
 ``max |lambda - lambda_ref| / lambda_max``. CPU seconds (``time.process_time``), one thread.
 
-    python scripts/bench_bottom.py       # about 5 min on 2 shared cores, most of it the CNN
+    python scripts/bench_bottom.py       # 6.5 min on 2 shared cores (load 4-5), most of it the CNN
     python scripts/bench_bottom.py --problems digits-mlp --degrees 4,8 --cuts zero,oracle
     python scripts/bench_bottom.py --problems cnn --cuts oracle
 
