@@ -79,7 +79,7 @@ from torch import Tensor
 from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, operator_size, random_probes
 from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos_step
-from condlab.memory import guard
+from condlab.memory import guard, memory_fix
 
 WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
 WARM_NOISE = 1e-4  # weight of the random vector: no direction is exactly absent
@@ -317,7 +317,11 @@ def top_eigenpair(
             direct = _direct(A)
         if direct and Q.device.type == "cpu":  # lanczos_step's arithmetic, read without a stack
             Q[:, k] = q
-            w = direct(q)
+            try:  # an allocator error: the one line of A @ v's guard (a try costs nothing)
+                w = direct(q)
+            except Exception as e:
+                with guard("a curvature product of 1 vector(s)", memory_fix()):
+                    raise e from None
             aq = float(torch.linalg.vector_norm(w))
             w, h = cgs2(Q[:, : k + 1], w)
             alpha, beta = float(h[k]), float(torch.linalg.vector_norm(w))

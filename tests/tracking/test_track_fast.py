@@ -629,6 +629,27 @@ def test_an_allocator_error_in_the_trackers_basis_is_one_line(monkeypatch):
         top.top_eigenpair(A, tol=1e-6, seed=0)
 
 
+def test_an_allocator_error_in_a_direct_product_is_the_operators_one_line(monkeypatch):
+    """The direct product skips the operator's memory guard, not its message: running out of
+    memory there is the one line ``A @ v`` gives; any other error passes through as it was."""
+    import condlab.tracking.top as top
+    from condlab.errors import CondlabError
+
+    A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+
+    def no_memory(v):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp] can't allocate memory: 4 GB")
+
+    def broken(v):
+        raise ValueError("a bug in the product")
+
+    for product, error, match in ((no_memory, CondlabError, "curvature product.*--memory-limit"),
+                                  (broken, ValueError, "a bug in the product")):
+        monkeypatch.setattr(top, "_direct", lambda A, f=product: f)
+        with pytest.raises(error, match=match):
+            top.top_eigenpair(A, tol=1e-6, seed=0)
+
+
 def test_the_fast_paths_basis_is_sized_by_the_memory_plan(monkeypatch):
     """The basis is the memory plan's (one wanted value, a block of 1): up to 256 columns, fewer
     when memory is short (then restarts, the same value), refused in one line when even the
