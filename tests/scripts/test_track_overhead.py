@@ -3,25 +3,17 @@ disturbs no copy's training (the cold and warm copies measure the same weights: 
 cold, measurements are equal bit for bit, and later ones agree to the tolerance), and every
 measurement is accounted for. No timing is asserted."""
 
-import importlib.util
+import runpy
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "track_overhead.py"
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("track_overhead",
-                                                  ROOT / "scripts" / "track_overhead.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_three_copies_train_alike_and_every_measurement_is_counted(script):
-    out = script.run("mlp", steps=6, every=3, samples=64)
+def test_the_three_copies_train_alike_and_every_measurement_is_counted():
+    run = runpy.run_path(str(SCRIPT))["run"]  # its definitions, not its main
+    out = run("mlp", steps=6, every=3, samples=64)
     assert set(out) == {None, "cold", "warm"}
     assert "measurements" not in out[None] and out[None]["train_s"] > 0
     cold, warm = out["cold"], out["warm"]
