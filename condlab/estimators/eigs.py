@@ -81,6 +81,7 @@ KEEP_FRACTION = 0.7  # a thick restart keeps the wanted pairs and 70% of the rem
 NEIGHBOUR_FRACTION = 0.3  # ... of which 30% are neighbours of the wanted pairs
 BASIS_DTYPES = (torch.float32, torch.float64)
 TIGHTEN, MAX_TIGHTEN = 0.25, 4  # Krylov target x0.25 each time a true residual misses tol
+STRATEGIES = ("auto", "block", "verify")
 ROUNDING = 16.0  # a stated error is at least ROUNDING * eps * ||A|| (Rayleigh-Ritz rounding)
 
 
@@ -129,6 +130,10 @@ class ExtremeEigs:
     stop_rule: str = "residuals"  # 'values': stopped once every value's backed error met tol
     checked_products: Tensor | None = None  # [P, n] A y of the returned finite vectors (top,
     # then bottom) from the true-residual block, when return_vectors: reusable, e.g. for noise
+    strategy: str = "block"  # block | verify (single-vector, verified on the deflated operator)
+    # | fallback (the verification failed: the block run's list) | single (not verified)
+    stages: tuple = ()  # (run, products) per run when the strategy ran more than one
+    verification: str = ""  # what the deflated run proved, or why it failed
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,20 @@ def _default_max_basis(P: int, nwant: int, b: int, itemsize: int, device="cpu") 
     default = default_max_basis(P, nwant, b, itemsize)
     fit = int(available(device).bytes * (1 - HEADROOM)) // max(1, P * itemsize) - 4 * b
     return max(min_basis(P, nwant, b), min(default, fit))
+
+
+def _verifies(strategy, device, top, bottom, b, block_size, start, certify, true_residuals):
+    """Whether the run is single-vector Lanczos verified on the deflated operator (module
+    :mod:`condlab.estimators.verify`) instead of one block run of ``b`` vectors."""
+    if strategy == "block" or block_size is not None or start is not None or b <= 1:
+        return False
+    if strategy == "verify":
+        return True
+    # 'auto': where the benchmarks showed it paying (docs/benchmarks.md): a CPU, where a block
+    # of b costs about b products, a top list, whose values are separated outliers of a
+    # Hessian, and the residual check and certificate it reuses
+    return (torch.device(device).type == "cpu" and bottom == 0 and top > 1 and certify
+            and true_residuals)
 
 
 def _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype) -> None:
@@ -346,6 +365,7 @@ def extreme_eigenpairs(
     true_residuals: bool = True,
     certify: bool = True,
     stop_on: str = "residuals",
+    strategy: str = "auto",
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -384,6 +404,17 @@ def extreme_eigenpairs(
     for a counted cluster, the end bracket) -- with the ends certified, which needs only ``r``
     of about ``sqrt(tol ||A|| gap)``; a value then reads converged on its backed error, and
     ``stop_reason`` names the bounds that stopped the run (``stop_rule``).
+
+    ``strategy``: ``'auto'`` (default) picks, when no ``block_size`` is given, between one run
+    with the default block (``'block'``) and ``'verify'`` (:mod:`condlab.estimators.verify`):
+    single-vector Lanczos, then a short run from a fresh random start on the operator deflated
+    by the listed vectors that proves nothing else reaches the list (the same guarantee as the
+    block: every copy of a repeated eigenvalue listed, flags ``may_repeat``/``may_miss`` False,
+    errors backed), falling back to the block run when the proof fails. ``'auto'`` verifies a
+    top list of two or more values with no bottom list on a CPU (the top of a Hessian is a
+    few separated outliers; its bottom is the edge of a dense bulk, where the proof costs more
+    than the block, and on a GPU a block costs about one product). ``strategy``, ``stages``
+    (products per run) and ``verification`` in the result say what ran.
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
@@ -400,6 +431,11 @@ def extreme_eigenpairs(
     nwant = top + bottom
     if stop_on not in ("values", "residuals"):
         raise UsageError(f"stop_on must be 'values' or 'residuals', got {stop_on!r}")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "verify" and (block_size is not None or start is not None):
+        raise UsageError("strategy 'verify' chooses the block itself and starts at random: "
+                         "drop block_size and start, or use strategy 'block'")
     by_value = stop_on == "values"
     run_seed = None if generator is not None else int(seed)
     b = block_size if block_size is not None else default_block_size(P, top, bottom, A.device)
@@ -417,6 +453,14 @@ def extreme_eigenpairs(
         return _result(
             dec.Q, ritz, top, bottom, tol, P, 0, P, run_seed, return_vectors, b, A,
             dec.breakdowns, cert, true_residuals and A.dtype != torch.float64, by_value,
+        )
+    if _verifies(strategy, A.device, top, bottom, b, block_size, start, certify, true_residuals):
+        from condlab.estimators.verify import single_then_verify
+
+        return single_then_verify(
+            A, top=top, bottom=bottom, tol=tol, max_matvecs=max_matvecs, max_basis=max_basis,
+            generator=generator, seed=seed, return_vectors=return_vectors,
+            basis_dtype=basis_dtype, basis_device=basis_device, stop_on=stop_on,
         )
 
     vdtype = basis_dtype or A.dtype
