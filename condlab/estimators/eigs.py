@@ -134,6 +134,8 @@ class ExtremeEigs:
     # | fallback (the verification failed: the block run's list) | single (not verified)
     stages: tuple = ()  # (run, products) per run when the strategy ran more than one
     verification: str = ""  # what the deflated run proved, or why it failed
+    neighbours: tuple | None = None  # (values, Krylov residuals, vectors [P, n], products [P, n])
+    # of the next Ritz pairs past the ends (top's, then bottom's), when asked and A V was kept
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,7 @@ def extreme_eigenpairs(
     certify: bool = True,
     stop_on: str = "residuals",
     strategy: str = "auto",
+    neighbours: int = 0,
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -415,6 +418,10 @@ def extreme_eigenpairs(
     few separated outliers; its bottom is the edge of a dense bulk, where the proof costs more
     than the block, and on a GPU a block costs about one product). ``strategy``, ``stages``
     (products per run) and ``verification`` in the result say what ran.
+
+    ``neighbours`` (with ``return_vectors``): also return up to that many Ritz pairs past each
+    end (``neighbours``: values, Krylov residuals, vectors and their products), where the run
+    kept its products (no new product); the verification deflates the converged ones too.
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
@@ -580,7 +587,7 @@ def extreme_eigenpairs(
         reuse = AV is not None and (restarts == 0 or vdtype == torch.float64)
         result = _result(
             V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors, b,
-            A, dropped, cert, check, by_value, AV[:, :k] if reuse else None,
+            A, dropped, cert, check, by_value, AV[:, :k] if reuse else None, neighbours,
         )
         # the Krylov estimate ||C^T s|| met tol but a true residual did not (the recurrence drifts
         # after thick restarts in float32): keep iterating against a tighter estimate while the
@@ -692,6 +699,7 @@ def _result(
     check: bool,
     by_value: bool = False,
     AV: Tensor | None = None,
+    neighbours: int = 0,
 ) -> ExtremeEigs:
     """Pick the ends from the Ritz pairs of ``H = V^T A V``, drop any ghost copies, measure
     the true residuals (``check``) and bound the errors (bounds.py)."""
@@ -726,6 +734,7 @@ def _result(
     for item in lists:
         item[3] = item[3].to(dtype=A.dtype, device=A.device) if return_vectors else None
     (vt, rt, _, yt, nt), (vb, rb, _, yb, nb) = lists
+    extra = _neighbours(V, AV, ritz, top, bottom, neighbours, A) if return_vectors else None
     partial = k < operator_size(A)  # a run to full depth sees every copy
     repeat_top, repeat_bottom = (nt >= block_size) & partial, (nb >= block_size) & partial
     kw = dict(recurrence=recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
@@ -779,7 +788,24 @@ def _result(
         stop_reason=_stop_reason(cert, bool(ct.all() and cb.all()), matvecs, restarts, check,
                                  threshold, V.dtype, _stopped_by(rt, rb, et, eb, threshold, by_value)),
         stop_rule="values" if by_value else "residuals",
+        neighbours=extra,
     )
+
+
+def _neighbours(V: Tensor, AV: Tensor | None, ritz: _Ritz, top: int, bottom: int, n: int, A):
+    """Up to ``n`` Ritz pairs past each listed end (top's descending, then bottom's ascending):
+    ``(values, Krylov residuals, Y [P, m], A Y [P, m])`` from the kept products ``A V``; None
+    without them (each would cost a product) or when the run holds no more pairs."""
+    k = len(ritz.theta)
+    n_top = min(n, max(0, k - top - bottom)) if top else 0
+    n_bottom = min(n, max(0, k - top - bottom - n_top)) if bottom else 0
+    if AV is None or n_top + n_bottom == 0:
+        return None
+    idx = torch.cat([torch.arange(k - 1 - top, k - 1 - top - n_top, -1),
+                     torch.arange(bottom, bottom + n_bottom)])
+    S = ritz.S[:, idx].to(dtype=V.dtype, device=V.device)
+    like = dict(dtype=A.dtype, device=A.device)
+    return ritz.theta[idx], ritz.residuals[idx], (V @ S).to(**like), (AV @ S).to(**like)
 
 
 def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b,

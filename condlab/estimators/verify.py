@@ -100,11 +100,14 @@ def deflated_verification(
     max_products: int,
     rounding: float = 0.0,
     delta: float = bounds.FAILURE_PROBABILITY,
+    max_basis: int | None = None,
 ) -> Verification:
     """Prove that the listed values ``theta_top`` (descending) and ``theta_bottom`` (ascending),
     with orthonormal vectors ``Y = [Y_top, Y_bottom] [P, k]`` and products ``AY``, are ``A``'s
     extreme eigenvalues with their multiplicities, each within ``threshold`` (see the module
-    docstring). At most ``max_products`` products of ``A``."""
+    docstring). At most ``max_products`` products of ``A``, and a basis of at most ``max_basis``
+    columns (the memory plan's basis, which the first run has given back): a run that would
+    need more fails, and the block run decides."""
     P, k = Y.shape
     top, bottom = len(theta_top), len(theta_bottom)
     Yq, Rf = torch.linalg.qr(Y.to(torch.float64 if A.dtype == torch.float64 else Y.dtype))
@@ -137,7 +140,7 @@ def deflated_verification(
         return Verification(passed, n, et, eb, upper, lower, rho[1], rho[0], e, reason)
 
     dim = P - k
-    cap = min(max_products, dim)
+    cap = min(max_products, dim, max_basis if max_basis is not None else dim)
     if cap < 1:
         return result(False, 0, math.inf, -math.inf, (math.inf, -math.inf),
                       "no products left for the verification")
@@ -215,7 +218,8 @@ def single_then_verify(A, *, top: int, bottom: int, tol: float, max_matvecs: int
               basis_device=basis_device, stop_on=stop_on)
     # the first run needs no certificate of its own: the verification's bounds every value
     one = extreme_eigenpairs(A, max_matvecs=max_matvecs, block_size=1, generator=gen,
-                             return_vectors=True, certify=False, **kw)
+                             return_vectors=True, certify=False, neighbours=max(top, bottom),
+                             **kw)
     stages = (("single-vector", one.matvecs),)
     values = torch.cat([one.eigenvalues_top, one.eigenvalues_bottom])
     if not one.converged:  # the budget ended it: nothing left to verify or to fall back on
@@ -229,10 +233,13 @@ def single_then_verify(A, *, top: int, bottom: int, tol: float, max_matvecs: int
         if AY is None or AY.shape[1] != Y.shape[1]:  # not checked (a run to full depth)
             AY = matmat(A, Y)
             spent += Y.shape[1]
+        Z, AZ = _converged_neighbours(one)
+        Y, AY = torch.cat([Y, Z], dim=1), torch.cat([AY, AZ], dim=1)
         anorm = float(values.abs().max())
         ver = deflated_verification(
             A, Y, AY, one.eigenvalues_top, one.eigenvalues_bottom, one.threshold, generator=gen,
             max_products=min(one.matvecs, max_matvecs - spent),
+            max_basis=max_basis if max_basis is not None else one.max_basis,
             rounding=ROUNDING * torch.finfo(A.dtype).eps * anorm)
         spent += ver.products
         stages += (("verification", ver.products),)
@@ -255,6 +262,34 @@ def single_then_verify(A, *, top: int, bottom: int, tol: float, max_matvecs: int
         verification=f"{reason}; the block run of {block.block_size} vectors made the list")
 
 
+def _converged_neighbours(one) -> tuple[Tensor, Tensor]:
+    """The Ritz pairs past each end of ``one``'s list (``one.neighbours``) that the verification
+    deflates too, with their products: its deflated operator then ends further from the list
+    and its bound gets there in fewer products. Their residuals enter ``e`` (the Li & Li errors
+    grow as ``e^2``), so a neighbour is taken, nearest first, while ``e <= sqrt(t gap) / 2``:
+    ``t = tol ||A||`` and ``gap`` between the list's end and the first neighbour."""
+    Y = torch.cat([one.vectors_top, one.vectors_bottom], dim=1)
+    none = Y[:, :0], Y[:, :0]
+    if one.neighbours is None:
+        return none
+    values, residuals, Z, AZ = one.neighbours
+    listed = torch.cat([one.residuals_top, one.residuals_bottom]).to(torch.float64)
+    n_top = min(len(one.eigenvalues_top), len(values)) if len(one.eigenvalues_top) else 0
+    take = torch.zeros(len(values), dtype=torch.bool)
+    ends = ((one.eigenvalues_top, slice(0, n_top)), (one.eigenvalues_bottom, slice(n_top, None)))
+    for theta, part in ends:
+        if not len(theta) or not len(values[part]):
+            continue
+        gap = abs(float(theta[-1]) - float(values[part][0]))
+        budget = one.threshold * gap / 4 - float((listed**2).sum())
+        for i, s in zip(range(len(values))[part], residuals[part].tolist()):
+            if s * s > budget:
+                break
+            take[i], budget = True, budget - s * s
+    idx = take.nonzero()[:, 0].to(Z.device)
+    return Z[:, idx], AZ[:, idx]
+
+
 def _finish(r, return_vectors: bool, run_seed, **fields):
     """``r`` with the caller's seed and ``fields``, without the vectors it did not ask for."""
     if not return_vectors:
@@ -268,10 +303,13 @@ def _verified(one, ver: Verification, spent: int, return_vectors: bool, run_seed
     threshold = one.threshold
     ends = {}
     for end, errs in (("top", ver.errors_top), ("bottom", ver.errors_bottom)):
-        own = getattr(one, f"errors_{end}")
+        # the single run's own bound where it is smaller and binds the value at its place (the
+        # end bracket, a run to full depth); a residual says only that SOME eigenvalue is near
+        own_kinds = getattr(one, f"error_kinds_{end}")
+        own = getattr(one, f"errors_{end}").to(torch.float64).clone()
+        own[[kind not in ("bracket", "exact") for kind in own_kinds]] = math.inf
         kinds = tuple("li-li" if v <= o else kind
-                      for v, o, kind in zip(errs.tolist(), own.tolist(),
-                                            getattr(one, f"error_kinds_{end}")))
+                      for v, o, kind in zip(errs.tolist(), own.tolist(), own_kinds))
         err = torch.minimum(errs, own)
         res = getattr(one, f"residuals_{end}")
         conv = (res <= threshold) | ((err <= threshold) if by_value else torch.zeros_like(err, dtype=torch.bool))
