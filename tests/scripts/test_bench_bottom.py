@@ -1,7 +1,7 @@
 """scripts/bench_bottom.py's Chebyshev filter is the polynomial it claims, counts every product
 of A, and its filtered Lanczos finds the bottom of a prescribed spectrum. No timing is asserted."""
 
-import importlib.util
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -17,12 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_bottom",
-                                                  ROOT / "scripts" / "bench_bottom.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # puts scripts/ on the path for bench_peers
-    yield module
-    sys.path.remove(str(ROOT / "scripts"))
+    scripts = str(ROOT / "scripts")
+    sys.path.insert(0, scripts)  # the script imports bench_peers from beside it
+    try:
+        yield importlib.import_module("bench_bottom")
+    finally:
+        while scripts in sys.path:
+            sys.path.remove(scripts)
 
 
 EIGENVALUES = torch.cat([torch.tensor([-3.0, -2.5, -2.4]), torch.linspace(-1.0, 10.0, 117)])
