@@ -20,19 +20,27 @@ Products: ``2 m`` for ``m`` steps (pass 2 needs ``m - 1``, the check one per lis
 twice a basis run's; memory: the power iteration's plus two vectors (pass 2: ``q_{j-1}``,
 ``q_j``, the product and ``y``).
 
-What backs "it is lambda_max": the end certificate (:mod:`condlab.estimators.bounds`) reads the
-random start's recurrence and assumes orthonormal Lanczos vectors (``sum_i (u^T q_i)^2 <= 1``
-for a unit eigenvector ``u``). Without re-orthogonalization the vectors lose orthogonality, only
-along converged Ritz vectors (Paige 1971): ``|y_i^T q_{j+1}| ~ eps ||A|| / (beta_j |s_{j,i}|)``.
-A converged Ritz vector far from the wanted end barely reaches the eigenvectors
-beyond it (:func:`_pollution`), so the run tracks ``omega = max_j max_i eps ||A|| / max(beta_j
-|s_{j,i}|, theta_max - theta_i)`` (the mirror for ``lambda_min``) over every step's Ritz pairs
-(from ``T`` alone, no product). While ``omega <= sqrt(eps)`` the vectors are
-semi-orthogonal, ``||Q^T Q|| <= 1 + m omega``, and the certificate is applied with that factor
-(``start_scale^2 = 1 + m omega``: ``g^2 K(lambda) <= ||Q^T Q||``). Past ``sqrt(eps)`` the end is
-*not certified* and the record says why: the value is then backed by its true residual only.
-Pass 2 recomputes the coefficients; their largest deviation from pass 1's (0 where products are
-bitwise reproducible) is recorded, and the true residual backs the vector either way.
+What backs "it is lambda_max": a bracket of what was computed. Below, the Rayleigh quotient
+``rho = y^T A y / y^T y`` of the summed vector (its product is the true-residual check's): a
+lower bound on ``lambda_max`` for any vector, orthogonal Lanczos vectors or not, up to the
+products' and dot products' rounding. Above, the end certificate
+(:mod:`condlab.estimators.bounds`): for an eigenpair ``(lambda, u)`` the recurrence gives
+``u^T q_{j+1} = phi_j(lambda) u^T q_1`` up to the local rounding ``u^T f_j`` (Paige: ``||f_j||
+~ eps ||A||``), whatever the vectors' orthogonality, so ``g^2 K(lambda) <= ||Q^T u||^2``.
+Without re-orthogonalization the vectors lose orthogonality along converged Ritz vectors
+(Paige 1971): ``|y_i^T q_{j+1}| ~ eps ||A|| / (beta_j |s_{j,i}|)``. While Paige's estimate of
+the loss that can reach an eigenvector beyond the wanted end (:func:`_pollution`: ``omega =
+max_j max_i eps ||A|| / max(beta_j |s_{j,i}|, theta_max - theta_i)`` from ``T`` alone, the
+mirror for ``lambda_min``) stays ``<= sqrt(eps)``, ``||Q^T u||^2 <= 1 + m omega``; past it the
+certificate takes ``||Q^T u||^2 <= ||Q||_F^2 = m`` (unit vectors), which divides the quantile by
+``m`` where ``K`` grows exponentially, and the record says so. So ``lambda_max`` lies in ``[rho,
+U]`` and the listed Ritz value's error is ``max(U - theta, theta - rho)`` (error kind
+``bracket``): stopping on values it needs no residual below tol. Both sides ignore the
+eigenvector's share of the local rounding ``u^T f_j``, as every Krylov certificate here does:
+tested at the quantile's edge on float32 spectra (``tests/estimators/test_lean.py``), not
+proven. Pass 2 recomputes the coefficients; their largest deviation from pass 1's (0 where
+products are bitwise reproducible) is recorded, and the Rayleigh quotient and true residual
+back the vector either way.
 
 Reference: Paige, "The computation of eigenvalues and eigenvectors of very large sparse
 matrices" (1971); Simon, "The Lanczos algorithm with partial reorthogonalization", Math. Comp.
@@ -62,7 +70,7 @@ class _Recurrence:
     """The three-term recurrence from one start vector, holding ``q_{j-1}``, ``q_j`` only."""
 
     def __init__(self, A, q: Tensor):
-        self.A, self.q_prev, self.q = A, None, q
+        self.A, self.q_prev, self.q, self.dtype = A, None, q, q.dtype
         self.alphas: list[float] = []
         self.betas: list[float] = []
         self.products = 0
@@ -125,7 +133,7 @@ def lean_extreme_eigenpairs(
     (module docstring): an :class:`condlab.estimators.eigs.ExtremeEigs` with true residuals,
     backed errors and ``stop_reason``; ``max_basis`` reads the Krylov depth reached (no basis is
     held). Stops when the wanted Krylov residuals meet ``tol * ||A||`` and the end is certified
-    (or cannot be: orthogonality lost, a warm start's weaker certificate is not waited for), or
+    (or cannot be: a warm start's weaker certificate is not waited for), or
     when pass 2 and the check would pass ``max_matvecs``.
 
     ``stop_on = 'values'`` (what :func:`condlab.measure` asks for): pass 1 also stops once the
@@ -176,10 +184,11 @@ def lean_extreme_eigenpairs(
             # (GPT-2 small float32: true residual past tol after waiting to residual 0.09 < 0.18);
             # the true residual then says so, and continuing would not help
             own = eps * anorm / max(float(wanted.min()), 1e-300)
-            if near and certify and start is None and lost_at is None:
+            if near and certify and start is None:
                 met_at = met_at or done
                 if done >= next_check:
-                    err = _end_error(ritz, _certificate(run, beta, omega, exact=False), top,
+                    err = _end_error(ritz, _certificate(run, beta, omega, exact=False,
+                                                        lost=lost_at is not None), top,
                                      bottom, threshold, P)
                     met = err <= threshold
                     next_check = done + max(1, int(CERTIFY_EVERY * done))
@@ -336,7 +345,8 @@ def _pollution(theta: Tensor, krylov: Tensor, noise: float, top: int, bottom: in
     return out
 
 
-def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale: float = 1.0):
+def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale: float = 1.0,
+                 lost: bool = False):
     from condlab.estimators.eigs import _Certificate
 
     m = len(run.alphas)
@@ -344,8 +354,10 @@ def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale
     C = torch.zeros(m, 1, dtype=torch.float64)
     C[-1, 0] = beta
     rec = bounds.start_recurrence(T, C, [(1, 1)] * m)
-    # semi-orthogonal vectors: ||Q^T Q|| <= 1 + m omega, so g^2 K <= 1 + m omega
-    return _Certificate(rec, 1, scale * math.sqrt(1.0 + m * omega), exact=exact)
+    # semi-orthogonal vectors: ||Q^T Q|| <= 1 + m omega, so g^2 K <= 1 + m omega; any vectors:
+    # ||Q^T u||^2 <= ||Q||_F^2 = sum ||q_j||^2 = m (unit to rounding): g^2 K <= m
+    gram = m * (1.0 + math.sqrt(torch.finfo(run.dtype).eps)) if lost else 1.0 + m * omega
+    return _Certificate(rec, 1, scale * math.sqrt(gram), exact=exact)
 
 
 def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lost_at, stop,
@@ -369,14 +381,14 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
     idx += [0] if bottom else []
     n = len(idx)
     cert = None
-    if start is None and lost_at is None:
-        cert = _certificate(run, beta_m, omega, exact=stop == "breakdown" and m >= P)
+    lost = lost_at is not None
+    if start is None:
+        cert = _certificate(run, beta_m, omega, exact=stop == "breakdown" and m >= P, lost=lost)
     scale = 1.0
     if start is not None:
         n_start = 1 if start.ndim == 1 else start.shape[1]
         scale = 1.0 + n_start
-        if lost_at is None:
-            cert = _certificate(run, beta_m, omega, exact=False, scale=scale)
+        cert = _certificate(run, beta_m, omega, exact=False, scale=scale, lost=lost)
     products_before = run.products
     run.release()  # pass 1's vectors go before pass 2 makes its own
     gen.set_state(state)
@@ -420,13 +432,6 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
              [f"{float(x):.4g}" for x in norms], [f"{float(x):.7g}" for x in values],
              [f"{float(x):.7g}" for x in rho], [f"{float(x):.3g}" for x in res],
              [f"{float(x):.3g}" for x in torch.cat([et.errors, eb.errors])], threshold)
-    if lost_at is not None:  # the certificate's premise (orthonormal vectors) is not backed
-        why = (f"not certified: the Lanczos vectors lost semi-orthogonality at step {lost_at} "
-               f"(Paige's estimate {omega:.2g} > sqrt(eps) = {math.sqrt(torch.finfo(A.dtype).eps):.2g};"
-               " two-pass Lanczos keeps no basis to re-orthogonalize): the value is backed by its "
-               "true residual only")
-        et = dataclasses.replace(et, certified=False, reason=why) if top else et
-        eb = dataclasses.replace(eb, certified=False, reason=why) if bottom else eb
     rt, rb = res[:top], res[top:]
     ct, cb = rt <= threshold, rb <= threshold
     if by_value:  # the value known within tol ||A||: its bracket, whatever the vector's residual
@@ -451,6 +456,10 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
                   f"and true residual do not back it ({matvecs} products, 0 thick restarts)")
     reason += (f"; two-pass Lanczos, depth {m}, no basis held; orthogonality estimate "
                f"{omega:.2g}; pass-2 coefficient drift {drift / max(anorm, 1e-300):.2g} ||A||")
+    if lost:
+        reason += (f"; the vectors lost semi-orthogonality at step {lost_at} (Paige's estimate > "
+                   f"sqrt(eps)): the end certificate takes ||Q^T u||^2 <= ||Q||_F^2 = {m} "
+                   "instead of 1 + m omega")
     result = ExtremeEigs(
         eigenvalues_top=vt, residuals_top=rt, converged_top=ct,
         eigenvalues_bottom=vb, residuals_bottom=rb, converged_bottom=cb,
