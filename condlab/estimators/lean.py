@@ -185,7 +185,7 @@ def lean_extreme_eigenpairs(
             # the true residual then says so, and continuing would not help
             own = eps * anorm / max(float(wanted.min()), 1e-300)
             if near and certify and start is None:
-                met_at = met_at or done
+                met_at = met_at or (done if resid_met else 0)  # the wait is measured from here
                 if done >= next_check:
                     err = _end_error(ritz, _certificate(run, beta, omega, exact=False,
                                                         lost=lost_at is not None), top,
