@@ -49,7 +49,8 @@ class EstimatorSettings:
                                    check=POSITIVE, default_text="no restart", advanced=True)
     block_size: int | None = option(
         int, None, "Block Lanczos block size b: eigenvalues repeated up to b times are found with "
-        "their multiplicity; 1 is single-vector Lanczos.", check=POSITIVE,
+        "their multiplicity; 1 is single-vector Lanczos. Unset, a top list on a CPU is single-vector "
+        "Lanczos verified on the deflated operator (the block runs where that fails).", check=POSITIVE,
         default_text="8 on CPU, 16 on GPU, at most P/8", advanced=True)
     krylov_dtype: str | None = option(
         str, None, "Store the Krylov basis [P, max-basis] in this dtype (float32 halves a float64 "

@@ -232,6 +232,9 @@ def estimate(
                 "may_repeat_bottom": [bool(c) for c in eig.may_repeat_bottom],
                 "may_miss_top": [bool(c) for c in eig.may_miss_top],
                 "may_miss_bottom": [bool(c) for c in eig.may_miss_bottom],
+                "strategy": getattr(eig, "strategy", "block"),  # verify: single-vector + proof
+                "stages": [list(s) for s in getattr(eig, "stages", ())],  # products per run
+                "verification": getattr(eig, "verification", ""),
             }
             checked = true_residuals(op, eig, s.tol, scale)
             fields.update(checked.fields)

@@ -125,15 +125,20 @@ def ckpt(tmp_path_factory):
 
 
 # imported only by the paths that need them (a config file, a table to disk, a plot, a named
-# Hugging Face model): a plain spectrum run must not pay their start-up
-LAZY_MODULES = {"yaml", "pandas", "sklearn", "matplotlib", "transformers"}
+# Hugging Face model): a plain spectrum run must not pay their start-up. sympy (0.3 CPU s, with
+# mpmath) came in through autograd.grad's check of output gradients, scipy (0.15 s) through
+# scipy.special's betaincinv in the end certificate
+LAZY_MODULES = {"yaml", "pandas", "sklearn", "matplotlib", "transformers", "sympy", "mpmath",
+                "scipy"}
 
 
 def test_spectrum_run_leaves_lazy_modules_unimported(tmp_path):
     """``python -m condlab spectrum ckpt.pt --top 2 --bottom 1`` on a digits checkpoint (the
     benchmark's path) in a fresh process imports none of ``LAZY_MODULES`` (YAML was imported at
     the top of condlab.config: 10-25 ms of every run's start-up, the whole-process benchmark).
-    The other bundled data sets (iris, wine, ...) still load through scikit-learn."""
+    The other bundled data sets (iris, wine, ...) still load through scikit-learn. The top-2
+    block goes through the batched product (output gradients) and both ends are certified
+    (the beta quantile), the paths that imported sympy and scipy."""
     (tmp_path / "train.yaml").write_text(
         "model: {name: mlp, widths: [4], activation: tanh}\n"
         "data: digits\nloss: cross-entropy\noptimizer: {name: sgd, lr: 0.1}\nsteps: 2\nseed: 0\n"

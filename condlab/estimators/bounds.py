@@ -270,12 +270,103 @@ def widened(source, margin: float):
 
 
 def beta_quantile(columns: int, P: int, delta: float) -> float:
-    """``t`` with ``P(||Q_0^T u||^2 < t) = delta`` for ``columns`` random orthonormal vectors."""
-    from scipy.special import betaincinv
+    """``t`` with ``P(||Q_0^T u||^2 < t) = delta`` for ``columns`` random orthonormal vectors.
 
+    ``||Q_0^T u||^2 ~ Beta(columns / 2, (P - columns) / 2)``: the inverse regularized incomplete
+    beta function, by Newton's method in ``log t`` on a continued fraction with an accurate
+    ``log B`` for large ``P``, in place of ``scipy.special.betaincinv`` (its import cost every
+    short run 0.15 CPU s). Measured: within 3e-14 relative of a 40-digit evaluation for
+    ``delta <= 0.9``, up to 64 columns and ``P`` up to 7e9 (scipy: 7e-10 at ``delta = 0.9``,
+    ``P`` = 1.2e8), within 2e-14 of scipy for the ``delta <= 0.5`` the certificate uses; close
+    to ``delta = 1`` with ``P >= 2000`` it loses digits (the continued fraction stays on the
+    small side).
+    """
     if columns >= P:
         return 1.0
-    return float(betaincinv(columns / 2, (P - columns) / 2, delta))
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    a, b = columns / 2, (P - columns) / 2
+    log_delta = math.log(delta)
+    lo, hi = -math.inf, 0.0  # bracket of u = log t
+    u = min((log_delta + math.log(a) + _log_beta(a, b)) / a, -1e-3)  # I ~ t^a / (a B), small t
+    for _ in range(200):
+        log_i, slope = _log_betainc(a, b, u)  # log I_t(a, b) and its derivative in u
+        if log_i < log_delta:
+            lo = u
+        elif log_i > log_delta:
+            hi = u
+        else:
+            break
+        new = u + (log_delta - log_i) / slope
+        if abs(new - u) <= 1e-14 * max(1.0, abs(u)):  # quadratic: this last step lands at
+            u = new  # rounding
+            break
+        if not lo < new < hi:  # outside the bracket: bisect (or step left while none is known)
+            new = 0.5 * (lo + hi) if lo > -math.inf else hi - max(1.0, abs(hi))
+        u = new
+    return math.exp(u)
+
+
+FLIP_BELOW = 1000.0  # b from which I_x(a, b) stays on x's side (beta_quantile)
+_STIRLING = (1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360, 1 / 156,
+             -3617 / 122400)
+
+
+def _log_gamma_ratio(s: float, t: float) -> float:
+    """``lgamma(s) - lgamma(s + t) + t log(s + t)`` without the cancellation of two large
+    ``lgamma`` (Stirling's series for ``s >= 10``)."""
+    if s < 10:
+        return math.lgamma(s) - math.lgamma(s + t) + t * math.log(s + t)
+
+    def tail(z: float) -> float:  # lgamma(z) - ((z - 1/2) log z - z + log(2 pi) / 2)
+        w, acc = 1.0 / (z * z), 0.0
+        for c in reversed(_STIRLING):
+            acc = acc * w + c
+        return acc / z
+
+    return -(s - 0.5) * math.log1p(t / s) + t + tail(s) - tail(s + t)
+
+
+def _log_beta(a: float, b: float) -> float:
+    """``log B(a, b)``, accurate to about 1e-15 absolute even for ``b`` in the billions."""
+    t, s = sorted((a, b))
+    return math.lgamma(t) + _log_gamma_ratio(s, t) - t * math.log(s + t)
+
+
+def _log_betainc(a: float, b: float, u: float) -> tuple[float, float]:
+    """``log I_x(a, b)`` at ``x = exp(u)`` and its derivative in ``u``: Lentz's continued
+    fraction (Numerical Recipes' ``betacf``), past the mean on the side of ``1 - x`` (where it
+    converges fast) while ``b < FLIP_BELOW``: for larger ``b`` that side cancels ``1 - x`` against
+    ``a / b``, while ``x``'s own side still converges in some ``b x`` terms."""
+    x = math.exp(u)
+    log_x, log_y = u, math.log1p(-x)
+    flip = x > (a + 1) / (a + b + 2) and b < FLIP_BELOW
+    p, q, lp, lq, z = (b, a, log_y, log_x, -math.expm1(u)) if flip else (a, b, log_x, log_y, x)
+    t, s = sorted((p, q))  # log front = p log z + q log(1 - z) - log B(p, q), with the large
+    # t log(s + t) of log B taken into the log of the small exponent's variable
+    if t == p:
+        front = p * (lp + math.log(p + q)) + q * lq
+    else:
+        front = p * lp + q * (lq + math.log(p + q))
+    front -= math.lgamma(t) + _log_gamma_ratio(s, t)
+    tiny, eps = 1e-300, 1e-16
+    c, d = 1.0, 1.0 - (p + q) * z / (p + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100_000):
+        for num in (m * (q - m) * z / ((p + 2 * m - 1) * (p + 2 * m)),
+                    -(p + m) * (p + q + m) * z / ((p + 2 * m) * (p + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    log_part = front + math.log(h / p)  # log I_z(p, q)
+    log_i = math.log(-math.expm1(log_part)) if flip else log_part  # I_x(a, b) = 1 - I_y(b, a)
+    # front is log(x^a y^b / B(a, b)) on either side; less log y it is log(x pdf(x)) = dI/du
+    return log_i, math.exp(front - log_y - log_i)
 
 
 def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> float:
@@ -436,3 +527,18 @@ def bounded_condition(cond, *, certified_top: bool, certified_bottom: bool, why:
         cond, value=None, definition=text, resolved=False, bound=bound, error=None,
         definiteness=definiteness, nullity=cond.nullity if certified_bottom else None,
     )
+
+
+def end_bounds(recurrence, theta: Tensor, *, P: int, columns: int = 1,
+               delta: float = FAILURE_PROBABILITY) -> tuple[float, float]:
+    """``(L, U)``: ``lambda_min >= L`` and ``lambda_max <= U`` of the operator whose run gave the
+    ascending Ritz values ``theta`` and the start ``recurrence``, each with probability
+    ``>= 1 - delta / 4`` (the end certificate of :func:`bottom_errors` alone: no gaps, no
+    errors; for a run that needs only where the spectrum ends)."""
+    theta = theta.to(torch.float64)
+    span = float(theta[-1] - theta[0])
+    log_end = -math.log(beta_quantile(columns, P, delta / 4))
+    lower = _end_bound(recurrence, log_end, min(float(recurrence.nodes[0]), float(theta[0])), span)
+    flipped = recurrence.flipped()
+    upper = -_end_bound(flipped, log_end, min(float(flipped.nodes[0]), -float(theta[-1])), span)
+    return lower, upper

@@ -81,6 +81,7 @@ KEEP_FRACTION = 0.7  # a thick restart keeps the wanted pairs and 70% of the rem
 NEIGHBOUR_FRACTION = 0.3  # ... of which 30% are neighbours of the wanted pairs
 BASIS_DTYPES = (torch.float32, torch.float64)
 TIGHTEN, MAX_TIGHTEN = 0.25, 4  # Krylov target x0.25 each time a true residual misses tol
+STRATEGIES = ("auto", "block", "verify")
 ROUNDING = 16.0  # a stated error is at least ROUNDING * eps * ||A|| (Rayleigh-Ritz rounding)
 
 
@@ -129,6 +130,12 @@ class ExtremeEigs:
     stop_rule: str = "residuals"  # 'values': stopped once every value's backed error met tol
     checked_products: Tensor | None = None  # [P, n] A y of the returned finite vectors (top,
     # then bottom) from the true-residual block, when return_vectors: reusable, e.g. for noise
+    strategy: str = "block"  # block | verify (single-vector, verified on the deflated operator)
+    # | fallback (the verification failed: the block run's list) | single (not verified)
+    stages: tuple = ()  # (run, products) per run when the strategy ran more than one
+    verification: str = ""  # what the deflated run proved, or why it failed
+    neighbours: tuple | None = None  # (values, Krylov residuals, vectors [P, n], products [P, n])
+    # of the next Ritz pairs past the ends (top's, then bottom's), when asked and A V was kept
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,20 @@ def _default_max_basis(P: int, nwant: int, b: int, itemsize: int, device="cpu") 
     default = default_max_basis(P, nwant, b, itemsize)
     fit = int(available(device).bytes * (1 - HEADROOM)) // max(1, P * itemsize) - 4 * b
     return max(min_basis(P, nwant, b), min(default, fit))
+
+
+def _verifies(strategy, device, top, bottom, b, block_size, start, certify, true_residuals):
+    """Whether the run is single-vector Lanczos verified on the deflated operator (module
+    :mod:`condlab.estimators.verify`) instead of one block run of ``b`` vectors."""
+    if strategy == "block" or block_size is not None or start is not None or b <= 1:
+        return False
+    if strategy == "verify":
+        return True
+    # 'auto': where the benchmarks showed it paying (docs/benchmarks.md): a CPU, where a block
+    # of b costs about b products, a top list, whose values are separated outliers of a
+    # Hessian, and the residual check and certificate it reuses
+    return (torch.device(device).type == "cpu" and bottom == 0 and top > 1 and certify
+            and true_residuals)
 
 
 def _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype) -> None:
@@ -346,6 +367,8 @@ def extreme_eigenpairs(
     true_residuals: bool = True,
     certify: bool = True,
     stop_on: str = "residuals",
+    strategy: str = "auto",
+    neighbours: int = 0,
 ) -> ExtremeEigs:
     """The ``top`` largest and ``bottom`` smallest eigenpairs of symmetric ``A``, one run.
 
@@ -384,6 +407,21 @@ def extreme_eigenpairs(
     for a counted cluster, the end bracket) -- with the ends certified, which needs only ``r``
     of about ``sqrt(tol ||A|| gap)``; a value then reads converged on its backed error, and
     ``stop_reason`` names the bounds that stopped the run (``stop_rule``).
+
+    ``strategy``: ``'auto'`` (default) picks, when no ``block_size`` is given, between one run
+    with the default block (``'block'``) and ``'verify'`` (:mod:`condlab.estimators.verify`):
+    single-vector Lanczos, then a short run from a fresh random start on the operator deflated
+    by the listed vectors that proves nothing else reaches the list (the same guarantee as the
+    block: every copy of a repeated eigenvalue listed, flags ``may_repeat``/``may_miss`` False,
+    errors backed), falling back to the block run when the proof fails. ``'auto'`` verifies a
+    top list of two or more values with no bottom list on a CPU (the top of a Hessian is a
+    few separated outliers; its bottom is the edge of a dense bulk, where the proof costs more
+    than the block, and on a GPU a block costs about one product). ``strategy``, ``stages``
+    (products per run) and ``verification`` in the result say what ran.
+
+    ``neighbours`` (with ``return_vectors``): also return up to that many Ritz pairs past each
+    end (``neighbours``: values, Krylov residuals, vectors and their products), where the run
+    kept its products (no new product); the verification deflates the converged ones too.
     """
     P = operator_size(A)
     _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype)
@@ -400,6 +438,11 @@ def extreme_eigenpairs(
     nwant = top + bottom
     if stop_on not in ("values", "residuals"):
         raise UsageError(f"stop_on must be 'values' or 'residuals', got {stop_on!r}")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "verify" and (block_size is not None or start is not None):
+        raise UsageError("strategy 'verify' chooses the block itself and starts at random: "
+                         "drop block_size and start, or use strategy 'block'")
     by_value = stop_on == "values"
     run_seed = None if generator is not None else int(seed)
     b = block_size if block_size is not None else default_block_size(P, top, bottom, A.device)
@@ -417,6 +460,14 @@ def extreme_eigenpairs(
         return _result(
             dec.Q, ritz, top, bottom, tol, P, 0, P, run_seed, return_vectors, b, A,
             dec.breakdowns, cert, true_residuals and A.dtype != torch.float64, by_value,
+        )
+    if _verifies(strategy, A.device, top, bottom, b, block_size, start, certify, true_residuals):
+        from condlab.estimators.verify import single_then_verify
+
+        return single_then_verify(
+            A, top=top, bottom=bottom, tol=tol, max_matvecs=max_matvecs, max_basis=max_basis,
+            generator=generator, seed=seed, return_vectors=return_vectors,
+            basis_dtype=basis_dtype, basis_device=basis_device, stop_on=stop_on,
         )
 
     vdtype = basis_dtype or A.dtype
@@ -536,7 +587,7 @@ def extreme_eigenpairs(
         reuse = AV is not None and (restarts == 0 or vdtype == torch.float64)
         result = _result(
             V[:, :k], ritz, top, bottom, tol, matvecs, restarts, cap, run_seed, return_vectors, b,
-            A, dropped, cert, check, by_value, AV[:, :k] if reuse else None,
+            A, dropped, cert, check, by_value, AV[:, :k] if reuse else None, neighbours,
         )
         # the Krylov estimate ||C^T s|| met tol but a true residual did not (the recurrence drifts
         # after thick restarts in float32): keep iterating against a tighter estimate while the
@@ -648,6 +699,7 @@ def _result(
     check: bool,
     by_value: bool = False,
     AV: Tensor | None = None,
+    neighbours: int = 0,
 ) -> ExtremeEigs:
     """Pick the ends from the Ritz pairs of ``H = V^T A V``, drop any ghost copies, measure
     the true residuals (``check``) and bound the errors (bounds.py)."""
@@ -682,6 +734,7 @@ def _result(
     for item in lists:
         item[3] = item[3].to(dtype=A.dtype, device=A.device) if return_vectors else None
     (vt, rt, _, yt, nt), (vb, rb, _, yb, nb) = lists
+    extra = _neighbours(V, AV, ritz, top, bottom, neighbours, A) if return_vectors else None
     partial = k < operator_size(A)  # a run to full depth sees every copy
     repeat_top, repeat_bottom = (nt >= block_size) & partial, (nb >= block_size) & partial
     kw = dict(recurrence=recurrence, P=operator_size(A), block_size=block_size, threshold=threshold,
@@ -735,7 +788,24 @@ def _result(
         stop_reason=_stop_reason(cert, bool(ct.all() and cb.all()), matvecs, restarts, check,
                                  threshold, V.dtype, _stopped_by(rt, rb, et, eb, threshold, by_value)),
         stop_rule="values" if by_value else "residuals",
+        neighbours=extra,
     )
+
+
+def _neighbours(V: Tensor, AV: Tensor | None, ritz: _Ritz, top: int, bottom: int, n: int, A):
+    """Up to ``n`` Ritz pairs past each listed end (top's descending, then bottom's ascending):
+    ``(values, Krylov residuals, Y [P, m], A Y [P, m])`` from the kept products ``A V``; None
+    without them (each would cost a product) or when the run holds no more pairs."""
+    k = len(ritz.theta)
+    n_top = min(n, max(0, k - top - bottom)) if top else 0
+    n_bottom = min(n, max(0, k - top - bottom - n_top)) if bottom else 0
+    if AV is None or n_top + n_bottom == 0:
+        return None
+    idx = torch.cat([torch.arange(k - 1 - top, k - 1 - top - n_top, -1),
+                     torch.arange(bottom, bottom + n_bottom)])
+    S = ritz.S[:, idx].to(dtype=V.dtype, device=V.device)
+    like = dict(dtype=A.dtype, device=A.device)
+    return ritz.theta[idx], ritz.residuals[idx], (V @ S).to(**like), (AV @ S).to(**like)
 
 
 def _certified(ritz: _Ritz, cert: _Certificate, top, bottom, threshold, P, b,

@@ -226,6 +226,7 @@ class HessianOperator(_CurvatureOperator):
                 out[:, k] = _double_backward(g, theta, V[:, k])
             return out
 
+        hvp.graph = (g, theta)  # read by the tracker's one-vector product (condlab.tracking.top)
         return hvp
 
 
@@ -290,20 +291,47 @@ GRAD_OUTPUTS_FROM = 2**22  # parameters from which v goes in as autograd's outpu
 def _double_backward(g: Tensor, theta: Tensor, v: Tensor, batched: bool = False) -> Tensor:
     """``d(g . v) / d theta`` through the kept graph of ``g`` (``v [P]``, or ``[K, P]`` batched).
 
-    One vector of a small model goes through the scalar ``g . v``: torch imports sympy (0.5 s)
-    the first time ``autograd.grad`` is given a tensor of output gradients, which a short run
-    would pay. From ``GRAD_OUTPUTS_FROM`` parameters on, ``v`` is passed as the output gradient
-    (as a plain double backward does): the dot and its backward are two more passes over ``P``
-    per product (GPT-2 small: about 0.2 of a 3.8 s product), against 0.5 s once.
+    One vector of a small model goes through the scalar ``g . v``; from ``GRAD_OUTPUTS_FROM``
+    parameters on, and for a batched block, ``v`` is passed as the output gradient (as a plain
+    double backward does): the dot and its backward are two more passes over ``P`` per product
+    (GPT-2 small: about 0.2 of a 3.8 s product). Output gradients go to autograd's engine by
+    ``_grad_with_outputs``, which skips the import of sympy that ``autograd.grad`` pays for them.
     """
     if batched or v.numel() >= GRAD_OUTPUTS_FROM:
-        out, grads = g, v
-    else:
-        out, grads = g @ v, None
-    return torch.autograd.grad(
-        out, theta, grads, retain_graph=True, is_grads_batched=batched, allow_unused=True,
-        materialize_grads=True,
-    )[0]
+        return _grad_with_outputs(g, theta, v, batched)
+    return torch.autograd.grad(g @ v, theta, retain_graph=True, allow_unused=True,
+                               materialize_grads=True)[0]
+
+
+def _grad_with_outputs(out: Tensor, x: Tensor, grad: Tensor, batched: bool) -> Tensor:
+    """``torch.autograd.grad(out, x, grad, retain_graph=True, is_grads_batched=batched,
+    allow_unused=True, materialize_grads=True)[0]``, the same calls without its shape check.
+
+    That check (``torch.autograd._make_grads``) imports ``torch.fx.experimental.symbolic_shapes``
+    and with it sympy and mpmath the first time a tensor of output gradients is given: 0.3 CPU s
+    of a short run's process (the whole-process benchmark). Here the shape is checked by hand
+    and the engine called as ``autograd.grad`` calls it (vmapped over the block's first
+    dimension when batched), so the products are bit for bit the same. Where torch lacks the
+    private entry points, ``autograd.grad`` itself runs.
+    """
+    try:
+        from torch._vmap_internals import _vmap
+        from torch.autograd.graph import _engine_run_backward
+    except ImportError:  # another torch: the public call, sympy and all
+        return torch.autograd.grad(out, x, grad, retain_graph=True, is_grads_batched=batched,
+                                   allow_unused=True, materialize_grads=True)[0]
+    if tuple(grad.shape[int(batched):]) != tuple(out.shape) or grad.dtype != out.dtype:
+        raise RuntimeError(f"output gradient {tuple(grad.shape)} {grad.dtype} does not match the "
+                           f"output {tuple(out.shape)} {out.dtype}")
+
+    def vjp(gO: Tensor):
+        return _engine_run_backward((out,), (gO,), True, False, (x,), True, accumulate_grad=False)
+
+    res = (_vmap(vjp, 0, 0, allow_none_pass_through=True) if batched else vjp)(grad)[0]
+    if res is None:  # x does not reach out
+        return torch.zeros((*grad.shape[:1], *x.shape) if batched else x.shape, dtype=x.dtype,
+                           device=x.device)
+    return res
 
 
 class GGNOperator(_CurvatureOperator):

@@ -34,6 +34,8 @@ from condlab.measure import Estimate
 from condlab.problem import make_problem
 from condlab.tracking.top import top_eigenpair
 
+KEEP_BYTES = 2**24  # a training loop keeps its Lanczos workspace between measurements up to this
+
 
 def fast(cfg: SpectrumConfig) -> bool:
     """Whether ``cfg`` asks only for ``lambda_max`` of the baseline and preconditioned settings."""
@@ -70,9 +72,11 @@ class Kept:
     def __init__(self, problem):
         self.problem = problem
         self.key: tuple | None = None  # the config's fields but lr and beta1, as last built
+        self.cfg: SpectrumConfig | None = None  # the config that key was read from
         self.settings: list | None = None
         self.columns: int | None = None
         self.budget: int | None = None  # the bytes the kept graph may hold, read once
+        self.workspace: dict = {}  # the Lanczos basis and random start, while small (release)
 
     def at(self, model: nn.Module):
         self.release()
@@ -82,6 +86,9 @@ class Kept:
         """Let go of the last measurement's operators (their kept graphs) between measurements."""
         if self.settings is not None:
             self.settings = [dataclasses.replace(s, operator=None) for s in self.settings]
+        for key in [k for k, t in self.workspace.items()
+                    if t.numel() * t.element_size() > KEEP_BYTES]:
+            del self.workspace[key]  # a large model's basis is not held during training
 
     def settings_for(self, cfg: SpectrumConfig, inputs: Inputs) -> list:
         """The settings of this measurement: built in full when ``cfg`` changed in more than
@@ -98,8 +105,11 @@ class Kept:
 
         if self.budget is None:
             self.budget = graph_budget(self.problem.device, _limit(cfg))
-        key = tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-                    if f.name not in ("lr", "beta1"))
+        if cfg is not self.cfg:  # the Tracker hands the same config while lr and beta1 hold
+            self.cfg, key = cfg, tuple(getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                                       if f.name not in ("lr", "beta1"))
+        else:
+            key = self.key
         if self.settings is None or key != self.key:
             self.key, self.columns = key, None
             self.settings = build_settings(cfg, self.problem, inputs, summaries=False)
@@ -164,7 +174,8 @@ def measure_fast(cfg: SpectrumConfig, inputs: Inputs, starts: dict | None = None
     else:
         problem = problem if problem is not None else make_problem(inputs, cfg)
         todo = list(build_settings(cfg, problem, inputs, summaries=False))
-    results, vectors, workspace = [], {}, {}  # the rows share one basis
+    results, vectors = [], {}
+    workspace = kept.workspace if kept is not None else {}  # the rows share one basis
     while todo:
         s = todo.pop(0)
         t0 = time.perf_counter()

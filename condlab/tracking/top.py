@@ -78,14 +78,18 @@ from torch import Tensor
 
 from condlab.errors import UsageError
 from condlab.estimators._matmat import make_generator, operator_size, random_probes
-from condlab.estimators.lanczos import BREAKDOWN_RTOL, lanczos_step
-from condlab.memory import guard
+from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2, lanczos_step
+from condlab.memory import guard, memory_fix
 
 WARM_SECOND = 0.05  # weight of the previous second Ritz vector: enough to resolve a swap of the top two
 WARM_NOISE = 1e-4  # weight of the random vector: no direction is exactly absent
 SETTLED = 10.0  # the gap rule also needs theta_1 to have risen by <= SETTLED * tol ||A|| last step
 GAP_CAP = 0.1  # an estimated gap counts for at most GAP_CAP ||A|| (measured, edge of stability)
 STOPS = ("residual", "residual^2/gap", "budget", "exact")
+try:  # np.linalg.eigh's own LAPACK ufunc (private; the public call is the fallback)
+    from numpy.linalg._umath_linalg import eigh_lo as _EIGH
+except ImportError:  # pragma: no cover
+    _EIGH = None
 
 
 @dataclass(frozen=True)
@@ -125,11 +129,12 @@ def _mix(S: Tensor, q: Tensor) -> Tensor:
     return q
 
 
-def warm_vector(start: Tensor, R: Tensor) -> Tensor:
+def warm_vector(start: Tensor, R: Tensor, noise: Tensor | None = None) -> Tensor:
     """``q_1 [P]``: ``s_1/||s_1|| + WARM_SECOND s_2/||s_2|| + WARM_NOISE r/||r||`` for the columns
-    ``s_i`` of ``start [P]`` or ``[P, k]`` (only the first two are used) and the random ``r``."""
+    ``s_i`` of ``start [P]`` or ``[P, k]`` (only the first two are used) and the random ``r``
+    (``noise``: that last term, already computed)."""
     S = _normalized_columns(start, R, "start")
-    return _mix(S, WARM_NOISE * R / torch.linalg.vector_norm(R))
+    return _mix(S, WARM_NOISE * R / torch.linalg.vector_norm(R) if noise is None else noise)
 
 
 def hinted_vector(hint: Tensor, R: Tensor) -> Tensor:
@@ -137,6 +142,87 @@ def hinted_vector(hint: Tensor, R: Tensor) -> Tensor:
     full weight: never much further from an eigenvector than a random start."""
     H = _normalized_columns(hint, R, "hint")
     return _mix(H, R / torch.linalg.vector_norm(R))
+
+
+def _eigh(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.linalg.eigh`` of a small float64 ``T`` through its LAPACK ufunc, without the
+    wrapper's checks (5 us against 12.6 a call; one per Lanczos step): the same bits."""
+    if _EIGH is None:
+        return np.linalg.eigh(T)
+    return _EIGH(T, signature="d->dd")
+
+
+def _random_start(P: int, A, generator: torch.Generator | None, seed: int,
+                  workspace: dict | None) -> Tensor:
+    """The random part ``r [P]`` of the start: the first draw of ``generator`` (or of a fresh
+    one seeded with ``seed``). A seeded draw is kept in ``workspace``: a training loop draws the
+    same ``r`` at every measurement (a float64 ``randn`` of 2,410 values costs about 0.1 ms, a
+    sixth of a training step of the digits MLP)."""
+    if generator is not None or workspace is None:
+        return random_probes(P, 1, make_generator(generator, seed), like=A)[:, 0]
+    key = ("r", P, A.dtype, str(A.device), int(seed))
+    r = workspace.get(key)
+    if r is None:
+        r = workspace[key] = random_probes(P, 1, make_generator(None, seed), like=A)[:, 0]
+        workspace[("noise", *key[1:])] = WARM_NOISE * r / torch.linalg.vector_norm(r)
+    return r
+
+
+def _direct(A):
+    """``v [P] -> A v [P]`` without the operator's dispatch (its block loop, memory guard and
+    reductions: about 50 us a product, a sixth of one on the digits MLP), with the same
+    arithmetic, for the operators a training loop's fast path builds once their graph is kept:
+    a cached single-batch Hessian (its map's backward pass), and ``P^-1/2 A P^-1/2`` (+ shifts)
+    around one. None for anything else (the caller then goes through ``A @ v``)."""
+    from condlab.distributed import is_distributed
+    from condlab.operators.curvature import GRAD_OUTPUTS_FROM, HessianOperator
+    from condlab.operators.diagonal import PreconditionedOperator
+
+    if type(A) is PreconditionedOperator:
+        inner = _direct(A.A)
+        if inner is None:
+            return None
+        scale, lam_in, lam_out = A._scale[:, 0], A.inner_shift, A.outer_shift
+
+        def preconditioned(v: Tensor) -> Tensor:
+            A.matvecs += 1
+            w = scale * v
+            out = scale * inner(w)
+            if lam_in:
+                out = out + lam_in * (scale * w)
+            if lam_out:
+                out = out + lam_out * v
+            return out
+
+        return preconditioned
+    if (type(A) is not HessianOperator or not A.cache or list(A._maps) != [0]
+            or A.problem.weights != [1.0] or is_distributed()):
+        return None
+    hvp = A._maps[0]
+    g, theta = getattr(hvp, "graph", (None, None))
+    if g is None or g.numel() >= GRAD_OUTPUTS_FROM:
+
+        def hessian(v: Tensor) -> Tensor:
+            A.matvecs += 1
+            return hvp(v[:, None])[:, 0]
+
+        return hessian
+    # d(g . v)/d theta by autograd's engine, as torch.autograd.grad runs it (the same bits:
+    # test_the_direct_product_is_the_operators_product) without its Python checks: 200 us
+    # against 230 a product of the digits MLP; autograd.grad if the engine's call changes
+    run = torch.autograd.Variable._execution_engine.run_backward
+    one, engine = torch.ones((), dtype=g.dtype, device=g.device), [True]
+
+    def backward(v: Tensor) -> Tensor:
+        A.matvecs += 1
+        if engine[0]:
+            try:
+                return run((g @ v,), (one,), True, False, (theta,), False, False)[0]
+            except TypeError:
+                engine[0] = False
+        return hvp(v[:, None])[:, 0]
+
+    return backward
 
 
 def basis_columns(A, max_products: int, max_basis: int | None = None,
@@ -197,10 +283,11 @@ def top_eigenpair(
         raise UsageError(f"tol must be > 0, got {tol}")
     if max_products < 1:
         raise UsageError(f"max_products must be >= 1, got {max_products}")
-    gen = make_generator(generator, seed)
-    r = random_probes(P, 1, gen, like=A)[:, 0]
+    gen = generator  # a seeded one is made only for a restart (r may come from the workspace)
+    r = _random_start(P, A, generator, seed, workspace)
     if start is not None:
-        q = warm_vector(start, r)
+        noise = (workspace or {}).get(("noise", P, A.dtype, str(A.device), int(seed)))
+        q = warm_vector(start, r, None if generator is not None else noise)
     elif hint is not None:
         q = hinted_vector(hint, r)
     else:
@@ -224,9 +311,23 @@ def top_eigenpair(
     products = restarts = k = 0
     anorm, previous = 0.0, -math.inf
     theta = S = None
+    direct = _direct(A)  # A's product without its dispatch, once its graph is kept
     while True:
-        w, stats = lanczos_step(A, Q, k, q)
-        alpha, beta, aq = stats.tolist()
+        if direct is None and products == 1:  # the first product built the graph
+            direct = _direct(A)
+        if direct and Q.device.type == "cpu":  # lanczos_step's arithmetic, read without a stack
+            Q[:, k] = q
+            try:  # an allocator error: the one line of A @ v's guard (a try costs nothing)
+                w = direct(q)
+            except Exception as e:
+                with guard("a curvature product of 1 vector(s)", memory_fix()):
+                    raise e from None
+            aq = float(torch.linalg.vector_norm(w))
+            w, h = cgs2(Q[:, : k + 1], w)
+            alpha, beta = float(h[k]), float(torch.linalg.vector_norm(w))
+        else:
+            w, stats = lanczos_step(A, Q, k, q)
+            alpha, beta, aq = stats.tolist()
         products, k, anorm = products + 1, k + 1, max(anorm, aq)
         if k > T.shape[0]:
             T = np.pad(T, (0, min(cap, 2 * T.shape[0]) - T.shape[0]))
@@ -236,13 +337,15 @@ def top_eigenpair(
         if k == 1:
             theta, S = np.array([alpha]), np.ones((1, 1))
         else:
-            theta, S = np.linalg.eigh(T[:k, :k])  # ascending
-        rho = np.abs(beta * S[-1])  # residual of every Ritz pair, no product
-        threshold = tol * float(np.abs(theta).max())
-        rho1, gap = float(rho[-1]), None
-        rise, previous = float(theta[-1]) - previous, float(theta[-1])
+            theta, S = _eigh(T[:k, :k])  # ascending
+        # the residuals of the top two Ritz pairs, beta |s_k,i| (no product), and ||A|| as the
+        # largest |theta| (an end of the ascending theta), read as Python floats
+        last, top = S[-1].tolist(), float(theta[-1])
+        threshold = tol * max(abs(top), abs(float(theta[0])))
+        rho1, gap = abs(beta * last[-1]), None
+        rise, previous = top - previous, top
         if k >= 2:
-            gap = float(theta[-1] - theta[-2] - rho[-2])
+            gap = top - float(theta[-2]) - abs(beta * last[-2])
         stop = None
         if k == P and restarts == 0:
             stop = "exact"
@@ -258,6 +361,9 @@ def top_eigenpair(
             break
         if k == cap:  # a full basis: restart from the top two Ritz vectors
             Y = Q[:, :k] @ torch.from_numpy(S[:, ::-1][:, :2].copy()).to(dtype=A.dtype, device=A.device)
+            if gen is None:  # the generator r came from, past r
+                gen = make_generator(None, seed)
+                random_probes(P, 1, gen, like=A)
             q = warm_vector(Y, random_probes(P, 1, gen, like=A)[:, 0])
             q = q / torch.linalg.vector_norm(q)
             k, restarts = 0, restarts + 1
@@ -272,9 +378,9 @@ def top_eigenpair(
         error = min(rho1, rho1 * rho1 / min(gap, GAP_CAP * threshold / tol))
     top2 = torch.from_numpy(S[:, ::-1][:, : min(2, k)].copy())  # the top two Ritz vectors of T
     Y = Q[:, :k] @ top2.to(dtype=A.dtype, device=A.device)  # [P, <=2]
-    converged, certificate = _backed(rho, threshold, stop)
+    converged, certificate = _backed(rho1, threshold, stop)
     return TopEig(
-        value=float(theta[-1]), residual=rho1, error=error, gap=gap, stop=stop,
+        value=top, residual=rho1, error=error, gap=gap, stop=stop,
         converged=converged, estimate_met=stop != "budget" or error <= threshold,
         certificate=certificate, threshold=threshold, products=products, restarts=restarts,
         warm=start is not None, vectors=Y, seed=None if generator is not None else int(seed),
@@ -282,7 +388,7 @@ def top_eigenpair(
     )
 
 
-def _backed(rho, threshold: float, stop: str) -> tuple[bool, str]:
+def _backed(rho1: float, threshold: float, stop: str) -> tuple[bool, str]:
     """``(converged, why)``: only a run to full depth backs ``lambda_max`` here. A residual within
     ``threshold`` proves some eigenvalue within it, not that it is the largest; the random start's
     certificate (:func:`condlab.estimators.bounds.top_errors`) would, but after the products the
@@ -291,7 +397,7 @@ def _backed(rho, threshold: float, stop: str) -> tuple[bool, str]:
     about 30 ms, tens of training steps of a small model. So it is not run."""
     if stop == "exact":
         return True, "exact: the run reached the full dimension"
-    if float(rho[-1]) > threshold:
+    if rho1 > threshold:
         return False, ("not converged: the residual exceeds tol * ||A|| (the run stopped on "
                        f"'{stop}', an estimate)")
     return False, ("not certified: the residual meets tol * ||A||, so some eigenvalue lies "

@@ -121,6 +121,47 @@ def test_kept_graph_blocks_match_the_dense_hessian_either_way(case, limit, monke
     torch.testing.assert_close(A, ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["residual-layernorm-ce", "batchnorm-batch-ce", "cnn-ce"])
+def test_output_gradients_through_the_engine_are_autograd_grad_bit_for_bit(case):
+    """``_grad_with_outputs`` (the engine call ``autograd.grad`` makes, without the shape check
+    that imports sympy) gives the very bits of ``autograd.grad``, batched and one vector at a
+    time, and the columns are the dense Hessian's."""
+    from condlab.operators import curvature
+
+    model, X, y, loss, kwargs = make_case(case)
+    problem = Problem(model, [(X, y)], loss, dtype=torch.float64, **kwargs)
+    theta = problem.theta.detach().requires_grad_(True)
+    g = torch.autograd.grad(problem.batch_loss(theta, 0), theta, create_graph=True)[0]
+    V = torch.randn(5, theta.numel(), generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    ours = curvature._grad_with_outputs(g, theta, V, batched=True)
+    theirs = torch.autograd.grad(g, theta, V, retain_graph=True, is_grads_batched=True)[0]
+    assert torch.equal(ours, theirs)
+    one = curvature._grad_with_outputs(g, theta, V[1], batched=False)
+    assert torch.equal(one, torch.autograd.grad(g, theta, V[1], retain_graph=True)[0])
+    ref = autograd_hessian(model, X, y, loss, train=kwargs.get("bn_mode") == "batch")
+    torch.testing.assert_close(ours, V @ ref, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="does not match"):
+        curvature._grad_with_outputs(g, theta, V[:, :-1], batched=True)
+
+
+def test_output_gradients_fall_back_to_autograd_grad_without_the_private_engine(monkeypatch):
+    """A torch without ``torch.autograd.graph._engine_run_backward`` gets ``autograd.grad``."""
+    from condlab.operators import curvature
+
+    model, X, y, loss, _ = make_case("mlp-ce")
+    problem = Problem(model, [(X, y)], loss, dtype=torch.float64)
+    theta = problem.theta.detach().requires_grad_(True)
+    g = torch.autograd.grad(problem.batch_loss(theta, 0), theta, create_graph=True)[0]
+    V = torch.randn(3, theta.numel(), generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    ours = curvature._grad_with_outputs(g, theta, V, batched=True)
+    monkeypatch.delattr(torch.autograd.graph, "_engine_run_backward")
+    assert torch.equal(curvature._grad_with_outputs(g, theta, V, batched=True), ours)
+    torch.testing.assert_close(ours, V @ autograd_hessian(model, X, y, loss), rtol=1e-10,
+                               atol=1e-12)
+
+
 def test_kept_graphs_beyond_the_memory_budget_fall_back_to_direct_products(monkeypatch):
     """'auto' keeps the Hessian's gradient graphs while the bytes autograd saves for them fit
     the budget, whatever the parameter-sample count; past it, every product is recomputed."""

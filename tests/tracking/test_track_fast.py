@@ -313,6 +313,33 @@ def test_tracker_in_steps_follows_the_time_between_step_calls(monkeypatch):
     assert rows[0]["in_steps"] == pytest.approx(rows[0]["seconds"] / m["step_seconds"])
 
 
+def test_a_training_step_is_the_time_since_the_last_measurement_over_the_steps(monkeypatch):
+    """No clock is read between measurements: the training steps since the last measurement
+    (or the Tracker's construction) share the time since it. A measurement asked for directly
+    starts the next interval too (before, the steps after it were charged its time)."""
+    import condlab.tracking.hook as hook
+
+    model, opt, X, y = small_run(steps=1)
+    now = [0.0]
+    monkeypatch.setattr(hook.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(hook.time, "process_time", lambda: now[0] / 2)
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=3)
+    for _ in range(3):
+        now[0] += 2.0
+        rows = tracker.step(opt)
+    m = tracker.measurements[-1]
+    assert (m["train_steps"], m["step_seconds"], m["step_cpu_seconds"]) == (3, 2.0, 1.0)
+    now[0] += 1.0
+    tracker.measure(opt)
+    assert tracker.measurements[-1]["train_steps"] == 0
+    for _ in range(3):
+        now[0] += 5.0
+        rows = tracker.step(opt)
+    m = tracker.measurements[-1]
+    assert (m["train_steps"], m["step_seconds"], m["step_cpu_seconds"]) == (3, 5.0, 2.5)
+    assert rows[0]["in_steps"] == rows[0]["seconds"] / 5.0
+
+
 def test_warm_measurements_take_fewer_products_and_agree_with_cold_ones():
     model, opt, X, y = small_run(steps=5)
     warm = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1, tol=1e-6)
@@ -381,6 +408,99 @@ def test_a_diverged_run_is_one_condlab_error():
         model[0].weight[0, 0] = float("nan")
     with pytest.raises(CondlabError, match="NaN or Inf"):
         tracker.step(opt)
+
+
+def test_the_direct_product_is_the_operators_product():
+    """The fast path's product without the operator's dispatch (``top._direct``) is bit for bit
+    ``A @ v`` for the cached single-batch Hessian and for ``P^-1/2 (H + a I) P^-1/2 + b I``
+    around it, both against the dense float64 Hessian; it is used only once the graph is kept,
+    and for nothing else (two batches: the operator's own product)."""
+    from condlab.operators.curvature import HessianOperator
+    from condlab.operators.diagonal import PreconditionedOperator
+    from condlab.problem import Problem
+    from condlab.tracking.top import _direct
+
+    model, opt, X, y = small_run(steps=5)
+    H = dense_hessian(model, X[:32], y[:32])
+    d = adam_diagonal(opt).to(H.dtype)
+    v = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(3), dtype=H.dtype)
+    A = HessianOperator(Problem(model, [(X[:32], y[:32])], "cross-entropy", dtype=torch.float64))
+    assert _direct(A) is None  # no graph yet: the first product builds it through A @ v
+    B = PreconditionedOperator(A, d, inner_shift=0.3, outer_shift=0.2)
+    Av = A @ v
+    hv, bv = _direct(A), _direct(B)
+    assert torch.equal(hv(v), Av) and torch.equal(bv(v), B @ v)
+    assert torch.allclose(hv(v), H @ v, rtol=1e-10, atol=1e-12)
+    s = d.rsqrt()
+    dense_b = s[:, None] * (H + 0.3 * torch.eye(H.shape[0], dtype=H.dtype)) * s[None, :]
+    assert torch.allclose(bv(v), dense_b @ v + 0.2 * v, rtol=1e-10, atol=1e-12)
+    two = HessianOperator(Problem(model, [(X[:32], y[:32]), (X[32:64], y[32:64])],
+                                  "cross-entropy", dtype=torch.float64))
+    two @ v
+    assert _direct(two) is None and _direct(torch.eye(3)) is None
+    e = top_eigenpair(B, tol=1e-10, seed=0)  # through the direct product after the first
+    top = float(torch.linalg.eigvalsh((dense_b + dense_b.T) / 2)[-1]) + 0.2
+    assert e.value == pytest.approx(top, rel=1e-9)
+
+    engine = torch.autograd.Variable._execution_engine
+
+    class Changed:  # a torch whose engine takes other arguments: autograd.grad's call instead
+        def run_backward(self, *args, **kwargs):
+            if not kwargs:  # the direct product's positional call
+                raise TypeError("run_backward() takes other arguments")
+            return engine.run_backward(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(torch.autograd.Variable, "_execution_engine", Changed())
+        fallback = _direct(A)
+        assert torch.equal(fallback(v), Av) and torch.equal(fallback(v), Av)
+
+
+def test_the_lanczos_eigensolve_is_numpys_bit_for_bit():
+    """The fast path's small eigensolve (numpy's LAPACK ufunc, without the wrapper) gives the
+    bits of ``np.linalg.eigh`` on tridiagonal matrices like T_k, repeated eigenvalues too."""
+    import numpy as np
+
+    from condlab.tracking.top import _eigh
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5, 16, 40):
+        T = np.diag(rng.standard_normal(k)) + np.diag(np.abs(rng.standard_normal(k - 1)), 1)
+        T = T + np.triu(T, 1).T
+        for M in (T, np.diag(np.repeat([2.0, 1.0], (k + 1) // 2)[:k])):
+            a, b = np.linalg.eigh(M), _eigh(M)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_a_kept_workspace_changes_no_result_and_a_large_basis_is_not_kept(monkeypatch):
+    """A training loop keeps the Lanczos basis and the seeded random start between
+    measurements: every result (values, vectors, products, restarts) is what a fresh
+    generator gives, also across a restart (which draws past the kept start); a basis above
+    ``KEEP_BYTES`` is let go between measurements."""
+    import condlab.tracking.sharpness as sharpness
+
+    A, _ = spectrum_matrix(torch.cat([torch.tensor([10.0, 9.0]), bulk(298)]), seed=5)
+    B = _rotated(A, 0.05, seed=6)
+    ws: dict = {}
+    for kw in ({}, {"max_basis": 6}, {"tol": 1e-8, "max_basis": 6}):
+        opts = {"tol": 1e-4, **kw}
+        fresh = [top_eigenpair(A, generator=torch.Generator().manual_seed(0), **opts)]
+        fresh.append(top_eigenpair(B, generator=torch.Generator().manual_seed(0),
+                                   start=fresh[0].vectors, **opts))
+        kept = [top_eigenpair(A, seed=0, workspace=ws, **opts)]
+        kept.append(top_eigenpair(B, seed=0, start=kept[0].vectors, workspace=ws, **opts))
+        for a, b in zip(fresh, kept, strict=True):
+            assert (a.value, a.products, a.restarts, a.stop) == (b.value, b.products, b.restarts, b.stop)
+            assert torch.equal(a.vectors, b.vectors)
+            assert abs(a.value - 10.0) <= opts["tol"] * 10.0
+    assert any(e.restarts for e in kept)
+    model, opt, X, y = small_run(steps=3)
+    tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1)
+    tracker.step(opt)
+    assert tracker.kept.workspace  # small: kept
+    monkeypatch.setattr(sharpness, "KEEP_BYTES", 8)
+    tracker.step(opt)
+    assert all(t.numel() * t.element_size() <= 8 for t in tracker.kept.workspace.values())
 
 
 # -- the sweep: lambda_max alone, one read per checkpoint, a stale warm file -------------------
@@ -507,6 +627,27 @@ def test_an_allocator_error_in_the_trackers_basis_is_one_line(monkeypatch):
     A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
     with pytest.raises(CondlabError, match="tracker's Lanczos basis.*max_basis"):
         top.top_eigenpair(A, tol=1e-6, seed=0)
+
+
+def test_an_allocator_error_in_a_direct_product_is_the_operators_one_line(monkeypatch):
+    """The direct product skips the operator's memory guard, not its message: running out of
+    memory there is the one line ``A @ v`` gives; any other error passes through as it was."""
+    import condlab.tracking.top as top
+    from condlab.errors import CondlabError
+
+    A = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+
+    def no_memory(v):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp] can't allocate memory: 4 GB")
+
+    def broken(v):
+        raise ValueError("a bug in the product")
+
+    for product, error, match in ((no_memory, CondlabError, "curvature product.*--memory-limit"),
+                                  (broken, ValueError, "a bug in the product")):
+        monkeypatch.setattr(top, "_direct", lambda A, f=product: f)
+        with pytest.raises(error, match=match):
+            top.top_eigenpair(A, tol=1e-6, seed=0)
 
 
 def test_the_fast_paths_basis_is_sized_by_the_memory_plan(monkeypatch):
