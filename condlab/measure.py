@@ -217,7 +217,7 @@ def estimate(
                 seed=s.seed,
                 return_vectors=True,
                 start=start,
-                **(dict(stop_on="values") if not lean else {}),  # vectors: warm starts, noise
+                stop_on="values",  # the vectors serve as warm starts and the noise estimate
                 **({} if lean else dict(
                     max_basis=plan.max_basis, block_size=s.block_size,
                     basis_dtype=getattr(torch, s.krylov_dtype) if s.krylov_dtype else None,

@@ -241,3 +241,20 @@ def interrupt_sweep(monkeypatch, at: int = 3):
 
     monkeypatch.setattr(sweep.Sweep, "measure", dying)
     return lambda: monkeypatch.setattr(sweep.Sweep, "measure", real)
+
+
+def script_module(name: str):
+    """``scripts/<name>.py`` as a module, for the script tests' fixtures (a generator: it yields
+    the module and then takes ``scripts/``, which the script may have put on ``sys.path``, off
+    it again)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    if str(scripts) in sys.path:
+        sys.path.remove(str(scripts))

@@ -465,9 +465,10 @@ def extreme_eigenpairs(
         from condlab.estimators.verify import single_then_verify
 
         return single_then_verify(
-            A, top=top, bottom=bottom, tol=tol, max_matvecs=max_matvecs, max_basis=max_basis,
-            generator=generator, seed=seed, return_vectors=return_vectors,
+            extreme_eigenpairs, A, top=top, bottom=bottom, tol=tol, max_matvecs=max_matvecs,
+            max_basis=max_basis, generator=generator, seed=seed, return_vectors=return_vectors,
             basis_dtype=basis_dtype, basis_device=basis_device, stop_on=stop_on,
+            rounding=ROUNDING,
         )
 
     vdtype = basis_dtype or A.dtype

@@ -20,19 +20,27 @@ Products: ``2 m`` for ``m`` steps (pass 2 needs ``m - 1``, the check one per lis
 twice a basis run's; memory: the power iteration's plus two vectors (pass 2: ``q_{j-1}``,
 ``q_j``, the product and ``y``).
 
-What backs "it is lambda_max": the end certificate (:mod:`condlab.estimators.bounds`) reads the
-random start's recurrence and assumes orthonormal Lanczos vectors (``sum_i (u^T q_i)^2 <= 1``
-for a unit eigenvector ``u``). Without re-orthogonalization the vectors lose orthogonality, only
-along converged Ritz vectors (Paige 1971): ``|y_i^T q_{j+1}| ~ eps ||A|| / (beta_j |s_{j,i}|)``.
-A converged Ritz vector far from the wanted end barely reaches the eigenvectors
-beyond it (:func:`_pollution`), so the run tracks ``omega = max_j max_i eps ||A|| / max(beta_j
-|s_{j,i}|, theta_max - theta_i)`` (the mirror for ``lambda_min``) over every step's Ritz pairs
-(from ``T`` alone, no product). While ``omega <= sqrt(eps)`` the vectors are
-semi-orthogonal, ``||Q^T Q|| <= 1 + m omega``, and the certificate is applied with that factor
-(``start_scale^2 = 1 + m omega``: ``g^2 K(lambda) <= ||Q^T Q||``). Past ``sqrt(eps)`` the end is
-*not certified* and the record says why: the value is then backed by its true residual only.
-Pass 2 recomputes the coefficients; their largest deviation from pass 1's (0 where products are
-bitwise reproducible) is recorded, and the true residual backs the vector either way.
+What backs "it is lambda_max": a bracket of what was computed. Below, the Rayleigh quotient
+``rho = y^T A y / y^T y`` of the summed vector (its product is the true-residual check's): a
+lower bound on ``lambda_max`` for any vector, orthogonal Lanczos vectors or not, up to the
+products' and dot products' rounding. Above, the end certificate
+(:mod:`condlab.estimators.bounds`): for an eigenpair ``(lambda, u)`` the recurrence gives
+``u^T q_{j+1} = phi_j(lambda) u^T q_1`` up to the local rounding ``u^T f_j`` (Paige: ``||f_j||
+~ eps ||A||``), whatever the vectors' orthogonality, so ``g^2 K(lambda) <= ||Q^T u||^2``.
+Without re-orthogonalization the vectors lose orthogonality along converged Ritz vectors
+(Paige 1971): ``|y_i^T q_{j+1}| ~ eps ||A|| / (beta_j |s_{j,i}|)``. While Paige's estimate of
+the loss that can reach an eigenvector beyond the wanted end (:func:`_pollution`: ``omega =
+max_j max_i eps ||A|| / max(beta_j |s_{j,i}|, theta_max - theta_i)`` from ``T`` alone, the
+mirror for ``lambda_min``) stays ``<= sqrt(eps)``, ``||Q^T u||^2 <= 1 + m omega``; past it the
+certificate takes ``||Q^T u||^2 <= ||Q||_F^2 = m`` (unit vectors), which divides the quantile by
+``m`` where ``K`` grows exponentially, and the record says so. So ``lambda_max`` lies in ``[rho,
+U]`` and the listed Ritz value's error is ``max(U - theta, theta - rho)`` (error kind
+``bracket``): stopping on values it needs no residual below tol. Both sides ignore the
+eigenvector's share of the local rounding ``u^T f_j``, as every Krylov certificate here does:
+tested at the quantile's edge on float32 spectra (``tests/estimators/test_lean.py``), not
+proven. Pass 2 recomputes the coefficients; their largest deviation from pass 1's (0 where
+products are bitwise reproducible) is recorded, and the Rayleigh quotient and true residual
+back the vector either way.
 
 Reference: Paige, "The computation of eigenvalues and eigenvectors of very large sparse
 matrices" (1971); Simon, "The Lanczos algorithm with partial reorthogonalization", Math. Comp.
@@ -62,7 +70,7 @@ class _Recurrence:
     """The three-term recurrence from one start vector, holding ``q_{j-1}``, ``q_j`` only."""
 
     def __init__(self, A, q: Tensor):
-        self.A, self.q_prev, self.q = A, None, q
+        self.A, self.q_prev, self.q, self.dtype = A, None, q, q.dtype
         self.alphas: list[float] = []
         self.betas: list[float] = []
         self.products = 0
@@ -119,20 +127,30 @@ def lean_extreme_eigenpairs(
     return_vectors: bool = False,
     start: Tensor | None = None,
     certify: bool = True,
+    stop_on: str = "residuals",
 ):
     """``lambda_max`` (``top = 1``) and/or ``lambda_min`` (``bottom = 1``) by two-pass Lanczos
     (module docstring): an :class:`condlab.estimators.eigs.ExtremeEigs` with true residuals,
     backed errors and ``stop_reason``; ``max_basis`` reads the Krylov depth reached (no basis is
     held). Stops when the wanted Krylov residuals meet ``tol * ||A||`` and the end is certified
-    (or cannot be: orthogonality lost, a warm start's weaker certificate is not waited for), or
-    when pass 2 and the check would pass ``max_matvecs``."""
-    from condlab.estimators.eigs import MAX_TIGHTEN, TIGHTEN, _Ritz
+    (or cannot be: a warm start's weaker certificate is not waited for), or
+    when pass 2 and the check would pass ``max_matvecs``.
+
+    ``stop_on = 'values'`` (what :func:`condlab.measure` asks for): pass 1 also stops once the
+    end certificate bounds the value within ``tol ||A||`` while the Krylov residual is near
+    (``r^2 <= tol ||A|| gap``), and a value is converged when its bracket (:func:`_bracket`:
+    the Rayleigh quotient of the summed vector below, the certificate above) is within ``tol
+    ||A||``, whatever the vector's residual."""
+    from condlab.estimators.eigs import MAX_TIGHTEN, TIGHTEN, _near, _Ritz
 
     if top not in (0, 1) or bottom not in (0, 1) or top + bottom == 0:
         raise UsageError(f"the two-pass Lanczos finds top <= 1 and bottom <= 1 (not both 0), got "
                          f"{top} and {bottom}; use extreme_eigenpairs")
     if not tol > 0:
         raise UsageError(f"tol must be > 0, got {tol}")
+    if stop_on not in ("values", "residuals"):
+        raise UsageError(f"stop_on must be 'values' or 'residuals', got {stop_on!r}")
+    by_value = stop_on == "values"
     P = operator_size(A)
     nwant = top + bottom
     if max_matvecs < 2 + nwant:
@@ -157,25 +175,28 @@ def lean_extreme_eigenpairs(
                 lost_at = m
             threshold = factor * tol * anorm
             wanted = torch.cat([krylov[:bottom], krylov[m - top:]])
-            met = bool((wanted <= threshold).all())
+            met = resid_met = bool((wanted <= threshold).all())
             ritz = _Ritz(theta, S, krylov)
+            near = met or (by_value and _near(ritz, top, bottom, threshold))
             done = spent + run.products
             # the wanted pairs' own lost orthogonality: below sqrt(eps) ||A|| of Krylov residual
             # their Ritz values may get ghost copies and the Ritz vector pass 2 sums degrade
             # (GPT-2 small float32: true residual past tol after waiting to residual 0.09 < 0.18);
             # the true residual then says so, and continuing would not help
             own = eps * anorm / max(float(wanted.min()), 1e-300)
-            if met and certify and start is None and lost_at is None:
-                met_at = met_at or done
+            if near and certify and start is None:
+                met_at = met_at or (done if resid_met else 0)  # the wait is measured from here
                 if done >= next_check:
-                    err = _end_error(ritz, _certificate(run, beta, omega, exact=False), top,
+                    err = _end_error(ritz, _certificate(run, beta, omega, exact=False,
+                                                        lost=lost_at is not None), top,
                                      bottom, threshold, P)
                     met = err <= threshold
                     next_check = done + max(1, int(CERTIFY_EVERY * done))
                     if not met:
                         wait = _projected_wait(history, done, err, threshold, met_at)
                         history.append((done, err))
-                        if wait is not None and done + 2 * wait + m + nwant > max_matvecs:
+                        if resid_met and wait is not None and \
+                                done + 2 * wait + m + nwant > max_matvecs:
                             stop, waited = "met", wait  # the certificate is out of reach
                             log.info("lean: step %d, residual met; certificate error %.3g > "
                                      "%.3g, about %s more products projected: not waited for",
@@ -195,7 +216,7 @@ def lean_extreme_eigenpairs(
                 break
         log.info("lean: pass 1 stopped (%s) at step %d; pass 2; peak RSS %s", stop, m, _peak())
         result = _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega,
-                              lost_at, stop, return_vectors, max_matvecs, spent)
+                              lost_at, stop, return_vectors, max_matvecs, spent, by_value)
         if own > semi and result.stop_reason.startswith("rounding"):
             result = dataclasses.replace(result, stop_reason=result.stop_reason + (
                 "; the Lanczos vectors lost orthogonality along the wanted Ritz vector (its "
@@ -257,6 +278,55 @@ def _peak() -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
 
 
+def _bracket(errs, values: Tensor, rho: Tensor, floor: float, rounding: float, threshold: float,
+             top: bool):
+    """The end value's error from both sides of what the run computed: ``lambda_max`` lies in
+    ``[rho - rounding, U]``, ``rho = y^T A y / y^T y`` the Rayleigh quotient of the summed
+    Ritz vector (a lower bound on ``lambda_max`` for any vector ``y``, orthogonal Lanczos vectors
+    or not: ``rounding`` is the dot products' and the product's) and ``U = max(L, theta +
+    floor)`` the end certificate's upper bound (no eigenvalue above it; within ``floor`` of
+    ``theta`` it does not exclude, :func:`_pollution`). So ``|lambda_max - theta| <= max(U -
+    theta, theta - rho + rounding)`` for the listed ``theta``, whatever the vector's residual:
+    with a residual ``r`` and the rest of the spectrum at distance ``d``, ``theta - rho`` is
+    about ``r^2 / d``. The mirror for ``lambda_min``. A full-depth (``exact``) error is kept."""
+    if not len(values) or errs.kinds[0] == "exact":
+        return errs
+    sign = 1.0 if top else -1.0
+    edge = float(values[0]) + sign * floor
+    bound = max(errs.bound, edge) if top else min(errs.bound, edge)
+    below = sign * (float(values[0]) - float(rho[0])) + rounding  # theta - (rho - rounding)
+    first = max(float(errs.errors[0]), floor, below)
+    errors = errs.errors.clone()
+    errors[0] = first
+    kinds = list(errs.kinds)
+    if math.isfinite(first):
+        kinds[0] = "bracket"
+    certified = bool((errors <= threshold).all())
+    reason = errs.reason
+    if errs.certified and not certified:
+        reason = (f"not certified: the summed Ritz vector's Rayleigh quotient {float(rho[0]):.7g} "
+                  f"lies {abs(float(values[0]) - float(rho[0])):.3g} from the Ritz value "
+                  f"{float(values[0]):.7g} (> tol * ||A|| = {threshold:.3g} with the "
+                  "certificate's side): the vector does not back the value")
+    return dataclasses.replace(errs, errors=errors, kinds=kinds, bound=bound,
+                               certified=certified, reason=reason)
+
+
+def _rayleigh(AY: Tensor, Y: Tensor) -> Tensor:
+    """``y^T A y / y^T y`` per column (float64 sums over row blocks of at most 16 MiB)."""
+    from condlab.estimators.eigs import RESTART_CHUNK_BYTES
+
+    P, n = Y.shape
+    rows = max(1, RESTART_CHUNK_BYTES // max(1, n * Y.element_size()))
+    yay = torch.zeros(n, dtype=torch.float64, device=Y.device)
+    yy = torch.zeros(n, dtype=torch.float64, device=Y.device)
+    for r in range(0, P, rows):
+        y = Y[r : r + rows].double()
+        yay += (y * AY[r : r + rows].double()).sum(dim=0)
+        yy += (y * y).sum(dim=0)
+    return (yay / yy.clamp_min(torch.finfo(torch.float64).tiny)).to("cpu")
+
+
 def _pollution(theta: Tensor, krylov: Tensor, noise: float, top: int, bottom: int,
                floor: float) -> float:
     """Paige's estimate of the lost orthogonality that reaches an eigenvector ``u`` beyond the
@@ -275,7 +345,8 @@ def _pollution(theta: Tensor, krylov: Tensor, noise: float, top: int, bottom: in
     return out
 
 
-def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale: float = 1.0):
+def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale: float = 1.0,
+                 lost: bool = False):
     from condlab.estimators.eigs import _Certificate
 
     m = len(run.alphas)
@@ -283,12 +354,14 @@ def _certificate(run: _Recurrence, beta: float, omega: float, exact: bool, scale
     C = torch.zeros(m, 1, dtype=torch.float64)
     C[-1, 0] = beta
     rec = bounds.start_recurrence(T, C, [(1, 1)] * m)
-    # semi-orthogonal vectors: ||Q^T Q|| <= 1 + m omega, so g^2 K <= 1 + m omega
-    return _Certificate(rec, 1, scale * math.sqrt(1.0 + m * omega), exact=exact)
+    # semi-orthogonal vectors: ||Q^T Q|| <= 1 + m omega, so g^2 K <= 1 + m omega; any vectors:
+    # ||Q^T u||^2 <= ||Q||_F^2 = sum ||q_j||^2 = m (unit to rounding): g^2 K <= m
+    gram = m * (1.0 + math.sqrt(torch.finfo(run.dtype).eps)) if lost else 1.0 + m * omega
+    return _Certificate(rec, 1, scale * math.sqrt(gram), exact=exact)
 
 
 def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lost_at, stop,
-                 return_vectors, max_matvecs, spent):
+                 return_vectors, max_matvecs, spent, by_value=False):
     """Regenerate ``q_1 .. q_m``, accumulate the wanted Ritz vectors, check their residuals and
     assemble the result (``spent``: products taken before ``run``'s)."""
     from condlab.estimators.eigs import (
@@ -298,6 +371,7 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
         _may_miss,
         _residual_norms,
         _stop_reason,
+        _stopped_by,
     )
 
     m, beta_m = len(run.alphas), run.betas[-1]
@@ -307,14 +381,14 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
     idx += [0] if bottom else []
     n = len(idx)
     cert = None
-    if start is None and lost_at is None:
-        cert = _certificate(run, beta_m, omega, exact=stop == "breakdown" and m >= P)
+    lost = lost_at is not None
+    if start is None:
+        cert = _certificate(run, beta_m, omega, exact=stop == "breakdown" and m >= P, lost=lost)
     scale = 1.0
     if start is not None:
         n_start = 1 if start.ndim == 1 else start.shape[1]
         scale = 1.0 + n_start
-        if lost_at is None:
-            cert = _certificate(run, beta_m, omega, exact=False, scale=scale)
+        cert = _certificate(run, beta_m, omega, exact=False, scale=scale, lost=lost)
     products_before = run.products
     run.release()  # pass 1's vectors go before pass 2 makes its own
     gen.set_state(state)
@@ -335,28 +409,33 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
     Y.div_(norms)
     AY = matmat(A, Y)
     res = _residual_norms(AY, Y, values.to(dtype=Y.dtype, device=Y.device)).to(torch.float64)
+    rho = _rayleigh(AY, Y)
+    log.debug("lean: summed vector norm(s) %s before normalizing; Ritz value(s) %s, Rayleigh "
+             "quotient(s) %s, true residual(s) %s", [f"{float(x):.4g}" for x in norms],
+             [f"{float(x):.7g}" for x in values], [f"{float(x):.7g}" for x in rho],
+             [f"{float(x):.3g}" for x in res])
     matvecs = spent + products_before + again.products + n
     threshold = tol * anorm
     krylov = ritz.residuals.clone()
     krylov[idx] = torch.maximum(res, krylov[idx])
+    rounding = ROUNDING * torch.finfo(A.dtype).eps * anorm
     kw = dict(recurrence=None if cert is None else cert.recurrence, P=P, block_size=1,
               threshold=threshold, columns=1, start_scale=1.0 if cert is None else cert.scale,
-              exact=cert is not None and cert.exact,
-              rounding=ROUNDING * torch.finfo(A.dtype).eps * anorm)
+              exact=cert is not None and cert.exact, rounding=rounding)
     et = bounds.top_errors(theta, krylov, top, **kw)
     eb = bounds.bottom_errors(theta, krylov, bottom, **kw)
     floor = FLOOR * tol * anorm  # the end's error: no less than what _pollution leaves open
-    et = dataclasses.replace(et, errors=torch.cat([et.errors[:1].clamp_min(floor), et.errors[1:]]))
-    eb = dataclasses.replace(eb, errors=torch.cat([eb.errors[:1].clamp_min(floor), eb.errors[1:]]))
-    if lost_at is not None:  # the certificate's premise (orthonormal vectors) is not backed
-        why = (f"not certified: the Lanczos vectors lost semi-orthogonality at step {lost_at} "
-               f"(Paige's estimate {omega:.2g} > sqrt(eps) = {math.sqrt(torch.finfo(A.dtype).eps):.2g};"
-               " two-pass Lanczos keeps no basis to re-orthogonalize): the value is backed by its "
-               "true residual only")
-        et = dataclasses.replace(et, certified=False, reason=why) if top else et
-        eb = dataclasses.replace(eb, certified=False, reason=why) if bottom else eb
+    et = _bracket(et, values[:top], rho[:top], floor, rounding, threshold, top=True)
+    eb = _bracket(eb, values[top:], rho[top:], floor, rounding, threshold, top=False)
+    log.info("lean: summed vector norm(s) %s before normalizing; Ritz value(s) %s, Rayleigh "
+             "quotient(s) %s, true residual(s) %s, backed error(s) %s (tol ||A|| = %.3g)",
+             [f"{float(x):.4g}" for x in norms], [f"{float(x):.7g}" for x in values],
+             [f"{float(x):.7g}" for x in rho], [f"{float(x):.3g}" for x in res],
+             [f"{float(x):.3g}" for x in torch.cat([et.errors, eb.errors])], threshold)
     rt, rb = res[:top], res[top:]
     ct, cb = rt <= threshold, rb <= threshold
+    if by_value:  # the value known within tol ||A||: its bracket, whatever the vector's residual
+        ct, cb = ct | (et.errors <= threshold), cb | (eb.errors <= threshold)
     converged_all = ritz.residuals <= threshold
     vt, vb = values[:top], values[top:]
     nt = _copies(theta, converged_all, vt, 2 * threshold)
@@ -370,9 +449,17 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
         cert_for_reason = _Certificate(cert_for_reason.recurrence, 1, 1.0, exact=False,
                                        budget=max_matvecs)
     reason = _stop_reason(cert_for_reason, bool(ct.all() and cb.all()), matvecs, 0, True,
-                          threshold, A.dtype)
+                          threshold, A.dtype, _stopped_by(rt, rb, et, eb, threshold, by_value))
+    if by_value and stop == "met" and not bool(ct.all() and cb.all()) and cert is not None:
+        reason = (f"rounding: the end certificate placed the value within tol * ||A|| = "
+                  f"{threshold:.3g} of the Ritz value, but the summed vector's Rayleigh quotient "
+                  f"and true residual do not back it ({matvecs} products, 0 thick restarts)")
     reason += (f"; two-pass Lanczos, depth {m}, no basis held; orthogonality estimate "
                f"{omega:.2g}; pass-2 coefficient drift {drift / max(anorm, 1e-300):.2g} ||A||")
+    if lost:
+        reason += (f"; the vectors lost semi-orthogonality at step {lost_at} (Paige's estimate > "
+                   f"sqrt(eps)): the end certificate takes ||Q^T u||^2 <= ||Q||_F^2 = {m} "
+                   "instead of 1 + m omega")
     result = ExtremeEigs(
         eigenvalues_top=vt, residuals_top=rt, converged_top=ct,
         eigenvalues_bottom=vb, residuals_bottom=rb, converged_bottom=cb,
@@ -391,6 +478,7 @@ def _second_pass(A, P, gen, state, start, run, ritz, top, bottom, tol, omega, lo
         certificate_top=et.reason, certificate_bottom=eb.reason,
         lambda_max_upper=et.bound, lambda_min_lower=eb.bound, residual_kind="true",
         stop_reason=reason, checked_products=AY if return_vectors else None,
+        stop_rule="values" if by_value else "residuals",
     )
     del Y, AY
     return result

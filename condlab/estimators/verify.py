@@ -205,13 +205,14 @@ def deflated_verification(
         f"{top_edge:.6g}) by the {need:.3g} its residuals need"))
 
 
-def single_then_verify(A, *, top: int, bottom: int, tol: float, max_matvecs: int, max_basis,
-                       generator, seed: int, return_vectors: bool, basis_dtype, basis_device,
-                       stop_on: str):
+def single_then_verify(extreme_eigenpairs, A, *, top: int, bottom: int, tol: float,
+                       max_matvecs: int, max_basis, generator, seed: int, return_vectors: bool,
+                       basis_dtype, basis_device, stop_on: str, rounding: float):
     """:func:`~condlab.estimators.eigs.extreme_eigenpairs` by the ``'verify'`` strategy:
-    single-vector Lanczos, :func:`deflated_verification`, and the block run where it fails."""
-    from condlab.estimators.eigs import ROUNDING, extreme_eigenpairs
-
+    single-vector Lanczos, :func:`deflated_verification`, and the block run where it fails.
+    The caller passes its ``extreme_eigenpairs`` (for the runs) and ``rounding`` (its
+    Rayleigh-Ritz rounding floor in units of ``eps ||A||``), so that this module does not
+    import the one that calls it."""
     gen = make_generator(generator, seed)
     run_seed = None if generator is not None else int(seed)
     kw = dict(top=top, bottom=bottom, tol=tol, max_basis=max_basis, basis_dtype=basis_dtype,
@@ -240,7 +241,7 @@ def single_then_verify(A, *, top: int, bottom: int, tol: float, max_matvecs: int
             A, Y, AY, one.eigenvalues_top, one.eigenvalues_bottom, one.threshold, generator=gen,
             max_products=min(one.matvecs, max_matvecs - spent),
             max_basis=max_basis if max_basis is not None else one.max_basis,
-            rounding=ROUNDING * torch.finfo(A.dtype).eps * anorm)
+            rounding=rounding * torch.finfo(A.dtype).eps * anorm)
         spent += ver.products
         stages += (("verification", ver.products),)
         reason = ver.reason

@@ -1,29 +1,18 @@
 """scripts/bench_bottom.py's Chebyshev filter is the polynomial it claims, counts every product
 of A, and its filtered Lanczos finds the bottom of a prescribed spectrum. No timing is asserted."""
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from condlab.operators.base import DenseOperator
-from tests.cases import spectral_matrix
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.cases import script_module, spectral_matrix
 
 
 @pytest.fixture(scope="module")
 def bench():
-    scripts = str(ROOT / "scripts")
-    sys.path.insert(0, scripts)  # the script imports bench_peers from beside it
-    try:
-        yield importlib.import_module("bench_bottom")
-    finally:
-        while scripts in sys.path:
-            sys.path.remove(scripts)
+    yield from script_module("bench_bottom")
 
 
 EIGENVALUES = torch.cat([torch.tensor([-3.0, -2.5, -2.4]), torch.linspace(-1.0, 10.0, 117)])

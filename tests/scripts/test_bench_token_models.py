@@ -1,25 +1,17 @@
 """scripts/bench_token_models.py keeps running against condlab's API and hessian-eigenthings'
 Hugging Face path, and both tools measure the same loss. No timing is asserted."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.cases import script_module
+
 pytest.importorskip("transformers")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_token_models",
-                                                  ROOT / "scripts" / "bench_token_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(ROOT / "scripts"))
+    yield from script_module("bench_token_models")
 
 
 def test_condlab_and_the_models_own_loss_are_the_same_function(bench):
