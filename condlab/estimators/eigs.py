@@ -557,8 +557,8 @@ def extreme_eigenpairs(
                 # which end the start block's recurrence). By value: as soon as every value's backed
                 # error is within tol (r^2 / gap needs only r <= sqrt(tol ||A|| gap))
                 sharpens = (restarts == 0 or track is not None) and not dropped
-                near = met or (by_value and _near(ritz, top, bottom, threshold))
-                if near and certify and start is None and not exhausted and sharpens:
+                looks = certify and start is None and not exhausted and sharpens
+                if looks and (met or (by_value and _near(ritz, top, bottom, threshold))):
                     if matvecs >= next_check[met]:
                         step, residuals_met = matvecs + max(b, matvecs // 10), met
                         now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
