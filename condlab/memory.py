@@ -405,6 +405,9 @@ def plan(
                         f"Lanczos basis {m} columns instead of {default}: more restarts, "
                         "so somewhat more products")
             result.max_basis, result.block_size = m, b
+            if block_size is None and verified_list(top, bottom, b, device):
+                result.notes.append(f"single-vector Lanczos verified on the deflated operator; "
+                                    f"the block of {b} only if the verification fails")
             result.basis_bytes = m * vbytes if same_device else 0
             result.krylov = "basis"
             # extreme_eigenpairs keeps the basis' products A V beside V where they are small
@@ -554,6 +557,15 @@ __all__ = [
     "Budget", "MemoryPlan", "MemoryRefused", "available", "plan", "guard", "parse_bytes",
     "default_max_basis", "min_basis", "is_out_of_memory", "GiB",
 ]
+
+
+def verified_list(top: int, bottom: int, b: int, device) -> bool:
+    """Whether a run with no block size given lists by single-vector Lanczos verified on the
+    deflated operator (:mod:`condlab.estimators.verify`), the block of ``b`` only where the proof
+    fails: a top list (two values or more, no bottom list) on a CPU, where a block of ``b``
+    costs about ``b`` products; its values are a Hessian's separated outliers, where the proof
+    costs fewer products than the block (docs/benchmarks.md)."""
+    return torch.device(device).type == "cpu" and bottom == 0 and top > 1 and b > 1
 
 
 def default_block_size(P: int, top: int, bottom: int, device) -> int:

@@ -236,11 +236,11 @@ def _verifies(strategy, device, top, bottom, b, block_size, start, certify, true
         return False
     if strategy == "verify":
         return True
-    # 'auto': where the benchmarks showed it paying (docs/benchmarks.md): a CPU, where a block
-    # of b costs about b products, a top list, whose values are separated outliers of a
-    # Hessian, and the residual check and certificate it reuses
-    return (torch.device(device).type == "cpu" and bottom == 0 and top > 1 and certify
-            and true_residuals)
+    # 'auto': where the benchmarks showed it paying (condlab.memory.verified_list, which the
+    # memory plan reports too), with the residual check and certificate it reuses
+    from condlab.memory import verified_list
+
+    return verified_list(top, bottom, b, device) and certify and true_residuals
 
 
 def _validate(P, top, bottom, tol, max_matvecs, max_basis, block_size, basis_dtype) -> None:

@@ -500,3 +500,18 @@ def test_the_plan_charges_the_products_kept_beside_a_small_basis(monkeypatch):
     monkeypatch.setattr(memory, "PRODUCTS_KEPT_BYTES", 0)
     q = memory.plan(Fake(M), top=2, bottom=1, budget=budget(10**10))
     assert q.products_kept_bytes == 0 and p.need_bytes - q.need_bytes == p.basis_bytes
+
+
+def test_the_plan_says_when_a_top_list_is_verified_and_the_run_agrees():
+    """The plan names the verified single-vector list exactly where extreme_eigenpairs runs it
+    (one rule, memory.verified_list): a top list on a CPU, not with a bottom list or a block
+    size given."""
+    M, _ = spectrum_matrix()
+    A = Fake(M)
+    for kw in (dict(top=3, bottom=0), dict(top=3, bottom=2), dict(top=3, bottom=0, block_size=3),
+               dict(top=1, bottom=0, max_basis=40)):
+        p = memory.plan(A, budget=budget(10**9), **kw)
+        says = any("verified on the deflated operator" in n for n in p.notes)
+        r = extreme_eigenpairs(A, tol=1e-8, max_matvecs=3000, **{"max_basis": p.max_basis, **kw})
+        assert says == (r.strategy in ("verify", "fallback")), (kw, p.notes, r.strategy)
+        assert says == (kw == dict(top=3, bottom=0))
