@@ -530,15 +530,22 @@ def bounded_condition(cond, *, certified_top: bool, certified_bottom: bool, why:
 
 
 def end_bounds(recurrence, theta: Tensor, *, P: int, columns: int = 1,
-               delta: float = FAILURE_PROBABILITY) -> tuple[float, float]:
+               delta: float = FAILURE_PROBABILITY, lower: bool = True,
+               upper: bool = True) -> tuple[float, float]:
     """``(L, U)``: ``lambda_min >= L`` and ``lambda_max <= U`` of the operator whose run gave the
     ascending Ritz values ``theta`` and the start ``recurrence``, each with probability
     ``>= 1 - delta / 4`` (the end certificate of :func:`bottom_errors` alone: no gaps, no
-    errors; for a run that needs only where the spectrum ends)."""
+    errors; for a run that needs only where the spectrum ends). An end not asked for
+    (``lower``/``upper`` False) is not computed and reads ``-inf``/``inf``."""
     theta = theta.to(torch.float64)
     span = float(theta[-1] - theta[0])
     log_end = -math.log(beta_quantile(columns, P, delta / 4))
-    lower = _end_bound(recurrence, log_end, min(float(recurrence.nodes[0]), float(theta[0])), span)
-    flipped = recurrence.flipped()
-    upper = -_end_bound(flipped, log_end, min(float(flipped.nodes[0]), -float(theta[-1])), span)
-    return lower, upper
+    low, high = -math.inf, math.inf
+    if lower:
+        low = _end_bound(recurrence, log_end, min(float(recurrence.nodes[0]), float(theta[0])),
+                         span)
+    if upper:
+        flipped = recurrence.flipped()
+        high = -_end_bound(flipped, log_end, min(float(flipped.nodes[0]), -float(theta[-1])),
+                           span)
+    return low, high

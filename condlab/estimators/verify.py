@@ -187,8 +187,8 @@ def deflated_verification(
         C = torch.zeros(n, 1, dtype=torch.float64)
         C[-1, 0] = betas[-1]
         rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)])
-        lower, upper = bounds.end_bounds(rec, theta, P=dim, delta=delta)
-        lower, upper = lower if bottom else -math.inf, upper if top else math.inf
+        lower, upper = bounds.end_bounds(rec, theta, P=dim, delta=delta, lower=bool(bottom),
+                                         upper=bool(top))
         et, eb = errors(upper, lower)
         if bool((et <= threshold).all() and (eb <= threshold).all()):
             return result(True, n, upper, lower, rho, (
