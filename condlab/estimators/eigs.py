@@ -436,6 +436,9 @@ def extreme_eigenpairs(
         )
     gen = make_generator(generator, seed)
     nwant = top + bottom
+    if neighbours < 0 or (neighbours and not return_vectors):
+        raise UsageError(f"neighbours must be >= 0 and needs return_vectors=True, got "
+                         f"{neighbours} with return_vectors={return_vectors}")
     if stop_on not in ("values", "residuals"):
         raise UsageError(f"stop_on must be 'values' or 'residuals', got {stop_on!r}")
     if strategy not in STRATEGIES:

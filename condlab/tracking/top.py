@@ -175,7 +175,7 @@ def _direct(A):
     a cached single-batch Hessian (its map's backward pass), and ``P^-1/2 A P^-1/2`` (+ shifts)
     around one. None for anything else (the caller then goes through ``A @ v``)."""
     from condlab.distributed import is_distributed
-    from condlab.operators.curvature import GRAD_OUTPUTS_FROM, HessianOperator
+    from condlab.operators.curvature import GRAD_OUTPUTS_FROM, HessianOperator, _grad_with_outputs
     from condlab.operators.diagonal import PreconditionedOperator
 
     if type(A) is PreconditionedOperator:
@@ -207,20 +207,14 @@ def _direct(A):
             return hvp(v[:, None])[:, 0]
 
         return hessian
-    # d(g . v)/d theta by autograd's engine, as torch.autograd.grad runs it (the same bits:
-    # test_the_direct_product_is_the_operators_product) without its Python checks: 200 us
-    # against 230 a product of the digits MLP; autograd.grad if the engine's call changes
-    run = torch.autograd.Variable._execution_engine.run_backward
-    one, engine = torch.ones((), dtype=g.dtype, device=g.device), [True]
+    # d(g . v)/d theta by autograd's engine, as torch.autograd.grad runs it, without its Python
+    # checks (the same bits: test_the_direct_product_is_the_operators_product): 200 us against
+    # 230 a product of the digits MLP; the one private route is curvature._grad_with_outputs
+    one = torch.ones((), dtype=g.dtype, device=g.device)
 
     def backward(v: Tensor) -> Tensor:
         A.matvecs += 1
-        if engine[0]:
-            try:
-                return run((g @ v,), (one,), True, False, (theta,), False, False)[0]
-            except TypeError:
-                engine[0] = False
-        return hvp(v[:, None])[:, 0]
+        return _grad_with_outputs(g @ v, theta, one, False)
 
     return backward
 

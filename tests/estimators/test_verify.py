@@ -175,3 +175,17 @@ def test_measure_records_the_strategy_and_its_products():
     assert sum(n for _, n in d["stages"]) == r.hvp_count
     assert d["block_size"] == 1 and not any(d["may_miss_top"])
     torch.testing.assert_close(t(*r.eigenvalues_top), lam[:5], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(strategy="fast"), "strategy must be one of"),
+    (dict(strategy="verify", block_size=2), "strategy 'verify' chooses the block"),
+    (dict(neighbours=-1, return_vectors=True), "neighbours must be >= 0"),
+    (dict(neighbours=2), "needs return_vectors=True"),
+])
+def test_bad_strategy_arguments_are_one_line_usage_errors(kw, words):
+    from condlab.errors import UsageError
+
+    A = DenseOperator(spectral_matrix(t(3, 2, 1, 0, -1, -2), 0))
+    with pytest.raises(UsageError, match=words):
+        extreme_eigenpairs(A, top=2, bottom=0, **kw)
