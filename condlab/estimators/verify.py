@@ -53,6 +53,7 @@ from torch import Tensor
 import condlab.estimators.bounds as bounds
 from condlab.estimators._matmat import make_generator, matmat, operator_size, random_probes
 from condlab.estimators.lanczos import BREAKDOWN_RTOL, cgs2
+from condlab.memory import guard
 
 REFERENCE = "C.-K. Li & R.-C. Li, Linear Algebra Appl. 395 (2005)"
 
@@ -152,7 +153,10 @@ def deflated_verification(
 
     q = project(random_probes(P, 1, generator, like=Yq)[:, 0])
     q = q / torch.linalg.vector_norm(q)
-    Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # columns contiguous
+    with guard(f"the verification's basis of {cap} columns "
+               f"({cap * P * Yq.element_size() / 1e9:.3g} GB)",
+               f"run with --block-size {max(top, bottom)} (one block run, no verification)"):
+        Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # columns contiguous
     alphas, betas = [], []
     rho = (math.inf, -math.inf)
     upper, lower = math.inf, -math.inf
