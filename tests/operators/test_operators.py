@@ -121,6 +121,36 @@ def test_kept_graph_blocks_match_the_dense_hessian_either_way(case, limit, monke
     torch.testing.assert_close(A, ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", ["residual-layernorm-ce", "cnn-ce"])
+def test_a_graph_whose_bytes_are_known_is_built_without_counting_and_is_the_same_hessian(
+        case, monkeypatch):
+    """``graph_bytes_each`` (a training loop's Tracker: the same model and batch, measured
+    before) skips the saved-tensor hooks; the products are the dense Hessian's, bit for bit
+    those of a counted graph, and the bytes and the batched-pass decision are the measured ones."""
+    from condlab.operators import curvature
+
+    model, X, y, loss, kwargs = make_case(case)
+    problem = Problem(model, [(X, y)], loss, dtype=torch.float64, **kwargs)
+    counted = HessianOperator(problem, block_size=7, cache=True)
+    V = torch.randn(problem.n_params, 3, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    reference = counted @ V
+    assert counted.graph_bytes > 0
+
+    def refused():
+        raise AssertionError("the graph's bytes were counted again")
+
+    monkeypatch.setattr(curvature, "_SavedBytes", refused)
+    quiet = HessianOperator(problem, block_size=7, cache=True)
+    quiet.graph_bytes_each = counted.graph_bytes
+    torch.testing.assert_close(quiet @ V, reference, rtol=0, atol=0)
+    assert quiet.graph_bytes == counted.graph_bytes
+    torch.testing.assert_close(quiet.to_dense(), autograd_hessian(model, X, y, loss),
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(AssertionError, match="counted again"):  # the default still counts
+        HessianOperator(problem, cache=True) @ V
+
+
 @pytest.mark.parametrize("case", ["residual-layernorm-ce", "batchnorm-batch-ce", "cnn-ce"])
 def test_output_gradients_through_the_engine_are_autograd_grad_bit_for_bit(case):
     """``_grad_with_outputs`` (the engine call ``autograd.grad`` makes, without the shape check
