@@ -6,6 +6,7 @@ its single read per checkpoint and its handling of a stale warm-start file."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -396,6 +397,48 @@ def test_a_training_loop_keeps_what_does_not_change_and_lets_go_of_the_graph(mon
         assert rows[1]["lr"] == lr
         assert rows[1]["threshold"] == pytest.approx((2 + 2 * 0.9) / ((1 - 0.9) * lr))
     assert not copies and len(budgets) == 2  # the Tracker's and the one memory plan's
+
+
+def test_a_training_loop_measures_its_graph_once_and_no_row_moves(monkeypatch):
+    """The first measurement's graph is built under the saved-tensor hooks that measure it; the
+    later ones (the same model and batch) take those bytes and skip the hooks. The rows are
+    the same bits as with a graph counted every time, and the bytes are what a counted graph
+    at the last weights holds; a config that changes in more than lr and beta1 measures again."""
+    import condlab.operators.curvature as curvature
+    import condlab.tracking.sharpness as sharpness
+    from condlab.operators import HessianOperator
+
+    counts = []
+
+    class Counted(curvature._SavedBytes):
+        def __init__(self):
+            counts.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(curvature, "_SavedBytes", Counted)
+
+    def run(measure_once: bool):
+        model, opt, X, y = small_run(steps=3)
+        if not measure_once:
+            monkeypatch.setattr(sharpness, "_measured_graph", lambda op: None)
+        tracker = Tracker(model, "cross-entropy", [(X[:32], y[:32])], every=1)
+        counts.clear()
+        rows = [tracker.step(opt) for _ in range(4)]
+        return tracker, opt, [(r["setting"], r["lambda_max"], r["hvps"]) for rs in rows for r in rs]
+
+    once, opt, rows_once = run(True)
+    assert len(counts) == 1  # the first measurement's (its memory plan builds the graph)
+    fresh = HessianOperator(sharpness.at_weights(once.kept.problem, once.model), cache=True)
+    fresh @ torch.ones(fresh.shape[0], dtype=fresh.dtype)
+    assert once.kept.graph_bytes == fresh.graph_bytes > 0
+    once.cfg = dataclasses.replace(once.cfg, seed=once.cfg.seed + 1)  # more than lr and beta1
+    once._cfg_key = None
+    counts.clear()
+    once.step(opt)
+    assert len(counts) == 1 and once.kept.graph_bytes == fresh.graph_bytes
+    every, _, rows_every = run(False)
+    assert len(counts) == 4 and every.kept.graph_bytes is None
+    assert rows_once == rows_every
 
 
 def test_a_diverged_run_is_one_condlab_error():
