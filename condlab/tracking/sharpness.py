@@ -89,7 +89,7 @@ class Kept:
     def release(self) -> None:
         """Let go of the last measurement's operators (their kept graphs) between measurements,
         keeping the bytes the baseline's graph was measured to hold: a later graph of the same
-        model and batch holds as many (the counting hooks cost 17-25% of the graph's build on
+        model and batch holds as many (the counting hooks cost 16-23% of the graph's build on
         the digits MLP and CNN, and a Python call per saved tensor in every product)."""
         if self.settings is not None:
             if self.graph_bytes is None:
