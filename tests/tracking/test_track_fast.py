@@ -439,6 +439,13 @@ def test_a_training_loop_measures_its_graph_once_and_no_row_moves(monkeypatch):
     every, _, rows_every = run(False)
     assert len(counts) == 4 and every.kept.graph_bytes is None
     assert rows_once == rows_every
+    monkeypatch.undo()  # several measurement batches: each graph is counted, as before
+    model, opt, X, y = small_run(steps=1)
+    split = Tracker(model, "cross-entropy", [(X[:32], y[:32]), (X[32:64], y[32:64])], every=1,
+                    samples=64)
+    split.step(opt)
+    split.step(opt)
+    assert split.kept.graph_bytes is None
 
 
 def test_a_diverged_run_is_one_condlab_error():
