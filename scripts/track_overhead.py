@@ -30,10 +30,12 @@ preconditioned).
 
 ``--stages`` also splits the warm copy's measurements into stages (CPU seconds, each stage's own
 time, its callees' taken out; the wrappers add their own clock reads): the gradient graph of the
-measurement batch, the curvature products, the rest of Lanczos (orthogonalization, the small
-eigensolve, the stop tests), the settings (``P`` read from the optimizer, the operators), the
-memory plan (first measurement only), moving the kept Problem to the weights, the trust checks
-and records, and the rest of ``tracker.step``.
+measurement batch, the curvature products, Lanczos' own work (Gram-Schmidt, the small
+eigensolve, the start vectors, a step dispatched through the operator (the one that builds the
+graph), setting up the direct product, and the rest: the recurrence's other tensor calls, the
+``P^-1/2`` scalings, the stop tests), the settings (``P`` read from the optimizer, the
+operators), the memory plan (first measurement only), moving the kept Problem to the weights,
+the trust checks and records, and the rest of ``tracker.step``.
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ class Stages:
             (curvature.HessianOperator, "_linear_map", "graph"),
             (curvature, "_grad_with_outputs", "products"), (curvature, "_double_backward", "products"),
             (sharpness, "top_eigenpair", "lanczos rest"), (top, "basis_columns", "memory plan"),
+            (top, "cgs2", "gram-schmidt"), (top, "_eigh", "eigensolve"),
+            (top, "warm_vector", "start"), (top, "hinted_vector", "start"),
+            (top, "_random_start", "start"), (top, "lanczos_step", "dispatched step"),
+            (top, "_direct", "direct set-up"),
             (sharpness.Kept, "settings_for", "settings"), (sharpness.Kept, "at", "weights"),
             (condlab.consistency, "checked", "checks, records"),
             (condlab.report.records, "record", "checks, records"),
@@ -207,7 +213,8 @@ def main() -> None:
 def _stage_line(name: str, stages: list[dict], cpu: list[float], step_s: float) -> str:
     """``name: stage later (first), ...``: each stage's CPU seconds in training steps, the rest of
     the measurement (outside every wrapped stage) as ``other``."""
-    labels = ["graph", "products", "lanczos rest", "settings", "memory plan", "weights",
+    labels = ["graph", "products", "gram-schmidt", "eigensolve", "start", "dispatched step",
+              "direct set-up", "lanczos rest", "settings", "memory plan", "weights",
               "checks, records"]
     later, first = stages[1:] or stages, stages[0]
 
