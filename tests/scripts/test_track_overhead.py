@@ -25,3 +25,19 @@ def test_the_three_copies_train_alike_and_every_measurement_is_counted():
     assert [r["lambda_max"] for r in cold["rows"][first]] == [r["lambda_max"] for r in warm["rows"][first]]
     for a, b in zip(cold["rows"][2:], warm["rows"][2:], strict=True):
         assert a["lambda_max"] == pytest.approx(b["lambda_max"], rel=3e-3)
+
+
+def test_stages_split_the_warm_measurements_and_put_every_function_back():
+    import condlab.operators.curvature as curvature
+    import condlab.tracking.top as top
+    from condlab.estimators.lanczos import cgs2
+
+    before = (top.cgs2, curvature._grad_with_outputs, curvature.HessianOperator._linear_map)
+    run = runpy.run_path(str(SCRIPT))["run"]
+    out = run("mlp", steps=6, every=3, samples=64, stages=True)
+    first, later = out["stages"]
+    assert {"memory plan", "products", "gram-schmidt"} <= set(first)
+    assert {"graph", "products", "settings"} <= set(later) and "memory plan" not in later
+    assert sum(later.values()) <= out["warm"]["cpu"][1]  # own times within the measurement
+    assert (top.cgs2, curvature._grad_with_outputs, curvature.HessianOperator._linear_map) == before
+    assert top.cgs2 is cgs2
