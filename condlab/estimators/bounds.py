@@ -95,11 +95,14 @@ class EndErrors:
     reason: str  # one sentence: what certifies the end, or why it is not certified
 
 
-def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]]) -> StartRecurrence:
+def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]],
+                     pinv_cache: dict | None = None) -> StartRecurrence:
     """The start block's recurrence from ``H [k, k]`` (block tridiagonal, no restart yet), the
     coupling ``C [k, r]`` of the last block and ``widths``: per block step ``(n_i, rank_i)``, the
     block's width and the rank of its successor (fresh random columns after a rank drop are not
-    in the start's Krylov space: the recurrence stops there)."""
+    in the start's Krylov space: the recurrence stops there). ``pinv_cache``: a dict kept by a
+    run that builds the recurrence again as it grows; each block's pseudo-inverse is then
+    computed once (keyed by the block's entries: the same numbers as computing it again)."""
     H, C = H.to(torch.float64).clone(), C.to(torch.float64).clone()  # the run mutates H later
     blocks, off = [], 0
     for i, (n, rank) in enumerate(widths):
@@ -108,13 +111,23 @@ def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]]) -> Sta
             Ri = H[off + n : off + n + widths[i + 1][0], off : off + n].to(torch.float64)
         else:
             Ri = C[off : off + n].to(torch.float64).T
-        blocks.append((Ai, Ri[:rank], torch.linalg.pinv(Ri[:rank])))
+        blocks.append((Ai, Ri[:rank], _pinv(Ri[:rank], pinv_cache)))
         off += n
         if rank == 0 or (i + 1 < len(widths) and rank < widths[i + 1][0]):
             break
     k = off
     nodes = torch.linalg.eigvalsh(H[:k, :k].to(torch.float64))
     return StartRecurrence(blocks, nodes)
+
+
+
+def _pinv(R: Tensor, cache: dict | None) -> Tensor:
+    if cache is None:
+        return torch.linalg.pinv(R)
+    key = (tuple(R.shape), R.contiguous().numpy().tobytes())
+    if key not in cache:
+        cache[key] = torch.linalg.pinv(R)
+    return cache[key]
 
 
 def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
@@ -141,15 +154,23 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
             break
         nxt = M @ Rinv  # Pi_{i+1} R_i = M
         prev, cur, R_prev = cur, nxt, Ri
-        s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
-        if bool((s > 1e50).any()):
+        # one reduction and one sync per step: a row can exceed 1e50 only if the largest entry
+        # does (or an entry is NaN, whose row the old per-row test leaves unscaled: s = 1 there)
+        if not float(cur.abs().amax()) <= 1e50:
+            s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
             s = torch.where(s > 1e50, s, torch.ones_like(s))
             prev, cur = prev / s[:, None, None], cur / s[:, None, None]
             logscale = logscale + torch.log(s)
         parts.append(cur)
         scales.append(logscale)
-    M = torch.cat([p * torch.exp(ls - logscale)[:, None, None] for p, ls in zip(parts, scales)],
-                  dim=2)  # every part at the last scale (older ones shrink, possibly to 0)
+    # every part at the last scale (older ones shrink, possibly to 0); the parts made at the last
+    # scale need no factor (exp(0) = 1 exactly), and each older scale's factor is made once
+    factors = {id(logscale): None}
+    for ls in scales:
+        if id(ls) not in factors:
+            factors[id(ls)] = torch.exp(ls - logscale)[:, None, None]
+    M = torch.cat([p if factors[id(ls)] is None else p * factors[id(ls)]
+                   for p, ls in zip(parts, scales)], dim=2)
     smin = torch.linalg.svdvals(M)[:, -1]
     return 2 * torch.log(smin.clamp_min(1e-150)) + 2 * logscale
 
@@ -369,12 +390,20 @@ def _log_betainc(a: float, b: float, u: float) -> tuple[float, float]:
     return log_i, math.exp(front - log_y - log_i)
 
 
-def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> float:
-    """A point below ``edge`` (every Ritz value above it) below which ``lambda_min(K) > 1 / t``
-    on a fine grid: no eigenvalue lies there (with the stated probability)."""
+def _end_grid(edge: float, span: float) -> Tensor:
+    """The distances below ``edge`` where :func:`_end_bound` looks first."""
     unit = max(span, abs(edge), 1e-300)
-    d = unit * 2.0 ** torch.arange(-60, 40.01, 0.25, dtype=torch.float64)
-    excluded = rec.log_k(edge - d) > log_k
+    return unit * 2.0 ** torch.arange(-60, 40.01, 0.25, dtype=torch.float64)
+
+
+def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float,
+               first: Tensor | None = None) -> float:
+    """A point below ``edge`` (every Ritz value above it) below which ``lambda_min(K) > 1 / t``
+    on a fine grid: no eigenvalue lies there (with the stated probability). ``first``: ``rec``'s
+    log K on the first grid (``edge - _end_grid(edge, span)``), when the caller computed it
+    together with other points (:func:`_log_k_parts`)."""
+    d = _end_grid(edge, span)
+    excluded = (rec.log_k(edge - d) if first is None else first) > log_k
     if not bool(excluded[-1]):
         return -math.inf
     inside = (~excluded).nonzero()
@@ -387,17 +416,31 @@ def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> 
     return edge - float(fine[int(inside[-1, 0]) + 1 if inside.numel() else 0])
 
 
-def _gap(rec: StartRecurrence, log_k: float, a: float, b: float) -> tuple[float, float] | None:
-    """A certified gap inside ``(a, b)``: ``(lo, hi)`` with no eigenvalue in ``[lo, hi]``, or None."""
+def _gap_points(rec: StartRecurrence, a: float, b: float) -> Tensor | None:
+    """Where :func:`_gap` looks for a certified gap inside ``(a, b)`` (None: an empty interval)."""
     if not b > a:
         return None
     x = torch.linspace(a, b, GAP_SAMPLES + 2, dtype=torch.float64)[1:-1]
     w = 1e-8 * (b - a)  # a node within rounding of an end is that end's Ritz value again
-    x = torch.cat([x, rec.nodes[(rec.nodes > a + w) & (rec.nodes < b - w)]]).sort().values
-    idx = (rec.log_k(x) > log_k).nonzero()[:, 0]
+    nodes = rec.nodes
+    return torch.cat([x, nodes[(nodes > a + w) & (nodes < b - w)]]).sort().values
+
+
+def _gap(x: Tensor, values: Tensor, log_k: float) -> tuple[float, float] | None:
+    """A certified gap among the points ``x`` of :func:`_gap_points` (``values``: log K there):
+    ``(lo, hi)`` with no eigenvalue in ``[lo, hi]``, or None."""
+    idx = (values > log_k).nonzero()[:, 0]
     if idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 != idx.numel():
         return None
     return float(x[idx[0]]), float(x[idx[-1]])
+
+
+def _log_k_parts(rec, parts: list[Tensor]) -> list[Tensor]:
+    """``rec.log_k`` of each of ``parts`` from one evaluation of their concatenation: the
+    recurrence's per-step cost (a few small batched products, a sync) is paid once, and each
+    point's value is the same as alone (every operation acts on each point separately)."""
+    values = rec.log_k(torch.cat(parts))
+    return list(values.split([len(p) for p in parts]))
 
 
 def bottom_errors(
@@ -443,12 +486,19 @@ def bottom_errors(
     log_end = -math.log(beta_quantile(columns, P, delta / 4) / start_scale**2)
     log_gap = -math.log(beta_quantile(columns, P, delta / 4 / P) / start_scale**2)
     edge = min(float(recurrence.nodes[0]), float(theta[0]))
-    L = min(_end_bound(recurrence, log_end, edge, span), float(theta[0]) - rounding)  # no closer
-    # than the Rayleigh-Ritz rounding, the floor of every stated error
+    # the end's first grid and every gap's points in one evaluation of the Christoffel function
+    gap_x = [_gap_points(recurrence, float(theta[i]), float(theta[i + 1])) if i + 1 < k else None
+             for i in range(n)]
+    first, *values = _log_k_parts(recurrence, [edge - _end_grid(edge, span)] +
+                                  [x for x in gap_x if x is not None])
+    gap_values = iter(values)
+    L = min(_end_bound(recurrence, log_end, edge, span, first), float(theta[0]) - rounding)
+    # no closer than the Rayleigh-Ritz rounding, the floor of every stated error
     errors, kinds = [math.inf] * n, ["bracket"] * n
     alpha, counted, start = L, True, 0  # the open component starts at index ``start``
     for i in range(n):
-        gap = _gap(recurrence, log_gap, float(theta[i]), float(theta[i + 1])) if i + 1 < k else None
+        x = gap_x[i]
+        gap = None if x is None else _gap(x, next(gap_values), log_gap)
         if gap is None and i + 1 < n:
             continue  # the component goes on past theta_i
         members = range(start, i + 1)

@@ -513,13 +513,14 @@ def extreme_eigenpairs(
     factor, tightened = 1.0, 0  # the Krylov-residual target, a fraction of tol * ||A||
     # one start vector: its residual polynomial (bounds.ResidualPolynomial) survives restarts
     track = _Track() if b == 1 else None
+    pinvs: dict = {}  # the start recurrence's block pseudo-inverses, each computed once
     while True:  # until the true residuals meet tol, or the budget ends
         while True:
             n = Q.shape[1]
             if k + n > cap:
                 lock = BREAKDOWN_RTOL * eps * anorm
                 if restarts == 0:  # the last moment V holds the start block's Krylov space
-                    rec = bounds.start_recurrence(H, C, widths)
+                    rec = bounds.start_recurrence(H, C, widths, pinvs)
                 keep = _keep_indices(ritz, top, bottom, cap - n)
                 if track is not None:
                     track.restart(ritz, keep, lock)
@@ -564,7 +565,8 @@ def extreme_eigenpairs(
                 if looks and (met or (by_value and _near(ritz, top, bottom, threshold))):
                     if matvecs >= next_check[met]:
                         step, residuals_met = matvecs + max(b, matvecs // 10), met
-                        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
+                        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(
+                            H, C, widths, pinvs))
                         cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
                         met = _certified(ritz, cert, top, bottom, threshold, P, b, by_value)
                         next_check[False] = step
@@ -581,7 +583,8 @@ def extreme_eigenpairs(
                     f"the Krylov space was exhausted after {matvecs} products before the "
                     f"{nwant} wanted pairs fit; raise max_matvecs"
                 )
-        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
+        now = _source(rec, track, ritz, C,
+                      lambda C=C: bounds.start_recurrence(H, C, widths, pinvs))
         cert = _Certificate(now, columns, scale,
                             exact=restarts == 0 and k >= P,
                             budget=None if met else max_matvecs)

@@ -157,7 +157,7 @@ def deflated_verification(
                f"({cap * P * Yq.element_size() / 1e9:.3g} GB)",
                f"run with --block-size {max(top, bottom)} (one block run, no verification)"):
         Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # columns contiguous
-    alphas, betas = [], []
+    alphas, betas, pinvs = [], [], {}
     rho = (math.inf, -math.inf)
     upper, lower = math.inf, -math.inf
     for j in range(cap):
@@ -190,7 +190,7 @@ def deflated_verification(
                 f"the list's end)"))
         C = torch.zeros(n, 1, dtype=torch.float64)
         C[-1, 0] = betas[-1]
-        rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)])
+        rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)], pinvs)
         lower, upper = bounds.end_bounds(rec, theta, P=dim, delta=delta, lower=bool(bottom),
                                          upper=bool(top))
         et, eb = errors(upper, lower)
