@@ -54,8 +54,9 @@ then the true extreme eigenvalues within that error (up to the stated failure pr
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -76,12 +77,21 @@ class StartRecurrence:
     blocks: list  # [(A_i, R_i, pinv(R_i))] float64
     nodes: Tensor  # Ritz values of the recurrence (its H), ascending
     sign: float = 1.0
+    # what was computed from it: log K at the points asked before (keyed by their bytes: a run
+    # that bounds the same Ritz values again, with other residuals, reuses them), its flip
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def flipped(self) -> StartRecurrence:
-        return StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
+        if "flipped" not in self.memo:
+            self.memo["flipped"] = StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
+        return self.memo["flipped"]
 
     def log_k(self, lam: Tensor) -> Tensor:
-        return log_kmin(self, lam)
+        lam = lam.to(torch.float64)
+        key = lam.numpy().tobytes()
+        if key not in self.memo:
+            self.memo[key] = log_kmin(self, lam)
+        return self.memo[key]
 
 
 @dataclass(frozen=True)
@@ -96,13 +106,14 @@ class EndErrors:
 
 
 def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]],
-                     pinv_cache: dict | None = None) -> StartRecurrence:
+                     pinv_cache: dict | None = None, nodes: Tensor | None = None) -> StartRecurrence:
     """The start block's recurrence from ``H [k, k]`` (block tridiagonal, no restart yet), the
     coupling ``C [k, r]`` of the last block and ``widths``: per block step ``(n_i, rank_i)``, the
     block's width and the rank of its successor (fresh random columns after a rank drop are not
     in the start's Krylov space: the recurrence stops there). ``pinv_cache``: a dict kept by a
     run that builds the recurrence again as it grows; each block's pseudo-inverse is then
-    computed once (keyed by the block's entries: the same numbers as computing it again)."""
+    computed once (keyed by the block's entries: the same numbers as computing it again).
+    ``nodes``: ``eigvalsh(H)`` where the caller has it and the recurrence spans all of ``H``."""
     H, C = H.to(torch.float64).clone(), C.to(torch.float64).clone()  # the run mutates H later
     blocks, off = [], 0
     for i, (n, rank) in enumerate(widths):
@@ -116,7 +127,8 @@ def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]],
         if rank == 0 or (i + 1 < len(widths) and rank < widths[i + 1][0]):
             break
     k = off
-    nodes = torch.linalg.eigvalsh(H[:k, :k].to(torch.float64))
+    if nodes is None or k != H.shape[0]:
+        nodes = torch.linalg.eigvalsh(H[:k, :k].to(torch.float64))
     return StartRecurrence(blocks, nodes)
 
 
@@ -290,6 +302,7 @@ def widened(source, margin: float):
     return source
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of three numbers, asked for every check
 def beta_quantile(columns: int, P: int, delta: float) -> float:
     """``t`` with ``P(||Q_0^T u||^2 < t) = delta`` for ``columns`` random orthonormal vectors.
 

@@ -514,6 +514,7 @@ def extreme_eigenpairs(
     # one start vector: its residual polynomial (bounds.ResidualPolynomial) survives restarts
     track = _Track() if b == 1 else None
     pinvs: dict = {}  # the start recurrence's block pseudo-inverses, each computed once
+    checked = None  # (products, certificate source) of the last certificate check
     while True:  # until the true residuals meet tol, or the budget ends
         while True:
             n = Q.shape[1]
@@ -553,9 +554,10 @@ def extreme_eigenpairs(
             due = k <= CHECK_EVERY_UP_TO or k % math.ceil(k / CHECK_EVERY_UP_TO) < n
             if k >= nwant and (due or exhausted or k + Q.shape[1] > cap):
                 ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
-                threshold = factor * tol * float(ritz.theta.abs().max())
-                wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
-                met = bool((wanted <= threshold).all())
+                theta_np, res_np = ritz.theta.numpy(), ritz.residuals.numpy()  # float64 CPU
+                threshold = factor * tol * float(np.abs(theta_np).max())
+                met = bool((res_np[:bottom] <= threshold).all() and
+                           (res_np[k - top :] <= threshold).all())
                 # ... and known: the certificate, every 10% more products, while more steps can still
                 # sharpen it (one start vector: always; a block: not after a restart or a rank drop,
                 # which end the start block's recurrence). By value: as soon as every value's backed
@@ -567,6 +569,7 @@ def extreme_eigenpairs(
                         step, residuals_met = matvecs + max(b, matvecs // 10), met
                         now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(
                             H, C, widths, pinvs))
+                        checked = (matvecs, now)
                         cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
                         met = _certified(ritz, cert, top, bottom, threshold, P, b, by_value)
                         next_check[False] = step
@@ -583,8 +586,11 @@ def extreme_eigenpairs(
                     f"the Krylov space was exhausted after {matvecs} products before the "
                     f"{nwant} wanted pairs fit; raise max_matvecs"
                 )
-        now = _source(rec, track, ritz, C,
-                      lambda C=C: bounds.start_recurrence(H, C, widths, pinvs))
+        if checked is not None and checked[0] == matvecs:  # the last check's: the same Ritz
+            now = checked[1]  # values, so its Christoffel function's values are reused
+        else:
+            now = _source(rec, track, ritz, C,
+                          lambda C=C: bounds.start_recurrence(H, C, widths, pinvs))
         cert = _Certificate(now, columns, scale,
                             exact=restarts == 0 and k >= P,
                             budget=None if met else max_matvecs)
@@ -840,12 +846,12 @@ def _near(ritz: _Ritz, top: int, bottom: int, threshold: float) -> bool:
     """Whether every wanted pair is within ``threshold`` by its residual or by ``r^2 / gap`` with
     the gap to its nearest other Ritz value: a necessary condition for the backed errors (their
     certified gaps are narrower), cheap enough for every step."""
-    theta, r = ritz.theta, ritz.residuals
-    k = len(theta)
-    idx = torch.cat([torch.arange(bottom), torch.arange(k - top, k)])
-    gaps = (theta[idx, None] - theta[None, :]).abs()
-    gaps[torch.arange(len(idx)), idx] = math.inf
-    gap = gaps.min(dim=1).values
+    theta, r = ritz.theta.cpu().numpy(), ritz.residuals.cpu().numpy()  # numpy: the same
+    k = len(theta)  # comparisons and roundings as torch, at a tenth of the cost per operation
+    idx = np.concatenate([np.arange(bottom), np.arange(k - top, k)])
+    gaps = np.abs(theta[idx, None] - theta[None, :])
+    gaps[np.arange(len(idx)), idx] = math.inf
+    gap = gaps.min(axis=1)
     return bool(((r[idx] <= threshold) | (r[idx] ** 2 <= threshold * gap)).all())
 
 

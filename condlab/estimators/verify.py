@@ -190,7 +190,8 @@ def deflated_verification(
                 f"the list's end)"))
         C = torch.zeros(n, 1, dtype=torch.float64)
         C[-1, 0] = betas[-1]
-        rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)], pinvs)
+        rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)], pinvs,
+                                      nodes=theta)  # T's eigvalsh: just computed
         lower, upper = bounds.end_bounds(rec, theta, P=dim, delta=delta, lower=bool(bottom),
                                          upper=bool(top))
         et, eb = errors(upper, lower)

@@ -309,3 +309,29 @@ def test_end_errors_from_one_evaluation_equal_one_per_gap(monkeypatch, block_siz
                      r.lambda_max_upper, r.lambda_min_lower, r.matvecs)
     for x, y in zip(got["together"], got["apart"]):
         assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+
+
+@pytest.mark.parametrize("top, bottom", [(0, 3), (3, 2)])
+def test_a_run_reusing_its_christoffel_values_equals_one_computing_them_again(monkeypatch, top,
+                                                                              bottom):
+    """A block run's final bounds reuse the last certificate check's recurrence and its log K
+    values (same Ritz values, other residuals); the result is that of computing them again."""
+    from condlab.estimators import bounds
+
+    lam, _, _, tol = SPECTRA["clusters at both ends"]
+    A = spectral_matrix(lam, 2)
+    got = {}
+    for mode in ("memo", "fresh"):
+        if mode == "fresh":
+            monkeypatch.setattr(bounds.StartRecurrence, "log_k",
+                                lambda self, x: bounds.log_kmin(self, x))
+        r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=tol, seed=3, block_size=3,
+                               max_matvecs=600, stop_on="values")
+        got[mode] = r
+    a, b = got["memo"], got["fresh"]
+    assert a.matvecs == b.matvecs
+    for name in ("eigenvalues_top", "eigenvalues_bottom", "errors_top", "errors_bottom",
+                 "residuals_top", "residuals_bottom"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.error_kinds_top, a.error_kinds_bottom, a.lambda_min_lower, a.lambda_max_upper) == \
+        (b.error_kinds_top, b.error_kinds_bottom, b.lambda_min_lower, b.lambda_max_upper)

@@ -4,6 +4,8 @@ Single-vector behaviour (``block_size=1``) and the block engine on the same case
 eigenvalues found with their multiplicity are in test_block_eigs.py.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -265,3 +267,36 @@ def test_a_true_residual_that_misses_tol_keeps_the_run_going_within_its_budget(m
     r = eigs.extreme_eigenpairs(A, **kw, max_matvecs=plain)
     assert len(calls) == 1  # no room for another block: it stops and says why
     assert r.stop_reason.startswith("rounding")
+
+
+def test_near_is_the_torch_test_bit_for_bit():
+    """The per-step 'values near' test runs in numpy; the same answer as the torch original on
+    ties, clusters, infinite and NaN residuals."""
+    from condlab.estimators.eigs import _near, _Ritz
+
+    def plain(ritz, top, bottom, threshold):
+        theta, r = ritz.theta, ritz.residuals
+        k = len(theta)
+        idx = torch.cat([torch.arange(bottom), torch.arange(k - top, k)])
+        gaps = (theta[idx, None] - theta[None, :]).abs()
+        gaps[torch.arange(len(idx)), idx] = math.inf
+        gap = gaps.min(dim=1).values
+        return bool(((r[idx] <= threshold) | (r[idx] ** 2 <= threshold * gap)).all())
+
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for trial in range(400):
+        k = int(torch.randint(4, 30, (1,), generator=g))
+        theta = torch.randn(k, generator=g, dtype=torch.float64).sort().values
+        if trial % 3 == 0:
+            theta[1] = theta[0]  # a repeated Ritz value: zero gap
+        r = 10.0 ** torch.empty(k, dtype=torch.float64).uniform_(-9, -1, generator=g)
+        if trial % 7 == 0:
+            r[0] = math.inf if trial % 2 else math.nan
+        top, bottom = int(torch.randint(0, 3, (1,), generator=g)), int(torch.randint(1, 3, (1,), generator=g))
+        thr = 10.0 ** float(torch.empty(1).uniform_(-8, -3, generator=g))
+        ritz = _Ritz(theta, torch.eye(k, dtype=torch.float64), r)
+        want = plain(ritz, top, bottom, thr)
+        assert _near(ritz, top, bottom, thr) == want
+        seen.add(want)
+    assert seen == {True, False}
