@@ -83,17 +83,15 @@ class Measurement:
 
 
 def _all_finite(out: Tensor, chunk: int = 2**22) -> bool:
-    """Every entry finite, checked in slices: a whole ``isfinite`` mask is one byte per entry
-    (124 MB at GPT-2 small, held beside the product at the two-pass Lanczos' peak)."""
+    """Every entry finite. A finite sum proves it (an Inf or NaN entry makes the sum Inf or NaN)
+    with no temporary and no copy of a strided product (6 against 65 us on the digits MLP's
+    [2410, 3] blocks); a sum that is not finite (an entry is, or the sum overflowed) is settled
+    by masks of slices (a whole ``isfinite`` mask is one byte per entry: 124 MB at GPT-2 small,
+    held beside the product at the two-pass Lanczos' peak)."""
+    if math.isfinite(float(out.sum())):
+        return True
     flat = out.reshape(-1)
-    return all(_finite(flat[i : i + chunk]) for i in range(0, flat.numel(), chunk))
-
-
-def _finite(x: Tensor) -> bool:
-    """Every entry of ``x`` finite: a finite sum proves it (an Inf or NaN entry makes the sum Inf
-    or NaN) at a fifth of the mask's cost; a sum that is not finite (an entry is, or the sum
-    overflowed) is settled by the mask."""
-    return math.isfinite(float(x.sum())) or bool(torch.isfinite(x).all())
+    return all(bool(torch.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.numel(), chunk))
 
 
 class _Observed(LinearOperator):
