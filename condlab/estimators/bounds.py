@@ -74,7 +74,7 @@ class StartRecurrence:
     the last ``R`` couples to the next, not yet multiplied block). ``sign = -1`` describes ``-A``.
     """
 
-    blocks: list  # [(A_i, R_i, pinv(R_i))] float64
+    blocks: list  # [(A_i, R_i, pinv(R_i))] float64 (no pinv for one start vector: unused)
     nodes: Tensor  # Ritz values of the recurrence (its H), ascending
     sign: float = 1.0
     # what was computed from it: log K at the points asked before (keyed by their bytes: a run
@@ -122,7 +122,9 @@ def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]],
             Ri = H[off + n : off + n + widths[i + 1][0], off : off + n].to(torch.float64)
         else:
             Ri = C[off : off + n].to(torch.float64).T
-        blocks.append((Ai, Ri[:rank], _pinv(Ri[:rank], pinv_cache)))
+        # one start vector: log K is the three-term recurrence, which needs no inverse
+        inverse = None if widths[0][0] == 1 else _pinv(Ri[:rank], pinv_cache)
+        blocks.append((Ai, Ri[:rank], inverse))
         off += n
         if rank == 0 or (i + 1 < len(widths) and rank < widths[i + 1][0]):
             break
