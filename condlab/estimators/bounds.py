@@ -134,8 +134,8 @@ def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]],
     return StartRecurrence(blocks, nodes)
 
 
-
 def _pinv(R: Tensor, cache: dict | None) -> Tensor:
+    """``pinv(R)``, from ``cache`` where the same entries were inverted before."""
     if cache is None:
         return torch.linalg.pinv(R)
     key = (tuple(R.shape), R.contiguous().numpy().tobytes())

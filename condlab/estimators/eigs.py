@@ -14,8 +14,10 @@ with ``H = V^T A V`` small (block tridiagonal until the first restart) and the c
 
     ||A y_i - theta_i y_i|| = ||C^T s_i||
 
-so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec. The run stops
-once every requested pair has ``residual <= tol * ||A||`` (``||A||`` estimated by the largest
+so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec (from a
+basis of 64, only at steps where a cheaper test on the band, :func:`_screen`, cannot rule the
+stop out). The run stops once every requested pair has ``residual <= tol * ||A||``
+(``||A||`` estimated by the largest
 ``|theta|``, which is ``lambda_max`` for the Hessians this tool meets) and the end values are
 certified (below). A residual proves only that *some* eigenvalue lies within it; that a listed
 value is the true extreme one comes from the random start: :mod:`condlab.estimators.bounds`
@@ -172,7 +174,7 @@ def _screen(H: Tensor, k: int, C: Tensor, widths, top: int, bottom: int, scale: 
 
     The full eigendecomposition costs ``O(k^3)`` every step (2 ms at ``k = 186``); while the
     wanted residuals are far above the threshold, which they are for most of a run, the screen
-    proves it for about a third of that: the wanted end's eigenvalues by bisection on the band
+    proves it for about half of that: the wanted end's eigenvalues by bisection on the band
     (LAPACK ``?sbevx``/``?stebz``), each wanted vector by one step of inverse iteration on the
     band, and rigorous margins: both solvers are backward stable, so each eigenvalue is within
     ``dtheta = SCREEN_SLACK k eps ||H||`` of the true one, and a computed vector ``x`` with
@@ -244,7 +246,7 @@ def _screen(H: Tensor, k: int, C: Tensor, widths, top: int, bottom: int, scale: 
 
 def _screens() -> bool:
     """Whether the stop test is screened: where scipy's LAPACK is loaded already. Its import
-    (0.27 CPU s, the OpenBLAS library) is more than the screen saves a run (15-30 ms on the
+    (0.27 CPU s, the OpenBLAS library) is more than the screen saves a run (20-45 ms on the
     digits MLP's bottom-3) and more than a whole short process may spend; a process that
     loaded it (for data, a peer, or a long run's Lanczos) screens for free. The results are
     the same either way."""
