@@ -86,11 +86,11 @@ class StartRecurrence:
             self.memo["flipped"] = StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
         return self.memo["flipped"]
 
-    def log_k(self, lam: Tensor) -> Tensor:
+    def log_k(self, lam: Tensor, cuts: tuple = ()) -> Tensor:
         lam = lam.to(torch.float64)
-        key = lam.numpy().tobytes()
+        key = (lam.numpy().tobytes(), cuts)
         if key not in self.memo:
-            self.memo[key] = log_kmin(self, lam)
+            self.memo[key] = log_kmin(self, lam, cuts)
         return self.memo[key]
 
 
@@ -144,11 +144,15 @@ def _pinv(R: Tensor, cache: dict | None) -> Tensor:
     return cache[key]
 
 
-def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
+def log_kmin(rec: StartRecurrence, lam: Tensor, cuts: tuple = ()) -> Tensor:
     """``log lambda_min(K(lambda))`` at each ``lam [m]``, ``K = sum_i Pi_i Pi_i^T`` the block
     Christoffel function: ``Pi_i(lambda) [b, n_i]`` are the start block's orthonormal matrix
     polynomials (``u^T Q_i = g^T Pi_i(lambda)`` for an eigenpair ``(lambda, u)``, ``g = Q_0^T u``),
-    so ``g^T K g <= 1`` and ``||g||^2 <= 1 / lambda_min(K)``."""
+    so ``g^T K g <= 1`` and ``||g||^2 <= 1 / lambda_min(K)``.
+
+    ``cuts``: thresholds the caller only compares the values with (``value > t``). A value is then
+    exact where it is within its rounding of a threshold, elsewhere it may differ in its last
+    digits but lies on the same side of every threshold (:func:`_smallest_singular_values`)."""
     if rec.blocks[0][0].shape[0] == 1:
         return _log_k_scalar(rec, lam)
     lam = rec.sign * lam.to(torch.float64)[:, None, None]
@@ -185,8 +189,37 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
             factors[id(ls)] = torch.exp(ls - logscale)[:, None, None]
     M = torch.cat([p if factors[id(ls)] is None else p * factors[id(ls)]
                    for p, ls in zip(parts, scales)], dim=2)
-    smin = torch.linalg.svdvals(M)[:, -1]
+    smin = _smallest_singular_values(M, logscale, cuts)
     return 2 * torch.log(smin.clamp_min(1e-150)) + 2 * logscale
+
+
+SVD_SLACK = 1e3  # a singular value's rounding in units of columns * eps * sigma_max (gesdd)
+
+
+def _smallest_singular_values(M: Tensor, logscale: Tensor, cuts: tuple) -> Tensor:
+    """``svdvals(M)[:, -1]`` for ``M [m, b, c]``, where it decides a comparison with ``cuts``.
+
+    ``M``'s rows are wide (``b`` start columns, ``c = b (d + 1)``), where the batched SVD of the
+    transpose is 4x faster (LAPACK works on tall matrices) but rounds differently. Both are
+    backward stable: each singular value is within ``SVD_SLACK c eps sigma_max`` of the true
+    one. So the fast value decides ``2 log smin + 2 logscale > t`` for every ``t`` in ``cuts``
+    wherever that interval around it lies on one side of ``t``; the rest (a few points where
+    the curve crosses a threshold) are computed as before. Same decisions, same bits there."""
+    if not cuts:
+        return torch.linalg.svdvals(M)[:, -1]
+    fast = torch.linalg.svdvals(M.mT)
+    smin = fast[:, -1].clone()
+    slack = 2 * SVD_SLACK * M.shape[-1] * torch.finfo(M.dtype).eps * fast[:, 0]
+    low = 2 * torch.log((smin - slack).clamp_min(1e-150)) + 2 * logscale
+    high = 2 * torch.log((smin + slack).clamp_min(1e-150)) + 2 * logscale
+    unsure = torch.zeros_like(smin, dtype=torch.bool)
+    for t in cuts:
+        unsure |= (low <= t) & (high > t)  # the exact value may lie on either side
+    unsure |= ~torch.isfinite(fast).all(dim=1)
+    idx = unsure.nonzero()[:, 0]
+    if idx.numel():
+        smin[idx] = torch.linalg.svdvals(M[idx])[:, -1]
+    return smin
 
 
 def _log_k_scalar(rec: StartRecurrence, lam: Tensor) -> Tensor:
@@ -251,7 +284,7 @@ class ResidualPolynomial:
         """``log |p_q(lambda)|`` at each ``lam [m]`` (``-inf`` within ``margin`` of a root)."""
         return self._logs(lam)[1]
 
-    def log_k(self, lam: Tensor) -> Tensor:
+    def log_k(self, lam: Tensor, cuts: tuple = ()) -> Tensor:  # exact: cuts need nothing here
         logd, log_p = self._logs(lam)
         ninf = torch.isinf(logd).sum(dim=1, keepdim=True)  # roots within the margin
         finite = torch.where(torch.isinf(logd), torch.zeros_like(logd), logd)
@@ -288,8 +321,9 @@ class Christoffel:
     def flipped(self) -> Christoffel:
         return Christoffel(tuple(s.flipped() for s in self.sources))
 
-    def log_k(self, lam: Tensor) -> Tensor:
-        return torch.stack([s.log_k(lam) for s in self.sources]).amax(dim=0)
+    def log_k(self, lam: Tensor, cuts: tuple = ()) -> Tensor:
+        # each source's value on the right side of each cut: so is their largest
+        return torch.stack([s.log_k(lam, cuts) for s in self.sources]).amax(dim=0)
 
 
 def widened(source, margin: float):
@@ -418,7 +452,7 @@ def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float,
     log K on the first grid (``edge - _end_grid(edge, span)``), when the caller computed it
     together with other points (:func:`_log_k_parts`)."""
     d = _end_grid(edge, span)
-    excluded = (rec.log_k(edge - d) if first is None else first) > log_k
+    excluded = (rec.log_k(edge - d, (log_k,)) if first is None else first) > log_k
     if not bool(excluded[-1]):
         return -math.inf
     inside = (~excluded).nonzero()
@@ -426,7 +460,7 @@ def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float,
         return edge - float(d[0])
     j = int(inside[-1, 0])
     fine = torch.linspace(float(d[j]), float(d[j + 1]), 65, dtype=torch.float64)
-    ex = rec.log_k(edge - fine) > log_k
+    ex = rec.log_k(edge - fine, (log_k,)) > log_k
     inside = (~ex).nonzero()
     return edge - float(fine[int(inside[-1, 0]) + 1 if inside.numel() else 0])
 
@@ -450,11 +484,11 @@ def _gap(x: Tensor, values: Tensor, log_k: float) -> tuple[float, float] | None:
     return float(x[idx[0]]), float(x[idx[-1]])
 
 
-def _log_k_parts(rec, parts: list[Tensor]) -> list[Tensor]:
+def _log_k_parts(rec, parts: list[Tensor], cuts: tuple) -> list[Tensor]:
     """``rec.log_k`` of each of ``parts`` from one evaluation of their concatenation: the
     recurrence's per-step cost (a few small batched products, a sync) is paid once, and each
     point's value is the same as alone (every operation acts on each point separately)."""
-    values = rec.log_k(torch.cat(parts))
+    values = rec.log_k(torch.cat(parts), cuts)
     return list(values.split([len(p) for p in parts]))
 
 
@@ -505,7 +539,7 @@ def bottom_errors(
     gap_x = [_gap_points(recurrence, float(theta[i]), float(theta[i + 1])) if i + 1 < k else None
              for i in range(n)]
     first, *values = _log_k_parts(recurrence, [edge - _end_grid(edge, span)] +
-                                  [x for x in gap_x if x is not None])
+                                  [x for x in gap_x if x is not None], (log_end, log_gap))
     gap_values = iter(values)
     L = min(_end_bound(recurrence, log_end, edge, span, first), float(theta[0]) - rounding)
     # no closer than the Rayleigh-Ritz rounding, the floor of every stated error

@@ -302,7 +302,7 @@ def test_end_errors_from_one_evaluation_equal_one_per_gap(monkeypatch, block_siz
     for mode in ("together", "apart"):
         if mode == "apart":
             monkeypatch.setattr(bounds, "_log_k_parts",
-                                lambda rec, parts: [rec.log_k(p) for p in parts])
+                                lambda rec, parts, cuts: [rec.log_k(p, cuts) for p in parts])
         r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=tol, seed=1,
                                block_size=block_size, max_matvecs=600, stop_on="values")
         got[mode] = (r.errors_top, r.errors_bottom, r.error_kinds_top, r.error_kinds_bottom,
@@ -324,7 +324,7 @@ def test_a_run_reusing_its_christoffel_values_equals_one_computing_them_again(mo
     for mode in ("memo", "fresh"):
         if mode == "fresh":
             monkeypatch.setattr(bounds.StartRecurrence, "log_k",
-                                lambda self, x: bounds.log_kmin(self, x))
+                                lambda self, x, cuts=(): bounds.log_kmin(self, x, cuts))
         r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=tol, seed=3, block_size=3,
                                max_matvecs=600, stop_on="values")
         got[mode] = r
@@ -335,3 +335,25 @@ def test_a_run_reusing_its_christoffel_values_equals_one_computing_them_again(mo
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert (a.error_kinds_top, a.error_kinds_bottom, a.lambda_min_lower, a.lambda_max_upper) == \
         (b.error_kinds_top, b.error_kinds_bottom, b.lambda_min_lower, b.lambda_max_upper)
+
+
+def test_values_for_a_threshold_decide_as_the_exact_ones_and_are_exact_near_it():
+    """log_kmin with ``cuts`` takes the smallest singular values from the transposed (faster)
+    SVD where they decide every comparison with the cuts, and the exact ones where they might
+    not: over thresholds through the whole range, each exactly at a computed value (ties), the
+    comparisons are the exact values' and a value at a threshold is the exact bits."""
+    from condlab.estimators import bounds
+
+    H, C, widths = _block_recurrence()
+    rec = bounds.start_recurrence(H, C, widths)
+    span = float(rec.nodes[-1] - rec.nodes[0])
+    lam = torch.cat([torch.linspace(float(rec.nodes[0]), float(rec.nodes[-1]), 300, dtype=D64),
+                     float(rec.nodes[0]) - span * 2.0 ** torch.arange(-30, 20, 0.25, dtype=D64)])
+    exact = bounds.log_kmin(rec, lam)
+    picks = exact[torch.randperm(len(lam), generator=torch.Generator().manual_seed(0))[:12]]
+    for t in picks.tolist() + [float(exact.min()) - 1, float(exact.median()), float(exact.max())]:
+        got = bounds.log_kmin(rec, lam, (t,))
+        assert torch.equal(got > t, exact > t)
+        tie = exact == t  # a value at the threshold: computed exactly
+        assert torch.equal(got[tie], exact[tie])
+    assert not torch.equal(bounds.log_kmin(rec, lam, (0.0,)), exact)  # the fast path ran
