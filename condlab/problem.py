@@ -284,11 +284,18 @@ class Problem:
         X, y = self.batches[batch_index]
         return self._loss(self.outputs(theta, X, batch_index), y)
 
-    def loss(self, theta: Tensor | None = None) -> Tensor:
-        """``L(theta)``: the mean loss over all samples."""
+    def loss(self, theta: Tensor | None = None, first_outputs: Tensor | None = None) -> Tensor:
+        """``L(theta)``: the mean loss over all samples. ``first_outputs``: the model's outputs on
+        batch 0 at ``theta``, where the caller has them (the checks: one forward pass less)."""
         theta = self.theta if theta is None else theta
+
+        def batch(b: int) -> Tensor:
+            if b == 0 and first_outputs is not None:
+                return self._loss(first_outputs, self.batches[0][1])
+            return self.batch_loss(theta, b)
+
         with torch.no_grad():
-            local = sum(w * self.batch_loss(theta, b) for b, w in enumerate(self.weights))
+            local = sum(w * batch(b) for b, w in enumerate(self.weights))
             return all_reduce_sum(torch.as_tensor(local, dtype=self.dtype, device=self.device))
 
     def gradient(self, theta: Tensor | None = None) -> Tensor:

@@ -29,7 +29,7 @@ def check_problem(p) -> None:
         out, error = _check_outputs(p)
     raise_if_any(error)  # distributed: every rank raises, none waits in a collective
     _check_labels(p, out)
-    value = p.loss()
+    value = p.loss(first_outputs=out)  # the first batch's outputs: computed above
     if not torch.isfinite(value):
         raise CondlabError("the loss at these weights is NaN or Inf; check the weights and the data")
 

@@ -54,8 +54,9 @@ then the true extreme eigenvalues within that error (up to the stated failure pr
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -73,15 +74,24 @@ class StartRecurrence:
     the last ``R`` couples to the next, not yet multiplied block). ``sign = -1`` describes ``-A``.
     """
 
-    blocks: list  # [(A_i, R_i, pinv(R_i))] float64
+    blocks: list  # [(A_i, R_i, pinv(R_i))] float64 (no pinv for one start vector: unused)
     nodes: Tensor  # Ritz values of the recurrence (its H), ascending
     sign: float = 1.0
+    # what was computed from it: log K at the points asked before (keyed by their bytes: a run
+    # that bounds the same Ritz values again, with other residuals, reuses them), its flip
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def flipped(self) -> StartRecurrence:
-        return StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
+        if "flipped" not in self.memo:
+            self.memo["flipped"] = StartRecurrence(self.blocks, (-self.nodes).flip(0), -self.sign)
+        return self.memo["flipped"]
 
-    def log_k(self, lam: Tensor) -> Tensor:
-        return log_kmin(self, lam)
+    def log_k(self, lam: Tensor, cuts: tuple = ()) -> Tensor:
+        lam = lam.to(torch.float64)
+        key = (lam.numpy().tobytes(), cuts)
+        if key not in self.memo:
+            self.memo[key] = log_kmin(self, lam, cuts)
+        return self.memo[key]
 
 
 @dataclass(frozen=True)
@@ -95,11 +105,15 @@ class EndErrors:
     reason: str  # one sentence: what certifies the end, or why it is not certified
 
 
-def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]]) -> StartRecurrence:
+def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]],
+                     pinv_cache: dict | None = None, nodes: Tensor | None = None) -> StartRecurrence:
     """The start block's recurrence from ``H [k, k]`` (block tridiagonal, no restart yet), the
     coupling ``C [k, r]`` of the last block and ``widths``: per block step ``(n_i, rank_i)``, the
     block's width and the rank of its successor (fresh random columns after a rank drop are not
-    in the start's Krylov space: the recurrence stops there)."""
+    in the start's Krylov space: the recurrence stops there). ``pinv_cache``: a dict kept by a
+    run that builds the recurrence again as it grows; each block's pseudo-inverse is then
+    computed once (keyed by the block's entries: the same numbers as computing it again).
+    ``nodes``: ``eigvalsh(H)`` where the caller has it and the recurrence spans all of ``H``."""
     H, C = H.to(torch.float64).clone(), C.to(torch.float64).clone()  # the run mutates H later
     blocks, off = [], 0
     for i, (n, rank) in enumerate(widths):
@@ -108,20 +122,37 @@ def start_recurrence(H: Tensor, C: Tensor, widths: list[tuple[int, int]]) -> Sta
             Ri = H[off + n : off + n + widths[i + 1][0], off : off + n].to(torch.float64)
         else:
             Ri = C[off : off + n].to(torch.float64).T
-        blocks.append((Ai, Ri[:rank], torch.linalg.pinv(Ri[:rank])))
+        # one start vector: log K is the three-term recurrence, which needs no inverse
+        inverse = None if widths[0][0] == 1 else _pinv(Ri[:rank], pinv_cache)
+        blocks.append((Ai, Ri[:rank], inverse))
         off += n
         if rank == 0 or (i + 1 < len(widths) and rank < widths[i + 1][0]):
             break
     k = off
-    nodes = torch.linalg.eigvalsh(H[:k, :k].to(torch.float64))
+    if nodes is None or k != H.shape[0]:
+        nodes = torch.linalg.eigvalsh(H[:k, :k].to(torch.float64))
     return StartRecurrence(blocks, nodes)
 
 
-def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
+def _pinv(R: Tensor, cache: dict | None) -> Tensor:
+    """``pinv(R)``, from ``cache`` where the same entries were inverted before."""
+    if cache is None:
+        return torch.linalg.pinv(R)
+    key = (tuple(R.shape), R.contiguous().numpy().tobytes())
+    if key not in cache:
+        cache[key] = torch.linalg.pinv(R)
+    return cache[key]
+
+
+def log_kmin(rec: StartRecurrence, lam: Tensor, cuts: tuple = ()) -> Tensor:
     """``log lambda_min(K(lambda))`` at each ``lam [m]``, ``K = sum_i Pi_i Pi_i^T`` the block
     Christoffel function: ``Pi_i(lambda) [b, n_i]`` are the start block's orthonormal matrix
     polynomials (``u^T Q_i = g^T Pi_i(lambda)`` for an eigenpair ``(lambda, u)``, ``g = Q_0^T u``),
-    so ``g^T K g <= 1`` and ``||g||^2 <= 1 / lambda_min(K)``."""
+    so ``g^T K g <= 1`` and ``||g||^2 <= 1 / lambda_min(K)``.
+
+    ``cuts``: thresholds the caller only compares the values with (``value > t``). A value is then
+    exact where it is within its rounding of a threshold, elsewhere it may differ in its last
+    digits but lies on the same side of every threshold (:func:`_smallest_singular_values`)."""
     if rec.blocks[0][0].shape[0] == 1:
         return _log_k_scalar(rec, lam)
     lam = rec.sign * lam.to(torch.float64)[:, None, None]
@@ -141,17 +172,54 @@ def log_kmin(rec: StartRecurrence, lam: Tensor) -> Tensor:
             break
         nxt = M @ Rinv  # Pi_{i+1} R_i = M
         prev, cur, R_prev = cur, nxt, Ri
-        s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
-        if bool((s > 1e50).any()):
+        # one reduction and one sync per step: a row can exceed 1e50 only if the largest entry
+        # does (or an entry is NaN, whose row the old per-row test leaves unscaled: s = 1 there)
+        if not float(cur.abs().amax()) <= 1e50:
+            s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
             s = torch.where(s > 1e50, s, torch.ones_like(s))
             prev, cur = prev / s[:, None, None], cur / s[:, None, None]
             logscale = logscale + torch.log(s)
         parts.append(cur)
         scales.append(logscale)
-    M = torch.cat([p * torch.exp(ls - logscale)[:, None, None] for p, ls in zip(parts, scales)],
-                  dim=2)  # every part at the last scale (older ones shrink, possibly to 0)
-    smin = torch.linalg.svdvals(M)[:, -1]
+    # every part at the last scale (older ones shrink, possibly to 0); the parts made at the last
+    # scale need no factor (exp(0) = 1 exactly), and each older scale's factor is made once
+    factors = {id(logscale): None}
+    for ls in scales:
+        if id(ls) not in factors:
+            factors[id(ls)] = torch.exp(ls - logscale)[:, None, None]
+    M = torch.cat([p if factors[id(ls)] is None else p * factors[id(ls)]
+                   for p, ls in zip(parts, scales)], dim=2)
+    smin = _smallest_singular_values(M, logscale, cuts)
     return 2 * torch.log(smin.clamp_min(1e-150)) + 2 * logscale
+
+
+SVD_SLACK = 1e3  # a singular value's rounding in units of columns * eps * sigma_max (gesdd)
+
+
+def _smallest_singular_values(M: Tensor, logscale: Tensor, cuts: tuple) -> Tensor:
+    """``svdvals(M)[:, -1]`` for ``M [m, b, c]``, where it decides a comparison with ``cuts``.
+
+    ``M``'s rows are wide (``b`` start columns, ``c = b (d + 1)``), where the batched SVD of the
+    transpose is 4x faster (LAPACK works on tall matrices) but rounds differently. Both are
+    backward stable: each singular value is within ``SVD_SLACK c eps sigma_max`` of the true
+    one. So the fast value decides ``2 log smin + 2 logscale > t`` for every ``t`` in ``cuts``
+    wherever that interval around it lies on one side of ``t``; the rest (a few points where
+    the curve crosses a threshold) are computed as before. Same decisions, same bits there."""
+    if not cuts:
+        return torch.linalg.svdvals(M)[:, -1]
+    fast = torch.linalg.svdvals(M.mT)
+    smin = fast[:, -1].clone()
+    slack = 2 * SVD_SLACK * M.shape[-1] * torch.finfo(M.dtype).eps * fast[:, 0]
+    low = 2 * torch.log((smin - slack).clamp_min(1e-150)) + 2 * logscale
+    high = 2 * torch.log((smin + slack).clamp_min(1e-150)) + 2 * logscale
+    unsure = torch.zeros_like(smin, dtype=torch.bool)
+    for t in cuts:
+        unsure |= (low <= t) & (high > t)  # the exact value may lie on either side
+    unsure |= ~torch.isfinite(fast).all(dim=1)
+    idx = unsure.nonzero()[:, 0]
+    if idx.numel():
+        smin[idx] = torch.linalg.svdvals(M[idx])[:, -1]
+    return smin
 
 
 def _log_k_scalar(rec: StartRecurrence, lam: Tensor) -> Tensor:
@@ -216,7 +284,7 @@ class ResidualPolynomial:
         """``log |p_q(lambda)|`` at each ``lam [m]`` (``-inf`` within ``margin`` of a root)."""
         return self._logs(lam)[1]
 
-    def log_k(self, lam: Tensor) -> Tensor:
+    def log_k(self, lam: Tensor, cuts: tuple = ()) -> Tensor:  # exact: cuts need nothing here
         logd, log_p = self._logs(lam)
         ninf = torch.isinf(logd).sum(dim=1, keepdim=True)  # roots within the margin
         finite = torch.where(torch.isinf(logd), torch.zeros_like(logd), logd)
@@ -253,8 +321,9 @@ class Christoffel:
     def flipped(self) -> Christoffel:
         return Christoffel(tuple(s.flipped() for s in self.sources))
 
-    def log_k(self, lam: Tensor) -> Tensor:
-        return torch.stack([s.log_k(lam) for s in self.sources]).amax(dim=0)
+    def log_k(self, lam: Tensor, cuts: tuple = ()) -> Tensor:
+        # each source's value on the right side of each cut: so is their largest
+        return torch.stack([s.log_k(lam, cuts) for s in self.sources]).amax(dim=0)
 
 
 def widened(source, margin: float):
@@ -269,6 +338,7 @@ def widened(source, margin: float):
     return source
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of three numbers, asked for every check
 def beta_quantile(columns: int, P: int, delta: float) -> float:
     """``t`` with ``P(||Q_0^T u||^2 < t) = delta`` for ``columns`` random orthonormal vectors.
 
@@ -369,12 +439,20 @@ def _log_betainc(a: float, b: float, u: float) -> tuple[float, float]:
     return log_i, math.exp(front - log_y - log_i)
 
 
-def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> float:
-    """A point below ``edge`` (every Ritz value above it) below which ``lambda_min(K) > 1 / t``
-    on a fine grid: no eigenvalue lies there (with the stated probability)."""
+def _end_grid(edge: float, span: float) -> Tensor:
+    """The distances below ``edge`` where :func:`_end_bound` looks first."""
     unit = max(span, abs(edge), 1e-300)
-    d = unit * 2.0 ** torch.arange(-60, 40.01, 0.25, dtype=torch.float64)
-    excluded = rec.log_k(edge - d) > log_k
+    return unit * 2.0 ** torch.arange(-60, 40.01, 0.25, dtype=torch.float64)
+
+
+def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float,
+               first: Tensor | None = None) -> float:
+    """A point below ``edge`` (every Ritz value above it) below which ``lambda_min(K) > 1 / t``
+    on a fine grid: no eigenvalue lies there (with the stated probability). ``first``: ``rec``'s
+    log K on the first grid (``edge - _end_grid(edge, span)``), when the caller computed it
+    together with other points (:func:`_log_k_parts`)."""
+    d = _end_grid(edge, span)
+    excluded = (rec.log_k(edge - d, (log_k,)) if first is None else first) > log_k
     if not bool(excluded[-1]):
         return -math.inf
     inside = (~excluded).nonzero()
@@ -382,22 +460,36 @@ def _end_bound(rec: StartRecurrence, log_k: float, edge: float, span: float) -> 
         return edge - float(d[0])
     j = int(inside[-1, 0])
     fine = torch.linspace(float(d[j]), float(d[j + 1]), 65, dtype=torch.float64)
-    ex = rec.log_k(edge - fine) > log_k
+    ex = rec.log_k(edge - fine, (log_k,)) > log_k
     inside = (~ex).nonzero()
     return edge - float(fine[int(inside[-1, 0]) + 1 if inside.numel() else 0])
 
 
-def _gap(rec: StartRecurrence, log_k: float, a: float, b: float) -> tuple[float, float] | None:
-    """A certified gap inside ``(a, b)``: ``(lo, hi)`` with no eigenvalue in ``[lo, hi]``, or None."""
+def _gap_points(rec: StartRecurrence, a: float, b: float) -> Tensor | None:
+    """Where :func:`_gap` looks for a certified gap inside ``(a, b)`` (None: an empty interval)."""
     if not b > a:
         return None
     x = torch.linspace(a, b, GAP_SAMPLES + 2, dtype=torch.float64)[1:-1]
     w = 1e-8 * (b - a)  # a node within rounding of an end is that end's Ritz value again
-    x = torch.cat([x, rec.nodes[(rec.nodes > a + w) & (rec.nodes < b - w)]]).sort().values
-    idx = (rec.log_k(x) > log_k).nonzero()[:, 0]
+    nodes = rec.nodes
+    return torch.cat([x, nodes[(nodes > a + w) & (nodes < b - w)]]).sort().values
+
+
+def _gap(x: Tensor, values: Tensor, log_k: float) -> tuple[float, float] | None:
+    """A certified gap among the points ``x`` of :func:`_gap_points` (``values``: log K there):
+    ``(lo, hi)`` with no eigenvalue in ``[lo, hi]``, or None."""
+    idx = (values > log_k).nonzero()[:, 0]
     if idx.numel() == 0 or int(idx[-1] - idx[0]) + 1 != idx.numel():
         return None
     return float(x[idx[0]]), float(x[idx[-1]])
+
+
+def _log_k_parts(rec, parts: list[Tensor], cuts: tuple) -> list[Tensor]:
+    """``rec.log_k`` of each of ``parts`` from one evaluation of their concatenation: the
+    recurrence's per-step cost (a few small batched products, a sync) is paid once, and each
+    point's value is the same as alone (every operation acts on each point separately)."""
+    values = rec.log_k(torch.cat(parts), cuts)
+    return list(values.split([len(p) for p in parts]))
 
 
 def bottom_errors(
@@ -443,12 +535,19 @@ def bottom_errors(
     log_end = -math.log(beta_quantile(columns, P, delta / 4) / start_scale**2)
     log_gap = -math.log(beta_quantile(columns, P, delta / 4 / P) / start_scale**2)
     edge = min(float(recurrence.nodes[0]), float(theta[0]))
-    L = min(_end_bound(recurrence, log_end, edge, span), float(theta[0]) - rounding)  # no closer
-    # than the Rayleigh-Ritz rounding, the floor of every stated error
+    # the end's first grid and every gap's points in one evaluation of the Christoffel function
+    gap_x = [_gap_points(recurrence, float(theta[i]), float(theta[i + 1])) if i + 1 < k else None
+             for i in range(n)]
+    first, *values = _log_k_parts(recurrence, [edge - _end_grid(edge, span)] +
+                                  [x for x in gap_x if x is not None], (log_end, log_gap))
+    gap_values = iter(values)
+    L = min(_end_bound(recurrence, log_end, edge, span, first), float(theta[0]) - rounding)
+    # no closer than the Rayleigh-Ritz rounding, the floor of every stated error
     errors, kinds = [math.inf] * n, ["bracket"] * n
     alpha, counted, start = L, True, 0  # the open component starts at index ``start``
     for i in range(n):
-        gap = _gap(recurrence, log_gap, float(theta[i]), float(theta[i + 1])) if i + 1 < k else None
+        x = gap_x[i]
+        gap = None if x is None else _gap(x, next(gap_values), log_gap)
         if gap is None and i + 1 < n:
             continue  # the component goes on past theta_i
         members = range(start, i + 1)

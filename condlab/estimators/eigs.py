@@ -14,8 +14,10 @@ with ``H = V^T A V`` small (block tridiagonal until the first restart) and the c
 
     ||A y_i - theta_i y_i|| = ||C^T s_i||
 
-so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec. The run stops
-once every requested pair has ``residual <= tol * ||A||`` (``||A||`` estimated by the largest
+so convergence costs one eigendecomposition of ``H`` (float64, CPU) and no matvec (from a
+basis of 64, only at steps where a cheaper test on the band, :func:`_screen`, cannot rule the
+stop out). The run stops once every requested pair has ``residual <= tol * ||A||``
+(``||A||`` estimated by the largest
 ``|theta|``, which is ``lambda_max`` for the Hessians this tool meets) and the end values are
 certified (below). A residual proves only that *some* eigenvalue lies within it; that a listed
 value is the true extreme one comes from the random start: :mod:`condlab.estimators.bounds`
@@ -62,6 +64,7 @@ eigenvalue problems", Numer. Algorithms 47 (2008); Parlett, The Symmetric Eigenv
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +160,111 @@ def _ritz(H: Tensor, k: int, C: Tensor, tridiagonal: bool) -> _Ritz:
     else:
         theta, S = torch.linalg.eigh(H[:k, :k])
     return _Ritz(theta, S, torch.linalg.vector_norm(C.T @ S, dim=0))
+
+
+SCREEN_FROM = 64  # from this basis size a step's stop test is screened before the eigensolve
+SCREEN_SLACK = 1e3  # the screen's eigenvalue uncertainty in units of k eps ||H|| (either solver)
+
+
+def _screen(H: Tensor, k: int, C: Tensor, widths, top: int, bottom: int, scale: float):
+    """``(met, near)``: whether the stop test's two conditions may hold for the Ritz pairs
+    :func:`_ritz` would compute, each False only where it certainly fails; None where the
+    screen cannot tell. ``H[:k, :k]`` is block tridiagonal (no restart yet; ``widths`` its
+    blocks), ``scale * max |theta|`` the threshold.
+
+    The full eigendecomposition costs ``O(k^3)`` every step (2 ms at ``k = 186``); while the
+    wanted residuals are far above the threshold, which they are for most of a run, the screen
+    proves it for about half of that: the wanted end's eigenvalues by bisection on the band
+    (LAPACK ``?sbevx``/``?stebz``), each wanted vector by one step of inverse iteration on the
+    band, and rigorous margins: both solvers are backward stable, so each eigenvalue is within
+    ``dtheta = SCREEN_SLACK k eps ||H||`` of the true one, and a computed vector ``x`` with
+    residual ``rho`` lies within ``sin <= (rho + dtheta) / (gap - 4 dtheta)`` of the exact
+    path's eigenvector (Davis-Kahan, for both vectors against the true one), so the exact path's
+    Ritz residual ``||C^T s||`` is within ``sqrt(2) ||C||_F`` times that of ``||C^T x||``. The
+    exact path then runs wherever the stop test could pass, and decides as before."""
+    from scipy.linalg import lapack  # the routines themselves: scipy.linalg's wrappers cost
+    # more than the work at these sizes
+
+    ns = [n for n, _ in widths]
+    if k < top + bottom + 2 or sum(ns) != k:
+        return None
+    Hk = H[:k, :k].numpy()
+    u = max([ns[0] - 1] + [a + c - 1 for a, c in zip(ns, ns[1:])])
+    ab = np.zeros((u + 1, k))  # lower band storage: ab[d, j] = H[j + d, j]
+    for d in range(u + 1):
+        ab[d, : k - d] = np.diagonal(Hk, -d)
+    norm = float(np.abs(Hk).sum(axis=1).max())  # >= ||H||_2 >= every |theta|
+    solver = SCREEN_SLACK * k * np.finfo(np.float64).eps * norm  # either solver's error bound
+    dtheta = 1.25 * solver  # ... plus the bisection's tolerance (no digits past what is needed)
+    vals: dict[int, float] = {}
+    for lo, hi in ([(0, bottom)] if bottom else []) + ([(k - 1 - top, k - 1)] if top else []):
+        if u == 1:
+            m, w, _, _, info = lapack.dstebz(ab[0], ab[1, : k - 1], 2, 0.0, 0.0, lo + 1, hi + 1,
+                                             solver / 4, "E")
+        else:
+            w, _, m, _, info = lapack.dsbevx(ab, 0.0, 0.0, lo + 1, hi + 1, compute_v=0, range=2,
+                                             lower=1, abstol=solver / 4)
+        w = w[:m]
+        if info != 0 or m != hi - lo + 1 or not np.isfinite(w).all():
+            return None
+        vals.update(zip(range(lo, hi + 1), np.sort(w).tolist()))
+    # the exact path's max |theta|: within dtheta (this solver) plus dtheta (torch's) of these
+    amax = max(abs(vals[0]), abs(vals[k - 1])) + 2 * dtheta if 0 in vals and k - 1 in vals else norm
+    thr = scale * amax * (1 + 1e-12)
+    if u > 1:  # H in LAPACK's general band storage for ?gbsv: gb[2u + i - j, j] = H[i, j]
+        gb = np.zeros((3 * u + 1, k))
+        for d in range(u + 1):
+            gb[2 * u + d, : k - d] = ab[d, : k - d]
+            gb[2 * u - d, d:] = ab[d, : k - d]
+    Ct = C.numpy().T
+    cnorm = math.sqrt(2.0) * float(np.linalg.norm(Ct))
+    z = np.cos(1.2345 * np.arange(k) + 0.1)  # a fixed start, not orthogonal to any one vector
+    met = near = True
+    for i in list(range(bottom)) + list(range(k - top, k)):
+        gap = min(abs(vals[i] - vals[j]) for j in (i - 1, i + 1) if j in vals)
+        if gap <= 10 * dtheta:  # no gap to bound a vector by
+            return None
+        if u == 1:
+            off = ab[1, : k - 1]
+            x, info = lapack.dgtsv(off, ab[0] - vals[i], off, z)[3:]
+        else:
+            shifted = gb.copy()
+            shifted[2 * u] -= vals[i]
+            x, info = lapack.dgbsv(u, u, shifted, z)[2:]
+        nx = math.sqrt(float(x @ x))
+        if info != 0 or not (math.isfinite(nx) and nx > 0):
+            return None
+        x = x / nx
+        res = Hk @ x - vals[i] * x
+        err = cnorm * (math.sqrt(float(res @ res)) + dtheta) / (gap - 4 * dtheta)
+        cx = Ct @ x
+        low = max(0.0, math.sqrt(float(cx @ cx)) - err)  # the exact residual is >= low
+        met_i = low <= thr
+        met = met and met_i
+        near = near and (met_i or low * low <= thr * (gap + 4 * dtheta))
+    return met, near
+
+
+def _screens() -> bool:
+    """Whether the stop test is screened: where scipy's LAPACK is loaded already. Its import
+    (0.27 CPU s, the OpenBLAS library) is more than the screen saves a run (20-45 ms on the
+    digits MLP's bottom-3) and more than a whole short process may spend; a process that
+    loaded it (for data, a peer, or a long run's Lanczos) screens for free. The results are
+    the same either way."""
+    return "scipy.linalg" in sys.modules
+
+
+def _may_stop(screen, looks: bool, by_value: bool, matvecs: int, next_check: dict) -> bool:
+    """Whether the stop test may end the run at this step, given :func:`_screen`'s answer: the
+    exact test breaks when its residuals are met (through the certificate when it ``looks``,
+    which it does only once due), or when the values are near and the certificate is due."""
+    if screen is None:
+        return True
+    met, near = screen
+    if not looks:
+        return met
+    return (met and matvecs >= next_check[True]) or (
+        (met or (by_value and near)) and matvecs >= next_check[False])
 
 
 def _keep_indices(ritz: _Ritz, top: int, bottom: int, room: int) -> Tensor:
@@ -513,13 +621,15 @@ def extreme_eigenpairs(
     factor, tightened = 1.0, 0  # the Krylov-residual target, a fraction of tol * ||A||
     # one start vector: its residual polynomial (bounds.ResidualPolynomial) survives restarts
     track = _Track() if b == 1 else None
+    pinvs: dict = {}  # the start recurrence's block pseudo-inverses, each computed once
+    checked = None  # (products, certificate source) of the last certificate check
     while True:  # until the true residuals meet tol, or the budget ends
         while True:
             n = Q.shape[1]
             if k + n > cap:
                 lock = BREAKDOWN_RTOL * eps * anorm
                 if restarts == 0:  # the last moment V holds the start block's Krylov space
-                    rec = bounds.start_recurrence(H, C, widths)
+                    rec = bounds.start_recurrence(H, C, widths, pinvs)
                 keep = _keep_indices(ritz, top, bottom, cap - n)
                 if track is not None:
                     track.restart(ritz, keep, lock)
@@ -551,20 +661,28 @@ def extreme_eigenpairs(
             exhausted = Q.shape[1] == 0 or matvecs + Q.shape[1] > max_matvecs
             due = k <= CHECK_EVERY_UP_TO or k % math.ceil(k / CHECK_EVERY_UP_TO) < n
             if k >= nwant and (due or exhausted or k + Q.shape[1] > cap):
-                ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
-                threshold = factor * tol * float(ritz.theta.abs().max())
-                wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top :]])
-                met = bool((wanted <= threshold).all())
                 # ... and known: the certificate, every 10% more products, while more steps can still
                 # sharpen it (one start vector: always; a block: not after a restart or a rank drop,
                 # which end the start block's recurrence). By value: as soon as every value's backed
                 # error is within tol (r^2 / gap needs only r <= sqrt(tol ||A|| gap))
                 sharpens = (restarts == 0 or track is not None) and not dropped
                 looks = certify and start is None and not exhausted and sharpens
+                if (restarts == 0 and k >= SCREEN_FROM and not exhausted and _screens()
+                        and k + Q.shape[1] <= cap and not _may_stop(
+                            _screen(H, k, C, widths, top, bottom, factor * tol), looks, by_value,
+                            matvecs, next_check)):
+                    continue  # the exact test cannot pass here: no eigendecomposition this step
+                ritz = _ritz(H, k, C, tridiagonal=b == 1 and restarts == 0)
+                theta_np, res_np = ritz.theta.numpy(), ritz.residuals.numpy()  # float64 CPU
+                threshold = factor * tol * float(np.abs(theta_np).max())
+                met = bool((res_np[:bottom] <= threshold).all() and
+                           (res_np[k - top :] <= threshold).all())
                 if looks and (met or (by_value and _near(ritz, top, bottom, threshold))):
                     if matvecs >= next_check[met]:
                         step, residuals_met = matvecs + max(b, matvecs // 10), met
-                        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
+                        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(
+                            H, C, widths, pinvs))
+                        checked = (matvecs, now)
                         cert = _Certificate(now, columns, scale, exact=restarts == 0 and k >= P)
                         met = _certified(ritz, cert, top, bottom, threshold, P, b, by_value)
                         next_check[False] = step
@@ -581,7 +699,11 @@ def extreme_eigenpairs(
                     f"the Krylov space was exhausted after {matvecs} products before the "
                     f"{nwant} wanted pairs fit; raise max_matvecs"
                 )
-        now = _source(rec, track, ritz, C, lambda C=C: bounds.start_recurrence(H, C, widths))
+        if checked is not None and checked[0] == matvecs:  # the last check's: the same Ritz
+            now = checked[1]  # values, so its Christoffel function's values are reused
+        else:
+            now = _source(rec, track, ritz, C,
+                          lambda C=C: bounds.start_recurrence(H, C, widths, pinvs))
         cert = _Certificate(now, columns, scale,
                             exact=restarts == 0 and k >= P,
                             budget=None if met else max_matvecs)
@@ -837,12 +959,12 @@ def _near(ritz: _Ritz, top: int, bottom: int, threshold: float) -> bool:
     """Whether every wanted pair is within ``threshold`` by its residual or by ``r^2 / gap`` with
     the gap to its nearest other Ritz value: a necessary condition for the backed errors (their
     certified gaps are narrower), cheap enough for every step."""
-    theta, r = ritz.theta, ritz.residuals
-    k = len(theta)
-    idx = torch.cat([torch.arange(bottom), torch.arange(k - top, k)])
-    gaps = (theta[idx, None] - theta[None, :]).abs()
-    gaps[torch.arange(len(idx)), idx] = math.inf
-    gap = gaps.min(dim=1).values
+    theta, r = ritz.theta.cpu().numpy(), ritz.residuals.cpu().numpy()  # numpy: the same
+    k = len(theta)  # comparisons and roundings as torch, at a tenth of the cost per operation
+    idx = np.concatenate([np.arange(bottom), np.arange(k - top, k)])
+    gaps = np.abs(theta[idx, None] - theta[None, :])
+    gaps[np.arange(len(idx)), idx] = math.inf
+    gap = gaps.min(axis=1)
     return bool(((r[idx] <= threshold) | (r[idx] ** 2 <= threshold * gap)).all())
 
 

@@ -47,6 +47,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -62,10 +63,11 @@ def li_li(e: float, eta: Tensor) -> Tensor:
     """``2 e^2 / (eta + sqrt(eta^2 + 4 e^2))`` (``inf`` where ``eta <= 0``): how far an eigenvalue
     of ``[[M, E^T], [E, N]]`` (``||E||_2 = e``) lies from ``diag(M, N)``'s at the same place, when
     the eigenvalue of ``M`` there is ``eta`` away from ``N``'s spectrum."""
-    eta = eta.to(torch.float64)
-    out = 2 * e * e / (eta + torch.sqrt(eta * eta + 4 * e * e))
-    out = torch.where(eta > 0, torch.minimum(out, torch.full_like(out, e)), torch.full_like(out, math.inf))
-    return torch.where((eta > 0) & (e == 0), torch.zeros_like(out), out)
+    x = eta.to(torch.float64).cpu().numpy()  # numpy: the same IEEE operations, 5x cheaper each
+    with np.errstate(all="ignore"):  # (a number over a tensor is torch's reciprocal times it)
+        out = (1.0 / (x + np.sqrt(x * x + 4 * e * e))) * (2 * e * e)
+    out = np.where(x > 0, np.minimum(out, e), math.inf)
+    return torch.from_numpy(np.where((x > 0) & (e == 0), 0.0, out))
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def deflated_verification(
                f"({cap * P * Yq.element_size() / 1e9:.3g} GB)",
                f"run with --block-size {max(top, bottom)} (one block run, no verification)"):
         Q = torch.empty(cap, P, dtype=A.dtype, device=A.device).T  # columns contiguous
-    alphas, betas = [], []
+    alphas, betas, pinvs = [], [], {}
     rho = (math.inf, -math.inf)
     upper, lower = math.inf, -math.inf
     for j in range(cap):
@@ -190,7 +192,8 @@ def deflated_verification(
                 f"the list's end)"))
         C = torch.zeros(n, 1, dtype=torch.float64)
         C[-1, 0] = betas[-1]
-        rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)])
+        rec = bounds.start_recurrence(T, C, [(1, 1)] * (n - 1) + [(1, 0 if broke else 1)], pinvs,
+                                      nodes=theta)  # T's eigvalsh: just computed
         lower, upper = bounds.end_bounds(rec, theta, P=dim, delta=delta, lower=bool(bottom),
                                          upper=bool(top))
         et, eb = errors(upper, lower)

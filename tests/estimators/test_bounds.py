@@ -210,3 +210,150 @@ def test_a_real_hessian_meets_its_stated_errors():
     assert d["lambda_min_lower"] <= float(asc[0]) + 1e-12
     assert d["lambda_max_upper"] >= float(asc[-1]) - 1e-12
     assert r.result.converged  # the ends certified within tol * ||A||
+
+
+# -- the certificate's arithmetic: faster paths give the same numbers as the plain ones ----------
+def _block_recurrence(blocks=40, b=3, seed=0):
+    """A random block tridiagonal ``H`` with ``blocks`` steps of width ``b`` and its coupling."""
+    g = torch.Generator().manual_seed(seed)
+    k = blocks * b
+    H = torch.zeros(k, k, dtype=D64)
+    for i in range(blocks):
+        a = torch.randn(b, b, generator=g, dtype=D64)
+        H[i * b:(i + 1) * b, i * b:(i + 1) * b] = a + a.T
+        if i + 1 < blocks:
+            R = torch.randn(b, b, generator=g, dtype=D64)
+            H[(i + 1) * b:(i + 2) * b, i * b:(i + 1) * b] = R
+            H[i * b:(i + 1) * b, (i + 1) * b:(i + 2) * b] = R.T
+    C = torch.zeros(k, b, dtype=D64)
+    C[-b:] = torch.randn(b, b, generator=g, dtype=D64)
+    return H, C, [(b, b)] * blocks
+
+
+def _plain_log_kmin(rec, lam):
+    """The block Christoffel function as first written: a rescale test per row every step and
+    every part brought to the last scale by its own factor."""
+    lam = rec.sign * lam.to(D64)[:, None, None]
+    m, b = lam.shape[0], rec.blocks[0][0].shape[0]
+    cur = torch.eye(b, dtype=D64).expand(m, b, b).clone()
+    prev, R_prev, parts = None, None, [cur]
+    logscale = torch.zeros(m, dtype=D64)
+    scales = [logscale]
+    for Ai, Ri, Rinv in rec.blocks:
+        M = lam * cur - cur @ Ai
+        if prev is not None:
+            M = M - prev @ R_prev.T
+        if Ri.shape[0] == 0:
+            break
+        prev, cur, R_prev = cur, M @ Rinv, Ri
+        s = cur.abs().amax(dim=(1, 2)).clamp_min(1.0)
+        if bool((s > 1e50).any()):
+            s = torch.where(s > 1e50, s, torch.ones_like(s))
+            prev, cur = prev / s[:, None, None], cur / s[:, None, None]
+            logscale = logscale + torch.log(s)
+        parts.append(cur)
+        scales.append(logscale)
+    M = torch.cat([p * torch.exp(ls - logscale)[:, None, None] for p, ls in zip(parts, scales)],
+                  dim=2)
+    smin = torch.linalg.svdvals(M)[:, -1]
+    return 2 * torch.log(smin.clamp_min(1e-150)) + 2 * logscale
+
+
+def test_block_christoffel_function_is_the_plain_recurrence_bit_for_bit():
+    from condlab.estimators import bounds
+
+    H, C, widths = _block_recurrence()
+    rec = bounds.start_recurrence(H, C, widths)
+    span = float(rec.nodes[-1] - rec.nodes[0])
+    # inside the spectrum (no rescale) and far outside (the recurrence passes 1e50 and rescales)
+    for lam in (torch.linspace(float(rec.nodes[0]), float(rec.nodes[-1]), 97, dtype=D64),
+                float(rec.nodes[0]) - span * 2.0 ** torch.arange(-20, 30, 0.5, dtype=D64)):
+        for r in (rec, rec.flipped()):
+            plain = _plain_log_kmin(r, lam)
+            assert torch.equal(bounds.log_kmin(r, lam), plain)
+    assert float(plain.max()) > 2 * math.log(1e50)  # the rescaling branch ran
+
+
+def test_start_recurrence_reuses_its_pseudo_inverses_bit_for_bit():
+    from condlab.estimators import bounds
+
+    H, C, widths = _block_recurrence(blocks=12)
+    cache: dict = {}
+    for n in (4, 8, 12):  # a run builds the recurrence again as it grows
+        Hn = H[: 3 * n, : 3 * n].clone()
+        Cn = torch.zeros(3 * n, 3, dtype=D64)
+        Cn[-3:] = H[3 * n : 3 * n + 3, 3 * n - 3 : 3 * n].T if n < 12 else C[-3:]
+        plain = bounds.start_recurrence(Hn, Cn, widths[:n])
+        cached = bounds.start_recurrence(Hn, Cn, widths[:n], cache)
+        for a, c in zip(plain.blocks, cached.blocks):
+            assert all(torch.equal(x, y) for x, y in zip(a, c))
+    assert len(cache) == 12  # each block's pseudo-inverse once
+
+
+@pytest.mark.parametrize("block_size", [1, 3])
+def test_end_errors_from_one_evaluation_equal_one_per_gap(monkeypatch, block_size):
+    """bottom_errors evaluates the end's grid and every gap's points in one call; the errors,
+    kinds and bound are those of one evaluation per gap (each point is computed separately)."""
+    from condlab.estimators import bounds
+
+    lam, top, bottom, tol = SPECTRA["null space and repeats"]
+    A = spectral_matrix(lam, 1)
+    got = {}
+    for mode in ("together", "apart"):
+        if mode == "apart":
+            monkeypatch.setattr(bounds, "_log_k_parts",
+                                lambda rec, parts, cuts: [rec.log_k(p, cuts) for p in parts])
+        r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=tol, seed=1,
+                               block_size=block_size, max_matvecs=600, stop_on="values")
+        got[mode] = (r.errors_top, r.errors_bottom, r.error_kinds_top, r.error_kinds_bottom,
+                     r.lambda_max_upper, r.lambda_min_lower, r.matvecs)
+    for x, y in zip(got["together"], got["apart"]):
+        assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+
+
+@pytest.mark.parametrize("top, bottom", [(0, 3), (3, 2)])
+def test_a_run_reusing_its_christoffel_values_equals_one_computing_them_again(monkeypatch, top,
+                                                                              bottom):
+    """A block run's final bounds reuse the last certificate check's recurrence and its log K
+    values (same Ritz values, other residuals); the result is that of computing them again."""
+    from condlab.estimators import bounds
+
+    lam, _, _, tol = SPECTRA["clusters at both ends"]
+    A = spectral_matrix(lam, 2)
+    got = {}
+    for mode in ("memo", "fresh"):
+        if mode == "fresh":
+            monkeypatch.setattr(bounds.StartRecurrence, "log_k",
+                                lambda self, x, cuts=(): bounds.log_kmin(self, x, cuts))
+        r = extreme_eigenpairs(A, top=top, bottom=bottom, tol=tol, seed=3, block_size=3,
+                               max_matvecs=600, stop_on="values")
+        got[mode] = r
+    a, b = got["memo"], got["fresh"]
+    assert a.matvecs == b.matvecs
+    for name in ("eigenvalues_top", "eigenvalues_bottom", "errors_top", "errors_bottom",
+                 "residuals_top", "residuals_bottom"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.error_kinds_top, a.error_kinds_bottom, a.lambda_min_lower, a.lambda_max_upper) == \
+        (b.error_kinds_top, b.error_kinds_bottom, b.lambda_min_lower, b.lambda_max_upper)
+
+
+def test_values_for_a_threshold_decide_as_the_exact_ones_and_are_exact_near_it():
+    """log_kmin with ``cuts`` takes the smallest singular values from the transposed (faster)
+    SVD where they decide every comparison with the cuts, and the exact ones where they might
+    not: over thresholds through the whole range, each exactly at a computed value (ties), the
+    comparisons are the exact values' and a value at a threshold is the exact bits."""
+    from condlab.estimators import bounds
+
+    H, C, widths = _block_recurrence()
+    rec = bounds.start_recurrence(H, C, widths)
+    span = float(rec.nodes[-1] - rec.nodes[0])
+    lam = torch.cat([torch.linspace(float(rec.nodes[0]), float(rec.nodes[-1]), 300, dtype=D64),
+                     float(rec.nodes[0]) - span * 2.0 ** torch.arange(-30, 20, 0.25, dtype=D64)])
+    exact = bounds.log_kmin(rec, lam)
+    picks = exact[torch.randperm(len(lam), generator=torch.Generator().manual_seed(0))[:12]]
+    for t in picks.tolist() + [float(exact.min()) - 1, float(exact.median()), float(exact.max())]:
+        got = bounds.log_kmin(rec, lam, (t,))
+        assert torch.equal(got > t, exact > t)
+        tie = exact == t  # a value at the threshold: computed exactly
+        assert torch.equal(got[tie], exact[tie])
+    assert not torch.equal(bounds.log_kmin(rec, lam, (0.0,)), exact)  # the fast path ran

@@ -4,6 +4,8 @@ Single-vector behaviour (``block_size=1``) and the block engine on the same case
 eigenvalues found with their multiplicity are in test_block_eigs.py.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -265,3 +267,160 @@ def test_a_true_residual_that_misses_tol_keeps_the_run_going_within_its_budget(m
     r = eigs.extreme_eigenpairs(A, **kw, max_matvecs=plain)
     assert len(calls) == 1  # no room for another block: it stops and says why
     assert r.stop_reason.startswith("rounding")
+
+
+def test_near_is_the_torch_test_bit_for_bit():
+    """The per-step 'values near' test runs in numpy; the same answer as the torch original on
+    ties, clusters, infinite and NaN residuals."""
+    from condlab.estimators.eigs import _near, _Ritz
+
+    def plain(ritz, top, bottom, threshold):
+        theta, r = ritz.theta, ritz.residuals
+        k = len(theta)
+        idx = torch.cat([torch.arange(bottom), torch.arange(k - top, k)])
+        gaps = (theta[idx, None] - theta[None, :]).abs()
+        gaps[torch.arange(len(idx)), idx] = math.inf
+        gap = gaps.min(dim=1).values
+        return bool(((r[idx] <= threshold) | (r[idx] ** 2 <= threshold * gap)).all())
+
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for trial in range(400):
+        k = int(torch.randint(4, 30, (1,), generator=g))
+        theta = torch.randn(k, generator=g, dtype=torch.float64).sort().values
+        if trial % 3 == 0:
+            theta[1] = theta[0]  # a repeated Ritz value: zero gap
+        r = 10.0 ** torch.empty(k, dtype=torch.float64).uniform_(-9, -1, generator=g)
+        if trial % 7 == 0:
+            r[0] = math.inf if trial % 2 else math.nan
+        top, bottom = int(torch.randint(0, 3, (1,), generator=g)), int(torch.randint(1, 3, (1,), generator=g))
+        thr = 10.0 ** float(torch.empty(1).uniform_(-8, -3, generator=g))
+        ritz = _Ritz(theta, torch.eye(k, dtype=torch.float64), r)
+        want = plain(ritz, top, bottom, thr)
+        assert _near(ritz, top, bottom, thr) == want
+        seen.add(want)
+    assert seen == {True, False}
+
+
+def _exact_stop_test(H, k, C, top, bottom, scale):
+    """The stop test's two conditions as the loop computes them from the exact Ritz pairs."""
+    from condlab.estimators.eigs import _near, _ritz
+
+    ritz = _ritz(H, k, C, tridiagonal=False)
+    res = ritz.residuals
+    threshold = scale * float(ritz.theta.abs().max())
+    met = bool((res[:bottom] <= threshold).all() and (res[k - top:] <= threshold).all())
+    return met, _near(ritz, top, bottom, threshold)
+
+
+def _band_problem(k, b, seed, cluster=False):
+    """A block tridiagonal ``H [k, k]`` with ``b``-wide blocks (a block Lanczos run's, before a
+    restart) and its coupling ``C``; ``cluster``: two decoupled copies of one half (every
+    eigenvalue twice, nearly: 1e-14 apart)."""
+    from tests.estimators.test_bounds import _block_recurrence
+
+    H, C, widths = _block_recurrence(blocks=k // b, b=b, seed=seed)
+    if cluster:
+        h = k // 2
+        H[h:, h:] = H[:h, :h] + 1e-14 * torch.eye(h, dtype=torch.float64)
+        H[h:, :h] = 0.0
+        H[:h, h:] = 0.0
+    C = torch.zeros(k, b, dtype=torch.float64)
+    C[-b:] = 10.0 ** torch.empty(b, b, dtype=torch.float64).uniform_(
+        -9, -1, generator=torch.Generator().manual_seed(seed))
+    return H, C, widths
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_the_screen_never_rules_out_a_step_the_exact_test_passes(b):
+    """The per-step screen (bisection and inverse iteration on the band) says 'cannot stop'
+    only where the exact eigendecomposition's test fails, over thresholds around the wanted
+    residuals, clusters and both ends; and it rules out most steps far from stopping."""
+    from condlab.estimators.eigs import _ritz, _screen
+
+    ruled_out = checked = 0
+    for seed in range(6):
+        H, C, widths = _band_problem(72 if b == 3 else 70, b, seed)
+        k = H.shape[0]
+        for top, bottom in ((0, 3), (5, 0), (2, 2)):
+            ritz = _ritz(H, k, C, tridiagonal=False)
+            wanted = torch.cat([ritz.residuals[:bottom], ritz.residuals[k - top:]])
+            amax = float(ritz.theta.abs().max())
+            # thresholds from far below to above the wanted residuals, and right at them
+            scales = [float(w) / amax * f for w in wanted for f in (0.5, 1.0, 1 + 1e-12, 2.0)]
+            scales += [1e-14, 1e-3, 1.0]
+            for scale in scales:
+                screen = _screen(H, k, C, widths, top, bottom, scale)
+                met, near = _exact_stop_test(H, k, C, top, bottom, scale)
+                checked += 1
+                if screen is None:
+                    continue
+                assert (not met or screen[0]) and (not near or screen[1]), (seed, top, bottom, scale)
+                ruled_out += not screen[0]
+    assert ruled_out > checked // 4  # it does rule steps out
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_the_screen_steps_aside_at_a_cluster(b):
+    from condlab.estimators.eigs import _screen
+
+    H, C, widths = _band_problem(72 if b == 3 else 70, b, 0, cluster=True)
+    assert _screen(H, H.shape[0], C, widths, 0, 3, 1e-12) is None  # no gap to bound a vector by
+
+
+@pytest.mark.parametrize("spectrum", ["hessian-like", "clusters"])
+@pytest.mark.parametrize("block_size", [1, 3])
+@pytest.mark.parametrize("stop_on", ["values", "residuals"])
+def test_a_screened_run_is_the_unscreened_run_bit_for_bit(monkeypatch, spectrum, block_size,
+                                                          stop_on):
+    import scipy.linalg  # noqa: F401  (the screen runs where scipy is loaded)
+
+    import condlab.estimators.eigs as eigs
+
+    assert eigs._screens()
+    bulk = torch.linspace(0.001, 1.0, 242, dtype=torch.float64) ** 3
+    lam = {"hessian-like": torch.cat([torch.tensor([50.0, 31.0, 30.0, 12.0, 7.0, 5.0, -1e-4,
+                                                    -1e-4 + 1e-9], dtype=torch.float64), bulk]),
+           "clusters": torch.cat([torch.tensor([9.0, 9.0, 9.0, 4.0], dtype=torch.float64),
+                                  bulk, bulk[:3]])}[spectrum]  # the bottom three twice each
+    A = spectral_matrix(lam, seed=4)
+    runs, runs_screen_from = [], eigs.SCREEN_FROM
+    for screen_from in (runs_screen_from, 10**9):
+        monkeypatch.setattr(eigs, "SCREEN_FROM", screen_from)
+        runs.append(extreme_eigenpairs(A, top=2, bottom=3, tol=1e-9, block_size=block_size,
+                                       stop_on=stop_on, seed=1, max_matvecs=600))
+    a, b = runs
+    assert a.matvecs == b.matvecs > runs_screen_from + 4  # the screen had steps to rule on
+    for f in ("eigenvalues_top", "eigenvalues_bottom", "residuals_top", "residuals_bottom",
+              "errors_top", "errors_bottom", "converged_top", "converged_bottom",
+              "may_repeat_top", "may_repeat_bottom", "may_miss_top", "may_miss_bottom"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert a.stop_reason == b.stop_reason
+
+
+def test_a_long_run_in_a_fresh_process_does_not_import_scipy_for_the_screen():
+    """The screen's LAPACK comes from scipy, whose import costs a short process more than the
+    screen saves: a process that has not loaded it runs the exact test every step."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import condlab
+
+    code = """if True:
+        import sys, torch
+        from condlab.estimators import extreme_eigenpairs
+        torch.set_num_threads(1)
+        lam = torch.linspace(0.001, 1.0, 300, dtype=torch.float64) ** 3
+        Q, _ = torch.linalg.qr(torch.randn(300, 300, dtype=torch.float64))
+        r = extreme_eigenpairs((Q * lam) @ Q.T, top=0, bottom=3, tol=1e-9, seed=0)
+        assert r.matvecs > 100, r.matvecs  # past the basis where the screen would start
+        print("scipy" in sys.modules)
+    """
+    root = str(Path(condlab.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
