@@ -150,6 +150,13 @@ class Budget:
     caps: dict = field(default_factory=dict)  # every cap found: source -> bytes left
 
 
+def products_kept_columns(P: int, itemsize: int, device="cpu") -> int:
+    """How many of a Lanczos basis' products ``A V`` (``[P]`` each) a run keeps beside ``V``:
+    those within ``PRODUCTS_KEPT_BYTES`` and a sixteenth of what the process may still allocate
+    (the plan charges them)."""
+    return min(PRODUCTS_KEPT_BYTES, available(device).bytes // 16) // max(1, P * itemsize)
+
+
 def available(device="cpu", memory_limit: int | None = None) -> Budget:
     """The bytes the process may still allocate on ``device`` (see the module docstring)."""
     device = torch.device(device)
@@ -410,9 +417,10 @@ def plan(
                                     f"the block of {b} only if the verification fails")
             result.basis_bytes = m * vbytes if same_device else 0
             result.krylov = "basis"
-            # extreme_eigenpairs keeps the basis' products A V beside V where they are small
-            # (true residuals without more products): charged here, so the peak is planned
-            kept = result.basis_bytes if result.basis_bytes <= PRODUCTS_KEPT_BYTES else 0
+            # extreme_eigenpairs keeps the basis' first products A V beside V while they are
+            # small (true residuals without more products): charged here, so the peak is planned
+            cols = min(m, PRODUCTS_KEPT_BYTES // max(1, vbytes)) if same_device else 0
+            kept = cols * vbytes if cols > nwant else 0
             if kept and room_after(result.basis_bytes + max(step, end) + kept) >= 0:
                 result.products_kept_bytes = kept
             need = max(need, graph + result.basis_bytes + result.products_kept_bytes

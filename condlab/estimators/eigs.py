@@ -603,8 +603,10 @@ def extreme_eigenpairs(
     # (A y = (A V) s) instead of one more product per listed pair
     from condlab import memory  # its plan charges these bytes (memory.PRODUCTS_KEPT_BYTES)
 
-    AV = torch.empty(cap, P, dtype=vdtype, device=vdevice).T if (true_residuals and cap * P * itemsize
-          <= min(memory.PRODUCTS_KEPT_BYTES, memory.available(vdevice).bytes // 16)) else None
+    # (the first columns that fit: a run that stops before it fills them, as most do, gets its
+    # residuals free; one that goes past drops them and pays the products, as without)
+    kept_cols = min(cap, memory.products_kept_columns(P, itemsize, vdevice)) if true_residuals else 0
+    AV = torch.empty(kept_cols, P, dtype=vdtype, device=vdevice).T if kept_cols > nwant else None
     H = torch.zeros(cap, cap, dtype=torch.float64)
     first = random_probes(P, b, gen, like=V)
     if start is not None:
@@ -643,6 +645,8 @@ def extreme_eigenpairs(
             V[:, k : k + n] = Q
             Q, W = V[:, k : k + n], None  # the block lives in V alone through the product
             W = matmat(A, Q.to(dtype=A.dtype, device=A.device)).to(dtype=vdtype, device=vdevice)
+            if AV is not None and k + n > AV.shape[1]:
+                AV = None  # the run outgrew the kept columns: its residuals take products
             if AV is not None:
                 AV[:, k : k + n] = W
             anorm = max(anorm, float(torch.linalg.vector_norm(W, dim=0).max()))

@@ -153,6 +153,35 @@ def test_budget_exhausted_reports_unconverged(kept, monkeypatch):
         assert r.threshold == pytest.approx(1e-10 * r.lambda_max)
 
 
+def test_the_first_products_are_kept_where_the_whole_basis_would_not_fit(monkeypatch):
+    """A V is kept for the basis' first columns within PRODUCTS_KEPT_BYTES: a run that stops
+    inside them takes no product for its true residuals (a 0.5M-parameter MLP's top-5 took 5
+    more, 22 against 17, when a basis of 247 columns could not keep them all), and one that
+    outgrows them drops them and runs exactly as a run that keeps none."""
+    from condlab import memory
+
+    A = spectral_matrix(hessian_like(300), seed=8)
+    P, kw = 300, dict(top=5, bottom=0, tol=1e-8, seed=8, block_size=1, max_basis=120)
+
+    def run(columns):
+        monkeypatch.setattr(memory, "PRODUCTS_KEPT_BYTES", columns * P * 8)
+        return extreme_eigenpairs(A, return_vectors=True, **kw)
+
+    none, whole, first = run(0), run(120), run(60)
+    assert none.max_basis == whole.max_basis == first.max_basis == 120  # the same basis
+    steps = whole.matvecs
+    assert 5 < steps <= 60 and none.matvecs == steps + 5 and first.matvecs == steps
+    torch.testing.assert_close(first.eigenvalues_top, none.eigenvalues_top, rtol=0, atol=0)
+    Y = first.vectors_top  # its residuals are true ones, from the kept products
+    true = torch.linalg.vector_norm(A @ Y - Y * first.eigenvalues_top, dim=0)
+    torch.testing.assert_close(first.residuals_top, true, rtol=0, atol=1e-12 * first.lambda_max)
+    assert bool((first.residuals_top <= first.threshold).all()) and first.converged
+    short = run(steps - 3)  # outgrown: the same run as keeping none, bit for bit
+    assert short.matvecs == none.matvecs
+    for name in ("eigenvalues_top", "residuals_top", "errors_top"):
+        assert torch.equal(getattr(short, name), getattr(none, name))
+
+
 def test_doubly_repeated_top_eigenvalue_is_not_reported_twice_as_one_vector():
     lam = torch.cat([torch.tensor([5.0, 5.0, 4.0, 3.5], dtype=torch.float64), lin(0.0, 1.0, 150)])
     A = spectral_matrix(lam, seed=9)
