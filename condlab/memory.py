@@ -51,6 +51,7 @@ HEADROOM = 0.15  # share of the available memory the plan leaves free (allocator
 DEFAULT_BASIS_BYTES = 2**30  # the default basis: up to 256 columns within 1 GiB ...
 DEFAULT_BASIS_COLUMNS = 256
 PRODUCTS_KEPT_BYTES = 2**28  # A V is kept beside V (true residuals without products) up to this
+PRODUCTS_KEPT_MIN_COLUMNS = 32  # ... for a basis' first columns, at least this many of them
 LEAN_BASIS = 8  # a default basis of at most this many columns: two-pass Lanczos instead
 UNLIMITED = 2**60  # cgroup and rlimit values at or above this mean "no limit"
 GiB = 2**30
@@ -150,11 +151,15 @@ class Budget:
     caps: dict = field(default_factory=dict)  # every cap found: source -> bytes left
 
 
-def products_kept_columns(P: int, itemsize: int, device="cpu") -> int:
-    """How many of a Lanczos basis' products ``A V`` (``[P]`` each) a run keeps beside ``V``:
-    those within ``PRODUCTS_KEPT_BYTES`` and a sixteenth of what the process may still allocate
-    (the plan charges them)."""
-    return min(PRODUCTS_KEPT_BYTES, available(device).bytes // 16) // max(1, P * itemsize)
+def products_kept_columns(P: int, itemsize: int, device="cpu", basis: int = UNLIMITED,
+                          free: int | None = None) -> int:
+    """How many of a ``basis``-column Lanczos basis' products ``A V`` (``[P]`` each) a run keeps
+    beside ``V``: those within ``PRODUCTS_KEPT_BYTES`` and a sixteenth of ``free`` (what the
+    process may still allocate), the whole basis' or at least ``PRODUCTS_KEPT_MIN_COLUMNS``
+    (a run stops past a few columns: fewer would be memory held for nothing), else none."""
+    free = available(device).bytes if free is None else free
+    cols = min(basis, min(PRODUCTS_KEPT_BYTES, free // 16) // max(1, P * itemsize))
+    return cols if cols >= min(basis, PRODUCTS_KEPT_MIN_COLUMNS) else 0
 
 
 def available(device="cpu", memory_limit: int | None = None) -> Budget:
@@ -419,7 +424,8 @@ def plan(
             result.krylov = "basis"
             # extreme_eigenpairs keeps the basis' first products A V beside V while they are
             # small (true residuals without more products): charged here, so the peak is planned
-            cols = min(m, PRODUCTS_KEPT_BYTES // max(1, vbytes)) if same_device else 0
+            cols = products_kept_columns(P, vbytes // P, basis=m, free=UNLIMITED) \
+                if same_device else 0
             kept = cols * vbytes if cols > nwant else 0
             if kept and room_after(result.basis_bytes + max(step, end) + kept) >= 0:
                 result.products_kept_bytes = kept

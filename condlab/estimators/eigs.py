@@ -605,7 +605,7 @@ def extreme_eigenpairs(
 
     # (the first columns that fit: a run that stops before it fills them, as most do, gets its
     # residuals free; one that goes past drops them and pays the products, as without)
-    kept_cols = min(cap, memory.products_kept_columns(P, itemsize, vdevice)) if true_residuals else 0
+    kept_cols = memory.products_kept_columns(P, itemsize, vdevice, cap) if true_residuals else 0
     AV = torch.empty(kept_cols, P, dtype=vdtype, device=vdevice).T if kept_cols > nwant else None
     H = torch.zeros(cap, cap, dtype=torch.float64)
     first = random_probes(P, b, gen, like=V)

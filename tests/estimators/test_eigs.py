@@ -176,10 +176,14 @@ def test_the_first_products_are_kept_where_the_whole_basis_would_not_fit(monkeyp
     true = torch.linalg.vector_norm(A @ Y - Y * first.eigenvalues_top, dim=0)
     torch.testing.assert_close(first.residuals_top, true, rtol=0, atol=1e-12 * first.lambda_max)
     assert bool((first.residuals_top <= first.threshold).all()) and first.converged
-    short = run(steps - 3)  # outgrown: the same run as keeping none, bit for bit
-    assert short.matvecs == none.matvecs
-    for name in ("eigenvalues_top", "residuals_top", "errors_top"):
-        assert torch.equal(getattr(short, name), getattr(none, name))
+    assert steps - 3 < memory.PRODUCTS_KEPT_MIN_COLUMNS
+    few = run(steps - 3)  # fewer than the minimum: none kept (memory held for nothing)
+    monkeypatch.setattr(memory, "PRODUCTS_KEPT_MIN_COLUMNS", 1)
+    short = run(steps - 3)  # kept, then outgrown: the same run as keeping none, bit for bit
+    for r in (few, short):
+        assert r.matvecs == none.matvecs
+        for name in ("eigenvalues_top", "residuals_top", "errors_top"):
+            assert torch.equal(getattr(r, name), getattr(none, name))
 
 
 def test_doubly_repeated_top_eigenvalue_is_not_reported_twice_as_one_vector():

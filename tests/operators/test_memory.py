@@ -502,9 +502,13 @@ def test_the_plan_charges_the_products_kept_beside_a_small_basis(monkeypatch):
     assert q.products_kept_bytes == 0 and p.need_bytes - q.need_bytes == p.basis_bytes
     vbytes = p.basis_bytes // p.max_basis  # a cap between: the basis' first columns are kept
     monkeypatch.setattr(memory, "PRODUCTS_KEPT_BYTES", 7 * vbytes + vbytes // 2)
+    assert p.max_basis > 7 and memory.PRODUCTS_KEPT_MIN_COLUMNS > 7  # too few to keep
+    assert memory.plan(Fake(M), top=2, bottom=1, budget=budget(10**10)).products_kept_bytes == 0
+    monkeypatch.setattr(memory, "PRODUCTS_KEPT_MIN_COLUMNS", 4)
     r = memory.plan(Fake(M), top=2, bottom=1, budget=budget(10**10))
     assert r.products_kept_bytes == 7 * vbytes < r.basis_bytes
     assert r.need_bytes - q.need_bytes == 7 * vbytes
+    monkeypatch.setattr(memory, "PRODUCTS_KEPT_MIN_COLUMNS", 1)
     monkeypatch.setattr(memory, "PRODUCTS_KEPT_BYTES", 3 * vbytes)  # no more than the list
     assert memory.plan(Fake(M), top=2, bottom=1, budget=budget(10**10)).products_kept_bytes == 0
 
