@@ -40,3 +40,7 @@ def test_the_printed_bound_holds_at_every_depth(bench):
     assert rows[0]["li_li"] > bench.TOL >= rows[-1]["li_li"]  # the table can say both
     table = bench.table("prescribed", rows, 30)
     assert table.count("| yes |") + table.count("| no |") == len(rows)
+    first = next(r for r in rows if r["li_li"] <= bench.TOL)
+    line = bench.summary([("prescribed", rows, 30)]).splitlines()[-1]
+    assert line.startswith(f"| prescribed | 30 | {first['products']} ")
+    assert f"{first['li_li']:.1e}" in line
