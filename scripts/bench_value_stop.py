@@ -120,7 +120,16 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default="12-17", help="first and last depth, e.g. 12-17")
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "condlab-bench")
     args = ap.parse_args(argv)
-    lo, hi = (int(x) for x in args.steps.split("-"))
+    try:
+        lo, hi = (int(x) for x in args.steps.split("-"))
+    except ValueError:
+        ap.error(f"--steps must be FIRST-LAST, e.g. 12-17, got {args.steps!r}")
+    if not 1 <= lo <= hi:
+        ap.error(f"--steps must have 1 <= FIRST <= LAST, got {args.steps!r}")
+    unknown = set(args.problems.split(",")) - set(bench_peers.PROBLEMS)
+    if unknown:
+        ap.error(f"unknown problem {', '.join(sorted(unknown))}; choose from "
+                 f"{', '.join(bench_peers.PROBLEMS)}")
     torch.set_num_threads(1)
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     results = []
